@@ -1,0 +1,23 @@
+# Latent generalization during memorization: the whole DAG.
+#   snakemake --cores 2                      embedded default (config/config.yaml), offline, minutes
+#   snakemake --profile slurm all            a cluster run (see README, "SLURM")
+# Stage rules live one per file in workflow/rules/; all logic lives in src/pipeline/.
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/activations.smk"
+include: "workflow/rules/probes.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/plots.smk"
+
+
+rule all:
+    input:
+        "results/tables/probes.parquet",
+        "results/tables/train_log.parquet",
+        all_plots(),
+    default_target: True

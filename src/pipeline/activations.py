@@ -1,0 +1,166 @@
+"""Activation stage: one HDF5 file per (run, checkpoint) with every probe layer's activations.
+
+Layout of ``activations/epoch_{E}.h5``::
+
+    attrs                       run keys, epoch, layers, pipeline_version, config (JSON)
+    labels/train_corrupted      int64 (N,)   labels the model was trained on
+    labels/train_true           int64 (N,)
+    labels/test                 int64 (M,)   always true labels
+    predictions/train|test      int64        the model's own predictions (eval mode)
+    layers/{layer}/train        (N, d_layer) float32 (or float16), dataset order
+    layers/{layer}/test         (M, d_layer)
+
+Each layer is its own dataset, so one layer reads without touching the others. Rows are chunked
+in blocks of about 64 KiB (a single row for layers of 16k dims), so reading one class's rows
+(:meth:`ActivationFile.read_class`) touches only the chunks that hold them. Compression is off by
+default; ``lzf`` is offered because it is fast enough for the extraction loop (gzip is not).
+
+Extraction runs in eval mode, batched, in the dataset's original order, and takes activations from
+:meth:`pipeline.models.ProbedModel.forward_layers`, which computes them out of place, so a later
+in-place ReLU or residual addition cannot overwrite what was recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import h5py
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pipeline.data import RunLabels
+from pipeline.io import atomic_path
+
+CHUNK_BYTES = 1 << 16
+
+
+def rows_per_chunk(dim: int, itemsize: int, n_rows: int) -> int:
+    return int(max(1, min(n_rows, CHUNK_BYTES // max(1, dim * itemsize))))
+
+
+@torch.no_grad()
+def _extract_split(model, x_uint8: torch.Tensor, transform, layers: list[str], datasets: dict,
+                   predictions: h5py.Dataset, batch_size: int, device, desc: str, dtype) -> None:
+    for start in tqdm(range(0, x_uint8.shape[0], batch_size), desc=desc, unit="batch", mininterval=5.0):
+        xb = transform(x_uint8[start:start + batch_size].to(device))
+        logits, acts = model.forward_layers(xb, layers)
+        stop = start + xb.shape[0]
+        predictions[start:stop] = logits.argmax(1).cpu().numpy()
+        for layer in layers:
+            datasets[layer][start:stop] = acts[layer].flatten(1).to(dtype).cpu().numpy()
+
+
+def extract_activations(model: torch.nn.Module, x_train: np.ndarray, x_test: np.ndarray,
+                        labels: RunLabels, transform, out_path: str | Path, *,
+                        layers: Iterable[str] | None = None, dtype: str = "float32",
+                        compression: str | None = None, batch_size: int = 512,
+                        attrs: dict | None = None) -> Path:
+    """Write the activations of ``layers`` (default: all probe layers) for both splits to ``out_path``."""
+    layers = list(layers) if layers is not None else list(model.probe_layers)
+    unknown = [l for l in layers if l not in model.probe_layers]
+    if unknown:
+        raise ValueError(f"unknown probe layer(s) {unknown}; this model's probe layers are "
+                         f"{list(model.probe_layers)}")
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"activation dtype must be float32 or float16, got {dtype!r}")
+    if compression not in (None, "lzf"):
+        raise ValueError(f"activation compression must be null or 'lzf', got {compression!r}")
+    device = next(model.parameters()).device
+    model.eval()
+    torch_dtype = getattr(torch, dtype)
+    itemsize = np.dtype(dtype).itemsize
+    with torch.no_grad():
+        probe_x = transform(torch.from_numpy(x_train[:1]).to(device))
+        _, probe_acts = model.forward_layers(probe_x, layers)
+    dims = {l: int(np.prod(probe_acts[l].shape[1:])) for l in layers}
+    shapes = {l: list(probe_acts[l].shape[1:]) for l in layers}
+
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            for key, value in (attrs or {}).items():
+                h5.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+            h5.attrs["layers"] = json.dumps(layers)
+            h5.attrs["layer_dims"] = json.dumps(dims)
+            h5.attrs["layer_shapes"] = json.dumps(shapes)
+            h5.attrs["dtype"] = dtype
+            h5.attrs["num_classes"] = int(labels.num_classes)
+            h5["labels/train_corrupted"] = labels.corrupted
+            h5["labels/train_true"] = labels.true
+            h5["labels/test"] = labels.test
+            for split, x in (("train", x_train), ("test", x_test)):
+                n = x.shape[0]
+                datasets = {
+                    l: h5.create_dataset(f"layers/{l}/{split}", shape=(n, dims[l]), dtype=dtype,
+                                         chunks=(rows_per_chunk(dims[l], itemsize, n), dims[l]),
+                                         compression=compression)
+                    for l in layers}
+                preds = h5.create_dataset(f"predictions/{split}", shape=(n,), dtype="int64")
+                _extract_split(model, torch.from_numpy(x), transform, layers, datasets, preds,
+                               batch_size, device, f"{out_path.name} {split}", torch_dtype)
+            h5.attrs["complete"] = True
+    return out_path
+
+
+class ActivationFile:
+    """Read access to an activation file; fails with a clear message on a corrupt/partial file."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.h5 = h5py.File(self.path, "r")
+        except (OSError, FileNotFoundError) as exc:
+            raise RuntimeError(f"activation file {self.path} cannot be opened ({exc}); delete it and "
+                               "rerun the extraction job") from None
+        if not self.h5.attrs.get("complete", False):
+            self.h5.close()
+            raise RuntimeError(f"activation file {self.path} is incomplete; delete it and rerun")
+        self.layers: list[str] = json.loads(self.h5.attrs["layers"])
+        self.layer_dims: dict[str, int] = json.loads(self.h5.attrs["layer_dims"])
+        self.num_classes = int(self.h5.attrs["num_classes"])
+
+    def __enter__(self) -> "ActivationFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.h5.close()
+
+    def labels(self, split: str, source: str = "true") -> np.ndarray:
+        """Labels of ``split``: for train, ``source`` is "corrupted" or "true"; test is always true."""
+        if split == "test":
+            return self.h5["labels/test"][()]
+        if source not in ("corrupted", "true"):
+            raise ValueError(f"label source must be 'corrupted' or 'true', got {source!r}")
+        return self.h5[f"labels/train_{source}"][()]
+
+    def predictions(self, split: str) -> np.ndarray:
+        return self.h5[f"predictions/{split}"][()]
+
+    def _dataset(self, layer: str, split: str) -> h5py.Dataset:
+        if layer not in self.layers:
+            raise KeyError(f"layer {layer!r} is not in {self.path}; stored layers: {self.layers}")
+        return self.h5[f"layers/{layer}/{split}"]
+
+    def read(self, layer: str, split: str, rows: np.ndarray | None = None) -> np.ndarray:
+        ds = self._dataset(layer, split)
+        if rows is None:
+            return ds[()]
+        rows = np.sort(np.asarray(rows))
+        if len(rows) > ds.shape[0] // 4:
+            # h5py's point selection is slow for many rows; one contiguous read is cheaper then.
+            return ds[()][rows]
+        return ds[rows]
+
+    def read_class(self, layer: str, split: str, source: str, label: int) -> np.ndarray:
+        """Rows of one class (by the given label source) without reading the others' chunks."""
+        rows = np.flatnonzero(self.labels(split, source) == label)
+        return self.read(layer, split, rows)
+
+    def attrs(self) -> dict:
+        return dict(self.h5.attrs)

@@ -1,0 +1,112 @@
+"""One function per workflow rule: load what the stage needs, call its module, write its artifact.
+
+Each Snakemake rule calls exactly one of these through the command line (``python -m pipeline
+<stage> ...``), so every stage is also usable without Snakemake. ``config`` here is the (validated)
+configuration, or the part of it the rule passes as ``params`` — the part whose change must rerun
+the stage and nothing upstream of it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.config import Run, provenance, validate_config
+from pipeline.io import check_result_schema, read_parquet_metadata, write_parquet
+
+
+def _full(config: dict) -> dict:
+    # Rules pass only their config sections; the schema fills in the rest with defaults.
+    return validate_config(config)
+
+
+def labels(config: dict, run: Run, out: str | Path) -> None:
+    from pipeline.data import load_run_dataset, make_run_labels, save_labels
+
+    config = _full(config)
+    arrays = load_run_dataset(config, run.dataset)
+    run_labels = make_run_labels(arrays, dataset=run.dataset, corruption=run.corruption, seed=run.seed)
+    save_labels(run_labels, out, **provenance(config, run=run.keys()))
+    changed = run_labels.changed.mean()
+    print(f"{run.path}: {len(run_labels.true)} training labels, {run_labels.resampled.mean():.3f} "
+          f"resampled, {changed:.3f} changed")
+
+
+def train(config: dict, run: Run, labels_path: str | Path, out_dir: str | Path) -> None:
+    from pipeline.data import load_labels, load_run_dataset
+    from pipeline.train import train_run
+
+    config = _full(config)
+    arrays = load_run_dataset(config, run.dataset)
+    result = train_run(config, run, arrays, load_labels(labels_path), out_dir)
+    last = result.log.iloc[-1]
+    print(f"{run.path}: stopped at epoch {result.final_epoch} ({result.stop_reason}); train acc "
+          f"(corrupted) {last.train_acc_corrupted:.3f}, test acc {last.test_acc:.3f}; "
+          f"checkpoints {result.epochs}")
+
+
+def extract(config: dict, run: Run, epoch: int, labels_path: str | Path, checkpoint: str | Path,
+            out: str | Path) -> None:
+    import torch
+
+    from pipeline.activations import extract_activations
+    from pipeline.data import load_labels, load_run_dataset
+    from pipeline.train import build_run_model, input_transform, load_checkpoint, resolve_device
+
+    config = _full(config)
+    if config["train"].get("num_threads"):
+        torch.set_num_threads(config["train"]["num_threads"])
+    arrays = load_run_dataset(config, run.dataset)
+    model = build_run_model(run, arrays, dropout=config["train"]["dropout"])
+    load_checkpoint(checkpoint, model)
+    model.to(resolve_device(config["train"]["device"]))
+    acfg = config["activations"]
+    extract_activations(model, arrays.x_train, arrays.x_test, load_labels(labels_path),
+                        input_transform(arrays, run.model), out, layers=acfg["layers"],
+                        dtype=acfg["dtype"], compression=acfg["compression"],
+                        batch_size=acfg["batch_size"],
+                        attrs={**provenance(config, run=run.keys()), "epoch": int(epoch)})
+
+
+def fit(config: dict, run: Run, epoch: int, activations: str | Path, out: str | Path) -> None:
+    from pipeline.probing import fit_subspaces
+
+    config = _full(config)
+    pcfg = config["probes"]
+    fit_subspaces(activations, out, settings=pcfg["settings"], fit_labels=pcfg["fit_labels"],
+                  layers=pcfg["layers"], attrs={**provenance(config, run=run.keys()), "epoch": int(epoch)})
+
+
+def score(config: dict, run: Run, epoch: int, activations: str | Path, subspaces: str | Path,
+          out: str | Path) -> None:
+    from pipeline.probing import score_probes
+
+    config = _full(config)
+    score_probes(activations, subspaces, out, run_keys=run.keys(), epoch=epoch,
+                 metadata=provenance(config, run=run.keys(), epoch=epoch))
+
+
+def aggregate(inputs: list[str | Path], out: str | Path, *, check_schema: bool = True) -> pd.DataFrame:
+    """Concatenate per-(run, checkpoint) tables into one tidy table, sorted by its keys."""
+    frames = [pd.read_parquet(p) for p in inputs]
+    if not frames:
+        raise ValueError("nothing to aggregate: no input tables")
+    table = pd.concat(frames, ignore_index=True)
+    if check_schema:
+        check_result_schema(table)
+        from pipeline.io import RESULT_KEYS
+        table = table.sort_values(RESULT_KEYS, kind="stable").reset_index(drop=True)
+    meta = read_parquet_metadata(inputs[0])
+    meta = {k: v for k, v in meta.items() if k in ("pipeline_version", "config")}
+    meta["sources"] = json.dumps([str(p) for p in inputs])
+    write_parquet(table, out, meta)
+    return table
+
+
+def plot(figure: str, table: str | Path, train_log: str | Path, dataset: str, model: str,
+         out: str | Path, *, dpi: int = 120) -> Path:
+    from pipeline.plots import draw_figure
+
+    return draw_figure(figure, table, train_log, dataset, model, out, dpi=dpi)

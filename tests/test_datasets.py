@@ -1,0 +1,453 @@
+"""Tests for pipeline.datasets: every loader reads a tiny copy of the real on-disk format.
+
+The fixtures are written here (IDX files, CIFAR pickle batches, a Tiny ImageNet folder of
+JPEGs) and read back through the same loaders the pipeline uses; nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.datasets import (
+    DATASETS,
+    DatasetArrays,
+    DatasetCorruptError,
+    DatasetNotFoundError,
+    channel_stats,
+    load_dataset,
+    normalize,
+    subsample,
+)
+
+ALL_NAMES = ["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "tiny_imagenet"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixture writers (the real formats)
+# ----------------------------------------------------------------------------------------------
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Uncompressed IDX: magic 0x0000_08_<ndim> (uint8), big-endian uint32 dims, raw bytes."""
+    array = np.asarray(array, dtype=np.uint8)
+    magic = {1: 2049, 3: 2051}[array.ndim]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
+
+
+def write_mnist(root: Path, folder: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    data = {
+        "x_train": rng.integers(0, 256, size=(7, 28, 28), dtype=np.uint8),
+        "y_train": rng.integers(0, 10, size=7).astype(np.uint8),
+        "x_test": rng.integers(0, 256, size=3, dtype=np.uint8).repeat(28 * 28).reshape(3, 28, 28),
+        "y_test": np.array([9, 0, 4], dtype=np.uint8),
+    }
+    raw = root / folder / "raw"
+    write_idx(raw / "train-images-idx3-ubyte", data["x_train"])
+    write_idx(raw / "train-labels-idx1-ubyte", data["y_train"])
+    write_idx(raw / "t10k-images-idx3-ubyte", data["x_test"])
+    write_idx(raw / "t10k-labels-idx1-ubyte", data["y_test"])
+    return data
+
+
+def _pickle(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        pickle.dump(obj, f)
+
+
+def write_cifar10(root: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    folder = root / "cifar-10-batches-py"
+    xs, ys = [], []
+    for b in range(1, 6):
+        x = rng.integers(0, 256, size=(2, 3, 32, 32), dtype=np.uint8)
+        y = rng.integers(0, 10, size=2)
+        _pickle(folder / f"data_batch_{b}", {"batch_label": f"batch {b}", "data": x.reshape(2, 3072), "labels": y.tolist()})
+        xs.append(x)
+        ys.append(y)
+    x_test = rng.integers(0, 256, size=(3, 3, 32, 32), dtype=np.uint8)
+    y_test = np.array([1, 2, 3])
+    _pickle(folder / "test_batch", {"data": x_test.reshape(3, 3072), "labels": y_test.tolist()})
+    _pickle(folder / "batches.meta", {"label_names": [f"class{i}" for i in range(10)], "num_vis": 3072})
+    return {"x_train": np.concatenate(xs), "y_train": np.concatenate(ys), "x_test": x_test, "y_test": y_test}
+
+
+def write_cifar100(root: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    folder = root / "cifar-100-python"
+    x_train = rng.integers(0, 256, size=(5, 3, 32, 32), dtype=np.uint8)
+    y_train = np.array([0, 99, 50, 7, 99])
+    x_test = rng.integers(0, 256, size=(2, 3, 32, 32), dtype=np.uint8)
+    y_test = np.array([42, 0])
+    for fname, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        _pickle(folder / fname, {"data": x.reshape(len(x), 3072), "fine_labels": y.tolist(), "coarse_labels": (y // 5).tolist()})
+    _pickle(folder / "meta", {"fine_label_names": [f"f{i}" for i in range(100)], "coarse_label_names": [f"c{i}" for i in range(20)]})
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+TINY_WNIDS = ["n0300", "n0100", "n0200"]  # deliberately not sorted: labels follow wnids.txt order
+
+
+def write_tiny_imagenet(root: Path, *, with_wnids: bool = True) -> dict:
+    from PIL import Image
+
+    base = root / "tiny-imagenet-200"
+    colors = {}
+    for k, wnid in enumerate(TINY_WNIDS):
+        img_dir = base / "train" / wnid / "images"
+        img_dir.mkdir(parents=True)
+        (base / "train" / wnid / f"{wnid}_boxes.txt").write_text("")
+        for j in range(2):
+            color = (40 * k + 10, 100 + 50 * j, 200 - 30 * k)
+            colors[f"{wnid}_{j}"] = color
+            Image.new("RGB", (64, 64), color).save(img_dir / f"{wnid}_{j}.JPEG", quality=100)
+    if with_wnids:
+        (base / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
+    val_images = base / "val" / "images"
+    val_images.mkdir(parents=True)
+    val = {"val_1.JPEG": "n0200", "val_0.JPEG": "n0300", "val_2.JPEG": "n0100", "val_3.JPEG": "n0100"}
+    for fname in val:
+        Image.new("L", (64, 64), 128).save(val_images / fname, quality=100)  # grayscale -> RGB
+    (base / "val" / "val_annotations.txt").write_text(
+        "".join(f"{f}\t{w}\t0\t0\t63\t63\n" for f, w in val.items())
+    )
+    (base / "test" / "images").mkdir(parents=True)  # unlabelled test split: ignored
+    return {"base": base, "colors": colors, "val": val}
+
+
+# ----------------------------------------------------------------------------------------------
+# Registry
+# ----------------------------------------------------------------------------------------------
+
+
+def test_registry_names_and_specs():
+    assert list(DATASETS) == ALL_NAMES
+    for name, spec in DATASETS.items():
+        assert spec.name == name and callable(spec.loader)
+    assert (DATASETS["cifar100"].num_classes, DATASETS["tiny_imagenet"].num_classes) == (100, 200)
+    assert DATASETS["tiny_imagenet"].image_size == 64 and DATASETS["tiny_imagenet"].channels == 3
+
+
+def test_unknown_name_lists_allowed_names(tmp_path):
+    with pytest.raises(ValueError) as err:
+        load_dataset("imagenet", tmp_path)
+    msg = str(err.value)
+    assert "imagenet" in msg
+    for name in ALL_NAMES:
+        assert name in msg
+
+
+# ----------------------------------------------------------------------------------------------
+# digits
+# ----------------------------------------------------------------------------------------------
+
+
+def test_digits_shapes_split_and_determinism():
+    a = load_dataset("digits")
+    assert a.x_train.shape[1:] == (1, 8, 8) and a.x_train.dtype == np.uint8
+    assert a.y_train.dtype == np.int64 and a.num_classes == 10
+    assert (a.channels, a.image_size) == (1, 8)
+    assert len(a.x_train) + len(a.x_test) == 1797
+    assert (len(a.x_train), len(a.x_test)) == (DATASETS["digits"].train_size, DATASETS["digits"].test_size)
+    assert a.x_train.max() == 255 and a.x_train.min() == 0
+    # stratified: every class's share of the test set is close to 30%
+    tr, te = np.bincount(a.y_train, minlength=10), np.bincount(a.y_test, minlength=10)
+    assert np.all(np.abs(te / (tr + te) - 0.3) < 0.01)
+    b = load_dataset("digits")
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+
+
+def test_digits_values_and_original_order():
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    a = load_dataset("digits")
+    expected = np.rint(bunch.images * 255 / 16).astype(np.uint8)
+    # each split is a subsequence of the original order: locate each row in the original data
+    flat = expected.reshape(len(expected), -1)
+    lookup: dict[bytes, list[int]] = {}
+    for i, row in enumerate(flat):
+        lookup.setdefault(row.tobytes() + bytes([bunch.target[i]]), []).append(i)
+    for x, y in ((a.x_train, a.y_train), (a.x_test, a.y_test)):
+        positions = [lookup[row.tobytes() + bytes([label])][0] for row, label in zip(x.reshape(len(x), -1), y)]
+        assert positions == sorted(positions)
+
+
+# ----------------------------------------------------------------------------------------------
+# MNIST / Fashion-MNIST
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_mnist_like_round_trip(tmp_path, name, folder):
+    data = write_mnist(tmp_path, folder, np.random.default_rng(1))
+    a = load_dataset(name, tmp_path)
+    assert a.name == name and a.num_classes == 10
+    assert a.x_train.shape == (7, 1, 28, 28) and a.x_test.shape == (3, 1, 28, 28)
+    assert a.x_train.dtype == np.uint8 and a.y_train.dtype == np.int64
+    np.testing.assert_array_equal(a.x_train[:, 0], data["x_train"])
+    np.testing.assert_array_equal(a.x_test[:, 0], data["x_test"])
+    np.testing.assert_array_equal(a.y_train, data["y_train"])
+    np.testing.assert_array_equal(a.y_test, [9, 0, 4])
+
+
+def test_mnist_missing_raises_not_found_with_path_and_hint(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset("mnist", tmp_path / "nowhere")
+    msg = str(err.value)
+    assert isinstance(err.value, FileNotFoundError)
+    assert "mnist" in msg and str(tmp_path / "nowhere" / "MNIST" / "raw") in msg and "download" in msg
+
+
+def test_mnist_partially_missing_names_the_missing_file(tmp_path):
+    write_mnist(tmp_path, "MNIST", np.random.default_rng(0))
+    (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(DatasetNotFoundError, match="t10k-labels-idx1-ubyte"):
+        load_dataset("mnist", tmp_path)
+
+
+@pytest.mark.parametrize("name,tv_class", [("mnist", "MNIST"), ("cifar10", "CIFAR10")])
+def test_failed_download_becomes_not_found(tmp_path, monkeypatch, name, tv_class):
+    """download=True hands over to torchvision; a failed fetch (no network) is reported as missing."""
+    import torchvision.datasets as tvd
+
+    def no_network(self):
+        raise RuntimeError("Error downloading: <urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(getattr(tvd, tv_class), "download", no_network)  # never touches the network
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset(name, tmp_path, download=True)
+    assert str(tmp_path) in str(err.value) and "name resolution" in str(err.value)
+
+
+def test_truncated_idx_file_names_the_file(tmp_path):
+    write_mnist(tmp_path, "FashionMNIST", np.random.default_rng(0))
+    path = tmp_path / "FashionMNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DatasetCorruptError) as err:
+        load_dataset("fashion_mnist", tmp_path)
+    assert str(path) in str(err.value)
+    assert err.value.path == path
+
+
+def test_idx_file_with_wrong_magic_names_the_file(tmp_path):
+    write_mnist(tmp_path, "MNIST", np.random.default_rng(0))
+    path = tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    path.write_bytes(b"\x00\x00\x08\x03" + path.read_bytes()[4:])
+    with pytest.raises(DatasetCorruptError, match="t10k-labels-idx1-ubyte"):
+        load_dataset("mnist", tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# CIFAR-10 / CIFAR-100
+# ----------------------------------------------------------------------------------------------
+
+
+def test_cifar10_round_trip(tmp_path):
+    data = write_cifar10(tmp_path, np.random.default_rng(2))
+    a = load_dataset("cifar10", tmp_path)
+    assert a.x_train.shape == (10, 3, 32, 32) and a.x_test.shape == (3, 3, 32, 32)
+    assert a.x_train.dtype == np.uint8 and a.y_train.dtype == np.int64 and a.x_train.flags.c_contiguous
+    assert (a.channels, a.image_size, a.num_classes) == (3, 32, 10)
+    np.testing.assert_array_equal(a.x_train, data["x_train"])  # batches 1..5 in order
+    np.testing.assert_array_equal(a.y_train, data["y_train"])
+    np.testing.assert_array_equal(a.x_test, data["x_test"])
+    np.testing.assert_array_equal(a.y_test, data["y_test"])
+
+
+def test_cifar100_round_trip_fine_labels(tmp_path):
+    data = write_cifar100(tmp_path, np.random.default_rng(3))
+    a = load_dataset("cifar100", tmp_path)
+    assert a.num_classes == 100 and a.x_train.shape == (5, 3, 32, 32)
+    np.testing.assert_array_equal(a.x_train, data["x_train"])
+    np.testing.assert_array_equal(a.y_train, [0, 99, 50, 7, 99])
+    np.testing.assert_array_equal(a.x_test, data["x_test"])
+    np.testing.assert_array_equal(a.y_test, [42, 0])
+
+
+def test_cifar_missing_and_corrupt(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset("cifar100", tmp_path)
+    assert str(tmp_path / "cifar-100-python") in str(err.value) and "download" in str(err.value)
+
+    write_cifar10(tmp_path, np.random.default_rng(0))
+    bad = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    bad.write_bytes(bad.read_bytes()[:200])
+    with pytest.raises(DatasetCorruptError) as err:
+        load_dataset("cifar10", tmp_path)
+    assert str(bad) in str(err.value)
+
+
+def test_labels_outside_class_range_are_rejected(tmp_path):
+    write_cifar10(tmp_path, np.random.default_rng(0))
+    _pickle(tmp_path / "cifar-10-batches-py" / "test_batch",
+            {"data": np.zeros((1, 3072), np.uint8), "labels": [10]})
+    with pytest.raises(ValueError, match="outside"):
+        load_dataset("cifar10", tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tiny ImageNet
+# ----------------------------------------------------------------------------------------------
+
+
+def test_tiny_imagenet_layout_labels_and_cache(tmp_path):
+    fx = write_tiny_imagenet(tmp_path)
+    a = load_dataset("tiny_imagenet", tmp_path)
+    assert a.x_train.shape == (6, 3, 64, 64) and a.x_test.shape == (4, 3, 64, 64)
+    assert a.x_train.dtype == np.uint8 and a.y_train.dtype == np.int64
+    assert a.num_classes == 200 and (a.channels, a.image_size) == (3, 64)
+    # train: class by class in wnids.txt order, files sorted within a class
+    np.testing.assert_array_equal(a.y_train, [0, 0, 1, 1, 2, 2])
+    for i, key in enumerate(f"{w}_{j}" for w in TINY_WNIDS for j in range(2)):
+        pixel = a.x_train[i, :, 32, 32].astype(int)
+        assert np.all(np.abs(pixel - fx["colors"][key]) <= 3), (key, pixel)
+    # test = val split, sorted file names, labels from val_annotations.txt via wnids order
+    label = {w: i for i, w in enumerate(TINY_WNIDS)}
+    expected = [label[fx["val"][f]] for f in sorted(fx["val"])]
+    np.testing.assert_array_equal(a.y_test, expected)
+    assert np.all(np.abs(a.x_test.astype(int) - 128) <= 2)  # grayscale converted to 3 channels
+
+    cache = fx["base"] / "arrays_cache.npz"
+    assert cache.is_file()
+    b = load_dataset("tiny_imagenet", tmp_path)  # from the cache
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    # a changed listing invalidates the cache
+    (fx["base"] / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn0100\t0\t0\t63\t63\n")
+    c = load_dataset("tiny_imagenet", tmp_path)
+    np.testing.assert_array_equal(c.y_test, [1])
+
+
+def test_tiny_imagenet_without_wnids_uses_sorted_folders(tmp_path):
+    write_tiny_imagenet(tmp_path, with_wnids=False)
+    a = load_dataset("tiny_imagenet", tmp_path)
+    # sorted: n0100 -> 0, n0200 -> 1, n0300 -> 2
+    np.testing.assert_array_equal(a.y_train, [0, 0, 1, 1, 2, 2])
+    np.testing.assert_array_equal(a.y_test, [2, 1, 0, 0])  # val_0..val_3 -> n0300, n0200, n0100, n0100
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_tiny_imagenet_missing_explains_where(tmp_path, download):
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset("tiny_imagenet", tmp_path, download=download)
+    msg = str(err.value)
+    assert str(tmp_path / "tiny-imagenet-200") in msg and "download" in msg
+
+
+def test_tiny_imagenet_corrupt_jpeg_names_the_file(tmp_path):
+    fx = write_tiny_imagenet(tmp_path)
+    bad = fx["base"] / "val" / "images" / "val_2.JPEG"
+    bad.write_bytes(b"not a jpeg at all")
+    with pytest.raises(DatasetCorruptError) as err:
+        load_dataset("tiny_imagenet", tmp_path)
+    assert str(bad) in str(err.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# normalize / channel_stats
+# ----------------------------------------------------------------------------------------------
+
+
+def test_normalize_unit_and_standardize():
+    x = np.array([0, 51, 255, 102, 0, 255, 255, 0], dtype=np.uint8).reshape(1, 2, 2, 2)
+    unit = normalize(x, "unit")
+    assert unit.dtype == torch.float32 and unit.shape == (1, 2, 2, 2)
+    np.testing.assert_allclose(unit.numpy(), x / 255.0, rtol=1e-6)
+
+    mean, std = np.array([0.2, 0.5]), np.array([0.5, 0.25])
+    out = normalize(torch.from_numpy(x), "standardize", mean, std)
+    expected = (x / 255.0 - mean[None, :, None, None]) / std[None, :, None, None]
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out[0, 0, 0, 0].item(), (0.0 - 0.2) / 0.5, rtol=1e-6)
+    np.testing.assert_allclose(out[0, 1, 1, 1].item(), (0.0 - 0.5) / 0.25, rtol=1e-6)
+    assert x[0, 0, 0, 1] == 51  # input untouched
+
+
+def test_normalize_rejects_bad_input():
+    x = np.zeros((1, 1, 2, 2), np.uint8)
+    with pytest.raises(ValueError, match="mean and std"):
+        normalize(x, "standardize")
+    with pytest.raises(ValueError, match="unit"):
+        normalize(x, "whiten")
+    with pytest.raises(TypeError):
+        normalize(x.astype(np.float32), "unit")
+    with pytest.raises(ValueError, match="one entry per channel"):
+        normalize(x, "standardize", [0.1, 0.2], [1.0, 1.0])
+
+
+def test_channel_stats_matches_numpy_reference():
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, size=(37, 3, 5, 5), dtype=np.uint8)
+    x[:, 2] //= 4  # give channels different statistics
+    mean, std = channel_stats(x, chunk_size=8)
+    ref = x / 255.0
+    np.testing.assert_allclose(mean, ref.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(std, ref.std(axis=(0, 2, 3)), rtol=1e-10)
+    assert mean.dtype == np.float64 and mean.shape == (3,)
+    # standardizing with the stats gives zero mean / unit std per channel
+    z = normalize(x, "standardize", mean, std).double()
+    np.testing.assert_allclose(z.mean(dim=(0, 2, 3)).numpy(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(z.std(dim=(0, 2, 3), unbiased=False).numpy(), 1.0, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# subsample
+# ----------------------------------------------------------------------------------------------
+
+
+def _toy_arrays(n_train: int = 100, n_test: int = 40) -> DatasetArrays:
+    rng = np.random.default_rng(5)
+    y_train = np.repeat(np.arange(4), n_train // 4)
+    rng.shuffle(y_train)
+    y_test = np.arange(n_test) % 4
+    # encode the original index in the pixels so order can be checked
+    x_train = (np.arange(n_train, dtype=np.uint8)[:, None, None, None] * np.ones((1, 1, 2, 2), np.uint8))
+    x_test = (np.arange(n_test, dtype=np.uint8)[:, None, None, None] * np.ones((1, 1, 2, 2), np.uint8))
+    return DatasetArrays("toy", x_train, y_train, x_test, y_test, num_classes=4)
+
+
+def test_subsample_sizes_stratification_order_determinism():
+    full = _toy_arrays()
+    s = subsample(full, 30, 10, seed=7)
+    assert (len(s.x_train), len(s.y_train), len(s.x_test), len(s.y_test)) == (30, 30, 10, 10)
+    idx = s.x_train[:, 0, 0, 0].astype(int)
+    assert list(idx) == sorted(idx) and len(set(idx)) == 30  # original relative order, no repeats
+    np.testing.assert_array_equal(s.y_train, full.y_train[idx])  # labels stay with their images
+    counts = np.bincount(s.y_train, minlength=4)
+    assert counts.min() >= 7 and counts.max() <= 8  # 30 over 4 equal classes
+    assert sorted(np.bincount(s.y_test, minlength=4)) == [2, 2, 3, 3]  # 10 over 4 equal classes
+
+    again = subsample(full, 30, 10, seed=7)
+    np.testing.assert_array_equal(s.x_train, again.x_train)
+    np.testing.assert_array_equal(s.y_test, again.y_test)
+    other = subsample(full, 30, 10, seed=8)
+    assert not np.array_equal(s.x_train, other.x_train)
+
+
+def test_subsample_none_keeps_all_and_rejects_bad_sizes():
+    full = _toy_arrays()
+    s = subsample(full, None, None, seed=0)
+    assert s.x_train is full.x_train and s.y_test is full.y_test
+    s = subsample(full, 100, 5, seed=0)
+    assert len(s.x_train) == 100 and len(s.x_test) == 5
+    with pytest.raises(ValueError, match="n_train"):
+        subsample(full, 101, None, seed=0)
+    with pytest.raises(ValueError, match="n_test"):
+        subsample(full, None, -1, seed=0)
+
+
+def test_dataset_arrays_validates():
+    x = np.zeros((2, 1, 4, 4), np.uint8)
+    with pytest.raises(ValueError, match="uint8"):
+        DatasetArrays("bad", x.astype(np.float32), np.zeros(2, int), x, np.zeros(2, int), 2)
+    with pytest.raises(ValueError, match="labels"):
+        DatasetArrays("bad", x, np.zeros(3, int), x, np.zeros(2, int), 2)
+    a = DatasetArrays("ok", x, np.zeros(2, np.int32), x, np.zeros(2, np.uint8), 2)
+    assert a.y_train.dtype == np.int64 and a.y_test.dtype == np.int64

@@ -1,0 +1,72 @@
+# Shared helpers: config validation, the run grid, paths and per-stage config sections.
+import json
+
+from snakemake.utils import validate
+
+from pipeline.config import ConfigError, Run, iter_runs, pairs, validate_config
+
+# Validate before any job is scheduled: one message naming the key and the allowed values.
+try:
+    config = validate_config(config)
+except ConfigError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}") from None
+validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+RUN_DIR = "results/runs/{dataset}/{model}/c{corruption}/s{seed}/{variant}"
+LOG_DIR = "logs/{dataset}/{model}/c{corruption}/s{seed}/{variant}"
+RUNS = list(iter_runs(config))
+
+
+wildcard_constraints:
+    dataset="[a-z0-9_]+",
+    model="[a-z0-9_]+",
+    corruption="[0-9.e-]+",
+    seed="[0-9]+",
+    variant="[A-Za-z0-9_-]+",
+    epoch="[0-9]+",
+
+
+def section(*keys):
+    """The config sections a rule depends on, as JSON: its params, so only they trigger reruns."""
+    return json.dumps({k: config[k] for k in keys}, sort_keys=True)
+
+
+def run_args(wildcards):
+    return (f"--dataset {wildcards.dataset} --model {wildcards.model} "
+            f"--corruption {wildcards.corruption} --seed {wildcards.seed} --variant {wildcards.variant}")
+
+
+def run_path(run, name):
+    return f"results/{run.path}/{name}"
+
+
+def checkpoint_epochs(wildcards):
+    """Epochs with a saved checkpoint; known once the run's training job has finished."""
+    index = checkpoints.train.get(**wildcards).output.index
+    with open(index) as fh:
+        return json.load(fh)["epochs"]
+
+
+def run_probe_tables(wildcards):
+    return expand(RUN_DIR + "/probes/epoch_{epoch}.parquet", epoch=checkpoint_epochs(wildcards),
+                  **wildcards)
+
+
+def all_probe_tables(wildcards):
+    paths = []
+    for run in RUNS:
+        paths += run_probe_tables(run.keys() | {"corruption": run.corruption_str})
+    return paths
+
+
+def all_train_logs(wildcards):
+    return [run_path(run, "train_log.parquet") for run in RUNS]
+
+
+FIGURES_PER_PAIR = ["masc_dynamics", "training"]
+
+
+def all_plots():
+    fmt = config["plots"]["format"]
+    return [f"results/plots/{figure}_{dataset}_{model}.{fmt}"
+            for dataset, model in pairs(config) for figure in FIGURES_PER_PAIR]

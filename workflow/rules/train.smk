@@ -1,0 +1,19 @@
+# Training is a checkpoint: how many epochs a run lasts (and so which model checkpoints exist) is
+# known only once it has stopped (target training accuracy or max_epochs).
+checkpoint train:
+    input:
+        labels=RUN_DIR + "/labels.npz",
+    output:
+        index=RUN_DIR + "/checkpoints/index.json",
+        log=RUN_DIR + "/train_log.parquet",
+    params:
+        config=section("data", "train"),
+        run=run_args,
+        out_dir=RUN_DIR,
+    log:
+        LOG_DIR + "/train.log",
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline train --config-json {params.config:q} {params.run} "
+        "--labels {input.labels} --out-dir {params.out_dir} > {log} 2>&1"
