@@ -1,0 +1,93 @@
+"""The Snakemake workflow: lint, dry run, config errors, and an end-to-end run on a tiny config."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.io import RESULT_COLUMNS, read_parquet_metadata
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "data": {"train_subset": 300, "test_subset": 150},
+    "datasets": ["digits"],
+    "models": ["mlp"],
+    "corruptions": [0.0, 0.8],
+    "seeds": [0],
+    "train": {"max_epochs": 4, "target_train_accuracy": 1.0, "num_threads": 1,
+              "overrides": {"mlp": {"lr": 0.01}}},
+    "probes": {"settings": [{"name": "masc", "params": {"variance": 0.99}}]},
+}
+
+
+def snakemake(*args, workdir: Path, config: dict | None = None, check: bool = True, timeout: int = 900):
+    """Run snakemake from this interpreter's environment, in ``workdir``."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    if config is not None:
+        path = workdir / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        cmd += ["--configfile", str(path)]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run(cmd + list(args), capture_output=True, text=True, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def test_lint(tmp_path):
+    proc = snakemake("--lint", workdir=tmp_path, config=TINY, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dry_run_default_config(tmp_path):
+    proc = snakemake("-n", "--cores", "2", workdir=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert "corrupt_labels" in out and "train" in out
+
+
+@pytest.mark.parametrize("bad, culprit", [
+    ({"train": {"max_epoch": 3}}, "max_epoch"),
+    ({"corruptions": [1.5]}, "corruptions"),
+    ({"models": ["vgg"]}, "vgg"),
+    ({"datasets": ["imagenet"]}, "imagenet"),
+])
+def test_bad_config_stops_before_any_job(tmp_path, bad, culprit):
+    proc = snakemake("-n", workdir=tmp_path, config={**TINY, **bad}, check=False)
+    assert proc.returncode != 0
+    assert culprit in proc.stderr + proc.stdout
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_end_to_end_tiny(tmp_path):
+    snakemake("--cores", "2", workdir=tmp_path, config=TINY)
+    table = pd.read_parquet(tmp_path / "results/tables/probes.parquet")
+    assert list(table.columns) == list(RESULT_COLUMNS)
+    assert set(table.corruption) == {0.0, 0.8}
+    assert set(table.epoch) == {0, 2, 4}
+    masc = table[table.probe == "masc"]
+    assert set(masc.layer) == {"fc1", "fc2", "fc3", "fc4"}
+    assert set(masc.fit_labels) == {"corrupted", "true"}
+    assert set(table.split) == {"train", "test"}
+    # the model's own accuracy is a row like any probe's, and agrees with the training log
+    model_test = table[(table.probe == "model") & (table.split == "test")].set_index(["corruption", "epoch"])
+    log = pd.read_parquet(tmp_path / "results/tables/train_log.parquet").set_index(["corruption", "epoch"])
+    for key, row in model_test.iterrows():
+        assert row.accuracy == pytest.approx(log.loc[key, "test_acc"])
+    assert (table.n_samples[table.split == "test"] == 150).all()
+    assert table.accuracy.between(0, 1).all()
+    assert (table.n_correct / table.n_samples - table.accuracy).abs().max() < 1e-12
+    meta = read_parquet_metadata(tmp_path / "results/tables/probes.parquet")
+    assert "pipeline_version" in meta and json.loads(meta["config"])["train"]["max_epochs"] == 4
+    for fig in ("masc_dynamics", "training"):
+        assert (tmp_path / f"results/plots/{fig}_digits_mlp.png").stat().st_size > 10_000
+    # nothing left to do, and no temporary files left behind
+    proc = snakemake("-n", "--cores", "2", workdir=tmp_path, config=TINY)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    assert not list((tmp_path / "results").rglob("*.tmp"))
