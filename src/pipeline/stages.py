@@ -22,13 +22,22 @@ def _full(config: dict) -> dict:
     return validate_config(config)
 
 
+def _record(config: dict, given: dict, **extra) -> dict[str, str]:
+    """Provenance of an artifact: the config sections the stage was given (defaults filled in)."""
+    return provenance(config, sections=list(given) or None, **extra)
+
+
+def _stored_config(attrs) -> dict:
+    return json.loads(attrs.get("config", "{}"))
+
+
 def labels(config: dict, run: Run, out: str | Path) -> None:
     from pipeline.data import load_run_dataset, make_run_labels, save_labels
 
-    config = _full(config)
+    given, config = config, _full(config)
     arrays = load_run_dataset(config, run.dataset)
     run_labels = make_run_labels(arrays, dataset=run.dataset, corruption=run.corruption, seed=run.seed)
-    save_labels(run_labels, out, **provenance(config, run=run.keys()))
+    save_labels(run_labels, out, **_record(config, given, run=run.keys()))
     changed = run_labels.changed.mean()
     print(f"{run.path}: {len(run_labels.true)} training labels, {run_labels.resampled.mean():.3f} "
           f"resampled, {changed:.3f} changed")
@@ -38,7 +47,7 @@ def train(config: dict, run: Run, labels_path: str | Path, out_dir: str | Path) 
     from pipeline.data import load_labels, load_run_dataset
     from pipeline.train import train_run
 
-    config = _full(config)
+    given, config = config, _full(config)
     arrays = load_run_dataset(config, run.dataset)
     result = train_run(config, run, arrays, load_labels(labels_path), out_dir)
     last = result.log.iloc[-1]
@@ -55,7 +64,7 @@ def extract(config: dict, run: Run, epoch: int, labels_path: str | Path, checkpo
     from pipeline.data import load_labels, load_run_dataset
     from pipeline.train import build_run_model, input_transform, load_checkpoint, resolve_device
 
-    config = _full(config)
+    given, config = config, _full(config)
     if config["train"].get("num_threads"):
         torch.set_num_threads(config["train"]["num_threads"])
     arrays = load_run_dataset(config, run.dataset)
@@ -67,25 +76,33 @@ def extract(config: dict, run: Run, epoch: int, labels_path: str | Path, checkpo
                         input_transform(arrays, run.model), out, layers=acfg["layers"],
                         dtype=acfg["dtype"], compression=acfg["compression"],
                         batch_size=acfg["batch_size"],
-                        attrs={**provenance(config, run=run.keys()), "epoch": int(epoch)})
+                        attrs={**_record(config, given, run=run.keys()), "epoch": int(epoch)})
 
 
 def fit(config: dict, run: Run, epoch: int, activations: str | Path, out: str | Path) -> None:
     from pipeline.probing import fit_subspaces
 
-    config = _full(config)
+    import h5py
+
+    given, config = config, _full(config)
     pcfg = config["probes"]
+    with h5py.File(activations, "r") as h5:  # carry the upstream provenance forward
+        upstream = _stored_config(h5.attrs)
+    recorded = {**upstream, **json.loads(_record(config, given)["config"])}
     fit_subspaces(activations, out, settings=pcfg["settings"], fit_labels=pcfg["fit_labels"],
-                  layers=pcfg["layers"], attrs={**provenance(config, run=run.keys()), "epoch": int(epoch)})
+                  layers=pcfg["layers"], attrs={**provenance(recorded, run=run.keys()), "epoch": int(epoch)})
 
 
 def score(config: dict, run: Run, epoch: int, activations: str | Path, subspaces: str | Path,
           out: str | Path) -> None:
     from pipeline.probing import score_probes
 
-    config = _full(config)
+    import h5py
+
+    with h5py.File(subspaces, "r") as h5:  # activations' and probes' config, as recorded upstream
+        recorded = _stored_config(h5.attrs)
     score_probes(activations, subspaces, out, run_keys=run.keys(), epoch=epoch,
-                 metadata=provenance(config, run=run.keys(), epoch=epoch))
+                 metadata=provenance(recorded, run=run.keys(), epoch=epoch))
 
 
 def aggregate(inputs: list[str | Path], out: str | Path, *, check_schema: bool = True) -> pd.DataFrame:

@@ -47,8 +47,8 @@ def checkpoint_schedule(max_epochs: int, *, early_every: int = 2, early_until: i
     [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 25, 30]
     """
     epochs = set(range(0, min(early_until, max_epochs) + 1, early_every))
-    start = early_until if early_until <= max_epochs else max_epochs
-    epochs.update(range(start, max_epochs + 1, late_every))
+    if early_until <= max_epochs:
+        epochs.update(range(early_until, max_epochs + 1, late_every))
     epochs.add(0)
     return sorted(e for e in epochs if e <= max_epochs)
 
@@ -138,8 +138,12 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x_uint8:
     order = torch.randperm(x_uint8.shape[0], generator=torch.Generator().manual_seed(_epoch_seed(seed, epoch)))
     loss_fn = nn.CrossEntropyLoss()
     total, count = 0.0, 0
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    starts = list(range(0, len(order), batch_size))
+    if len(starts) > 1 and len(order) - starts[-1] == 1:
+        starts.pop()  # a lone last sample joins the previous batch: BatchNorm cannot train on 1
+    for i, start in enumerate(starts):
+        stop = starts[i + 1] if i + 1 < len(starts) else len(order)
+        idx = order[start:stop]
         xb = transform(x_uint8[idx].to(device, non_blocking=True))
         yb = y[idx].to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
@@ -268,7 +272,8 @@ def train_run(config: dict, run: Run, arrays: DatasetArrays, labels: RunLabels, 
     log = pd.DataFrame(rows, columns=LOG_COLUMNS)
     for position, (key, value) in enumerate(run.keys().items()):
         log.insert(position, key, value)
-    meta = provenance(config, run=run.keys(), hyperparameters=hp, stop_reason=stop_reason)
+    meta = provenance(config, sections=("data", "train"), run=run.keys(), hyperparameters=hp,
+                      stop_reason=stop_reason)
     write_parquet(log, out_dir / "train_log.parquet", meta)
     # The index is the training job's "done" marker; written last so its presence means complete.
     write_json(ckpt_dir / INDEX_FILE, {"epochs": sorted(saved), "final_epoch": int(final_epoch),

@@ -1,15 +1,15 @@
 rule extract_activations:
     input:
-        labels=RUN_DIR + "/labels.npz",
-        index=RUN_DIR + "/checkpoints/index.json",
+        labels=run_file("labels.npz"),
+        index=run_file("checkpoints/index.json"),
     output:
-        RUN_DIR + "/activations/epoch_{epoch}.h5",
+        run_file("activations/epoch_{epoch}.h5"),
     params:
         config=section("data", "train", "activations"),
         run=run_args,
-        checkpoint=RUN_DIR + "/checkpoints/epoch_{epoch}.pt",
+        checkpoint=run_file("checkpoints/epoch_{epoch}.pt"),
     log:
-        LOG_DIR + "/extract_epoch_{epoch}.log",
+        run_log("extract_epoch_{epoch}.log"),
     conda:
         "../envs/pipeline.yaml"
     shell:

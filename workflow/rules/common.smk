@@ -1,5 +1,6 @@
 # Shared helpers: config validation, the run grid, paths and per-stage config sections.
 import json
+import os
 
 from snakemake.utils import validate
 
@@ -17,17 +18,17 @@ LOG_DIR = "logs/{dataset}/{model}/c{corruption}/s{seed}/{variant}"
 RUNS = list(iter_runs(config))
 
 
-wildcard_constraints:
-    dataset="[a-z0-9_]+",
-    model="[a-z0-9_]+",
-    corruption="[0-9.e-]+",
-    seed="[0-9]+",
-    variant="[A-Za-z0-9_-]+",
-    epoch="[0-9]+",
+def run_file(name):
+    """Path of a run artifact, with the run wildcards left open."""
+    return f"{RUN_DIR}/{name}"
+
+
+def run_log(name):
+    return f"{LOG_DIR}/{name}"
 
 
 def section(*keys):
-    """The config sections a rule depends on, as JSON: its params, so only they trigger reruns."""
+    """Config sections as JSON, for params: a change in them (and only them) triggers a rerun."""
     return json.dumps({k: config[k] for k in keys}, sort_keys=True)
 
 
@@ -48,7 +49,7 @@ def checkpoint_epochs(wildcards):
 
 
 def run_probe_tables(wildcards):
-    return expand(RUN_DIR + "/probes/epoch_{epoch}.parquet", epoch=checkpoint_epochs(wildcards),
+    return expand(run_file("probes/epoch_{epoch}.parquet"), epoch=checkpoint_epochs(wildcards),
                   **wildcards)
 
 

@@ -1,10 +1,12 @@
 rule corrupt_labels:
     output:
-        RUN_DIR + "/labels.npz",
+        run_file("labels.npz"),
     params:
         config=section("data"),
         run=run_args,
     log:
-        LOG_DIR + "/labels.log",
+        run_log("labels.log"),
+    conda:
+        "../envs/pipeline.yaml"
     shell:
         "python -m pipeline labels --config-json {params.config:q} {params.run} --out {output} > {log} 2>&1"

@@ -2,14 +2,14 @@
 # probe setting or layer list reruns them on the saved activations and nothing upstream.
 rule fit_subspaces:
     input:
-        RUN_DIR + "/activations/epoch_{epoch}.h5",
+        run_file("activations/epoch_{epoch}.h5"),
     output:
-        RUN_DIR + "/subspaces/epoch_{epoch}.h5",
+        run_file("subspaces/epoch_{epoch}.h5"),
     params:
         config=section("probes"),
         run=run_args,
     log:
-        LOG_DIR + "/fit_epoch_{epoch}.log",
+        run_log("fit_epoch_{epoch}.log"),
     conda:
         "../envs/pipeline.yaml"
     shell:
@@ -19,14 +19,14 @@ rule fit_subspaces:
 
 rule score_probes:
     input:
-        activations=RUN_DIR + "/activations/epoch_{epoch}.h5",
-        subspaces=RUN_DIR + "/subspaces/epoch_{epoch}.h5",
+        activations=run_file("activations/epoch_{epoch}.h5"),
+        subspaces=run_file("subspaces/epoch_{epoch}.h5"),
     output:
-        RUN_DIR + "/probes/epoch_{epoch}.parquet",
+        run_file("probes/epoch_{epoch}.parquet"),
     params:
         run=run_args,
     log:
-        LOG_DIR + "/score_epoch_{epoch}.log",
+        run_log("score_epoch_{epoch}.log"),
     conda:
         "../envs/pipeline.yaml"
     shell:

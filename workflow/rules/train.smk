@@ -2,16 +2,16 @@
 # known only once it has stopped (target training accuracy or max_epochs).
 checkpoint train:
     input:
-        labels=RUN_DIR + "/labels.npz",
+        labels=run_file("labels.npz"),
     output:
-        index=RUN_DIR + "/checkpoints/index.json",
-        log=RUN_DIR + "/train_log.parquet",
+        index=run_file("checkpoints/index.json"),
+        log=run_file("train_log.parquet"),
     params:
         config=section("data", "train"),
         run=run_args,
-        out_dir=RUN_DIR,
+        out_dir=lambda wildcards, output: os.path.dirname(output.log),
     log:
-        LOG_DIR + "/train.log",
+        run_log("train.log"),
     conda:
         "../envs/pipeline.yaml"
     shell:

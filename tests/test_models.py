@@ -1,0 +1,254 @@
+"""Model registry: shapes, probe layers, exact activations, classifier, defaults."""
+
+from functools import lru_cache
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.models import MODELS, ModelSpec, ProbedModel, build_model, layer_dims
+
+N = 2  # tiny batches keep the whole file fast
+NUM_CLASSES = 10
+
+# (in_channels, image_size) per dataset shape
+DIGITS, MNIST, CIFAR, TINY = (1, 8), (1, 28), (3, 32), (3, 64)
+SHAPES = {"mlp": (DIGITS, MNIST, CIFAR), "cnn": (DIGITS, MNIST, CIFAR),
+          "alexnet": (DIGITS, MNIST, CIFAR, TINY), "resnet18": (DIGITS, MNIST, CIFAR)}
+PROBE_LAYERS = {
+    "mlp": ("fc1", "fc2", "fc3", "fc4"),
+    "cnn": ("block1", "block2", "block3", "flat", "fc1", "fc2", "fc3"),
+    "alexnet": ("conv1", "conv2", "conv3", "conv4", "conv5", "fc1", "fc2"),
+    "resnet18": ("L0", "L1", "L2", "L3", "L4", "avg_pool"),
+}
+CASES = [(name, shape, dropout) for name, shapes in SHAPES.items() for shape in shapes
+         for dropout in (False, True)]
+
+
+@lru_cache(maxsize=None)
+def _model(name: str, shape: tuple[int, int], dropout: bool) -> ProbedModel:
+    torch.manual_seed(0)
+    channels, size = shape
+    return build_model(name, in_channels=channels, image_size=size, num_classes=NUM_CLASSES,
+                       dropout=dropout).eval()
+
+
+def _input(shape, n=N, seed=1):
+    channels, size = shape
+    return torch.randn(n, channels, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_registry_keys():
+    assert list(MODELS) == ["mlp", "cnn", "alexnet", "resnet18"]
+    assert all(isinstance(spec, ModelSpec) and spec.name == key for key, spec in MODELS.items())
+
+
+@pytest.mark.parametrize("name,shape,dropout", CASES)
+def test_forward_and_forward_layers_agree(name, shape, dropout):
+    model = _model(name, shape, dropout)
+    assert isinstance(model, ProbedModel)
+    assert model.probe_layers == PROBE_LAYERS[name]
+    assert model.last_probe_layer == model.probe_layers[-1]
+    assert set(model.paper_layers) <= set(model.probe_layers)
+    x = _input(shape)
+    with torch.no_grad():
+        logits = model(x)
+        logits2, acts = model.forward_layers(x)
+    assert logits.shape == (N, NUM_CLASSES)
+    assert list(acts) == list(model.probe_layers)
+    assert all(a.shape[0] == N for a in acts.values())
+    assert torch.equal(logits, logits2)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_classifier_reads_last_probe_layer(name):
+    for shape in SHAPES[name]:
+        model = _model(name, shape, False)
+        clf = model.classifier
+        assert isinstance(clf, nn.Linear) and clf.out_features == NUM_CLASSES
+        dims = layer_dims(name, in_channels=shape[0], image_size=shape[1], num_classes=NUM_CLASSES)
+        assert clf.in_features == dims[model.last_probe_layer]
+        with torch.no_grad():
+            logits, acts = model.forward_layers(_input(shape))
+            again = clf(acts[model.last_probe_layer].flatten(1))
+        torch.testing.assert_close(again, logits, rtol=0, atol=0)
+    assert (_model("cnn", CIFAR, False).classifier.bias is None)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_train_mode_consistency_with_dropout(name):
+    """Same RNG state -> same dropout masks: forward() == forward_layers(), and the classifier
+    sees the last probe layer *after* dropout, also in training mode."""
+    shape = CIFAR
+    model = _model(name, shape, True)
+    x = _input(shape, n=4)
+    model.train()
+    try:
+        torch.manual_seed(5)
+        logits = model(x)
+        torch.manual_seed(5)
+        logits2, acts = model.forward_layers(x)
+        torch.manual_seed(6)
+        logits3 = model(x)
+    finally:
+        model.eval()
+    assert torch.equal(logits, logits2)
+    assert not torch.equal(logits, logits3)  # dropout is active in training mode
+    torch.testing.assert_close(model.classifier(acts[model.last_probe_layer].flatten(1)), logits)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "alexnet"])
+def test_no_dropout_means_deterministic_training_forward(name):
+    model = _model(name, DIGITS, False)  # no BatchNorm in these: train == eval without dropout
+    x = _input(DIGITS)
+    with torch.no_grad():
+        eval_logits = model(x)
+        model.train()
+        train_logits = model(x)
+        model.eval()
+    assert torch.equal(eval_logits, train_logits)
+
+
+def test_exact_layer_dims():
+    mlp = layer_dims("mlp", in_channels=1, image_size=28, num_classes=10)
+    assert mlp == {"fc1": 128, "fc2": 512, "fc3": 2048, "fc4": 2048}
+    assert layer_dims("mlp", in_channels=3, image_size=32, num_classes=10) == mlp
+    cnn_cifar = layer_dims("cnn", in_channels=3, image_size=32, num_classes=10)
+    assert cnn_cifar["flat"] == 1024 and cnn_cifar["block3"] == 1024
+    assert cnn_cifar["fc1"] == cnn_cifar["fc2"] == cnn_cifar["fc3"] == 250
+    assert layer_dims("cnn", in_channels=1, image_size=28, num_classes=10)["flat"] == 576
+    assert layer_dims("cnn", in_channels=1, image_size=8, num_classes=10)["flat"] == 64
+    res = layer_dims("resnet18", in_channels=3, image_size=32, num_classes=10)
+    assert res == {"L0": 16384, "L1": 16384, "L2": 8192, "L3": 4096, "L4": 2048, "avg_pool": 512}
+    # AlexNet on Tiny ImageNet: the authors' geometry (conv5 pooled to 256x1x1 feeds fc1)
+    alex = layer_dims("alexnet", in_channels=3, image_size=64, num_classes=200)
+    assert alex == {"conv1": 64 * 7 * 7, "conv2": 192 * 3 * 3, "conv3": 384 * 3 * 3,
+                    "conv4": 256 * 3 * 3, "conv5": 256, "fc1": 4096, "fc2": 4096}
+    assert _model("alexnet", TINY, False).fc1.in_features == 256
+    # dropout changes no dimension
+    assert layer_dims("cnn", in_channels=3, image_size=32, num_classes=10, dropout=True) == cnn_cifar
+
+
+def test_forward_layers_subset_and_unknown_layer():
+    model = _model("cnn", DIGITS, False)
+    x = _input(DIGITS)
+    with torch.no_grad():
+        logits, acts = model.forward_layers(x, ["fc2", "flat"])
+    assert list(acts) == ["fc2", "flat"] and torch.equal(logits, model(x))
+    assert acts["flat"].shape == (N, 64)
+    with pytest.raises(ValueError, match="L0"):
+        model.forward_layers(x, ["L0"])
+
+
+def test_mlp_linears_registered_in_forward_order():
+    """Other code walks ``model.modules()`` to find the MLP's Linear layers in forward order."""
+    model = _model("mlp", MNIST, False)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (784, 128), (128, 512), (512, 2048), (2048, 2048), (2048, NUM_CLASSES)]
+    assert linears[-1] is model.classifier
+
+
+# ----------------------------------------------------------------------------- manual passes
+
+def _manual_block(block, x):
+    """A BasicBlock written out op by op, with no in-place operation."""
+    out = F.relu(block.bn1(block.conv1(x)))
+    out = block.bn2(block.conv2(out))
+    shortcut = x if isinstance(block.shortcut, nn.Identity) else block.shortcut[1](block.shortcut[0](x))
+    return F.relu(out + shortcut)
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_resnet_manual_forward_matches(dropout):
+    model = _model("resnet18", CIFAR, dropout)
+    x = _input(CIFAR)
+    with torch.no_grad():
+        logits, acts = model.forward_layers(x)
+        manual = {}
+        h = model.maxpool(F.relu(model.bn1(model.conv1(x))))
+        manual["L0"] = h
+        for i in range(1, 5):
+            for block in getattr(model, f"layer{i}"):
+                h = _manual_block(block, h)
+            manual[f"L{i}"] = h
+        h = F.adaptive_avg_pool2d(h, 1).flatten(1)
+        manual["avg_pool"] = h
+        manual_logits = h @ model.fc.weight.T + model.fc.bias
+    assert acts["L0"].shape == (N, 64, 16, 16) and acts["L1"].shape == (N, 64, 16, 16)
+    for layer in model.probe_layers:
+        torch.testing.assert_close(acts[layer], manual[layer], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits, manual_logits, rtol=1e-5, atol=1e-5)
+    # L0 is post-ReLU (non-negative) and was not modified by the residual stages that followed
+    assert acts["L0"].min() >= 0
+
+
+@pytest.mark.parametrize("shape", [CIFAR, MNIST])
+def test_cnn_manual_forward_matches(shape):
+    model = _model("cnn", shape, True)  # eval mode: dropout is the identity
+    x = _input(shape)
+    with torch.no_grad():
+        _, acts = model.forward_layers(x)
+        manual, h = {}, x
+        for name in ("block1", "block2", "block3"):
+            conv_a, _, conv_b, _, _ = getattr(model, name)
+            h = F.max_pool2d(F.relu(conv_b(F.relu(conv_a(h)))), 2, 2)
+            manual[name] = h
+        h = h.reshape(h.shape[0], -1)
+        manual["flat"] = h
+        for name in ("fc1", "fc2", "fc3"):
+            lin = getattr(model, name)
+            h = F.relu(h @ lin.weight.T + lin.bias)
+            manual[name] = h
+        manual_logits = h @ model.output.weight.T
+    for layer in model.probe_layers:
+        torch.testing.assert_close(acts[layer], manual[layer], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model(x), manual_logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_backward_through_all_probe_layers(name):
+    """Autograd raises if any op modified in place a tensor it saved: every probe layer and the
+    logits can be differentiated together in training mode."""
+    torch.manual_seed(0)
+    model = build_model(name, in_channels=1, image_size=8, num_classes=3, dropout=True).train()
+    logits, acts = model.forward_layers(_input(DIGITS, n=3))
+    loss = logits.sum() + sum(a.sum() for a in acts.values())
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- registry
+
+def test_build_model_unknown_name():
+    with pytest.raises(ValueError) as err:
+        build_model("vgg", in_channels=3, image_size=32, num_classes=10)
+    message = str(err.value)
+    assert "vgg" in message and all(name in message for name in MODELS)
+
+
+def test_model_spec_defaults():
+    mlp, cnn, alex, res = (MODELS[k] for k in ("mlp", "cnn", "alexnet", "resnet18"))
+    assert (mlp.optimizer, mlp.lr, mlp.momentum, mlp.batch_size) == ("sgd", 1e-3, 0.9, 32)
+    assert (cnn.optimizer, cnn.lr, cnn.momentum) == ("adam", 2e-4, 0.0)
+    assert (alex.optimizer, alex.lr, alex.momentum, alex.batch_size) == ("adam", 1e-4, 0.0, 500)
+    assert (res.optimizer, res.lr, res.momentum, res.batch_size) == ("sgd", 1e-3, 0.9, 32)
+    assert cnn.default_batch_size("cifar10") == 32
+    assert cnn.default_batch_size("mnist") == 128 == cnn.default_batch_size("fashion_mnist")
+    assert cnn.default_batch_size("digits") == 128
+    assert mlp.default_batch_size("cifar10") == 32 and res.default_batch_size("cifar10") == 32
+    assert alex.default_batch_size("tiny_imagenet") == 500
+    assert [MODELS[k].late_checkpoint_interval for k in MODELS] == [5, 5, 10, 5]
+    assert mlp.normalization == "unit"
+    assert cnn.normalization == alex.normalization == res.normalization == "standardize"
+    for spec in MODELS.values():
+        model = spec.build(1, 8, 4, dropout=False)
+        assert isinstance(model, ProbedModel)
+
+
+def test_too_small_inputs_are_refused():
+    with pytest.raises(ValueError, match="image_size"):
+        build_model("cnn", in_channels=1, image_size=4, num_classes=2)
+    with pytest.raises(ValueError, match="image_size"):
+        build_model("alexnet", in_channels=1, image_size=5, num_classes=2)
