@@ -40,6 +40,23 @@ def snakemake(*args, workdir: Path, config: dict | None = None, check: bool = Tr
     return proc
 
 
+def jobs_in_dry_run(output: str) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats' table of a dry run."""
+    counts, in_table = {}, False
+    for line in output.splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            in_table = True
+            continue
+        if in_table:
+            if len(parts) == 2 and parts[1].isdigit():
+                if parts[0] != "total":
+                    counts[parts[0]] = int(parts[1])
+            elif parts and not set(parts[0]) <= set("-"):
+                in_table = False
+    return counts
+
+
 def test_lint(tmp_path):
     proc = snakemake("--lint", workdir=tmp_path, config=TINY, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -87,8 +104,19 @@ def test_end_to_end_tiny(tmp_path):
     meta = read_parquet_metadata(tmp_path / "results/tables/probes.parquet")
     assert "pipeline_version" in meta and json.loads(meta["config"])["train"]["max_epochs"] == 4
     for fig in ("masc_dynamics", "training"):
-        assert (tmp_path / f"results/plots/{fig}_digits_mlp.png").stat().st_size > 10_000
+        assert (tmp_path / f"results/plots/digits/mlp/{fig}.png").stat().st_size > 10_000
     # nothing left to do, and no temporary files left behind
     proc = snakemake("-n", "--cores", "2", workdir=tmp_path, config=TINY)
     assert "Nothing to be done" in proc.stdout + proc.stderr
     assert not list((tmp_path / "results").rglob("*.tmp"))
+
+    # Probe-only rerun: a new probe setting and a new layer list rerun fitting, scoring,
+    # aggregation and plots on the saved activations, and never training or extraction.
+    changed = {**TINY, "probes": {"layers": ["fc1", "fc4"],
+                                  "settings": [{"name": "masc", "params": {"variance": 0.5}},
+                                               {"name": "ncm"}]}}
+    proc = snakemake("-n", "--cores", "2", workdir=tmp_path, config=changed)
+    jobs = jobs_in_dry_run(proc.stdout + proc.stderr)
+    assert jobs.get("fit_subspaces") == 6 and jobs.get("score_probes") == 6, jobs
+    assert "aggregate_probes" in jobs
+    assert not {"train", "extract_activations", "corrupt_labels"} & set(jobs), jobs

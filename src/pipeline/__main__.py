@@ -15,12 +15,18 @@ from pipeline.config import BASE_VARIANT, ConfigError, Run, deep_merge, load_con
 
 
 def _config(args) -> dict:
+    """The config as given (validated; defaults are filled in by each stage, which records only
+    the sections it was given as provenance)."""
     config: dict = {}
     if args.configfile:
-        config = load_config(args.configfile)
+        load_config(args.configfile)  # validates the file, naming its path on error
+        import yaml
+        with open(args.configfile) as fh:
+            config = yaml.safe_load(fh) or {}
     if args.config_json:
         config = deep_merge(config, json.loads(args.config_json))
-    return validate_config(config)
+    validate_config(config)
+    return config
 
 
 def _run(args) -> Run:
@@ -97,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "validate":
             import yaml
-            print(yaml.safe_dump(_config(args), sort_keys=False))
+            print(yaml.safe_dump(validate_config(_config(args)), sort_keys=False))
         elif args.command == "labels":
             stages.labels(_config(args), _run(args), args.out)
         elif args.command == "train":

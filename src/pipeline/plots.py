@@ -21,13 +21,22 @@ from pipeline.config import BASE_VARIANT  # noqa: E402
 from pipeline.io import MODEL_PROBE, atomic_path  # noqa: E402
 
 FIGURES: dict[str, Callable] = {}
+#: What each figure needs in the table: probe names (and/or "edited_model", "intervention").
+FIGURE_NEEDS: dict[str, tuple[str, ...]] = {}
 
 
-def figure(name: str):
+def figure(name: str, needs: tuple[str, ...] = ()):
     def register(fn):
         FIGURES[name] = fn
+        FIGURE_NEEDS[name] = needs
         return fn
     return register
+
+
+def figures_for(available: set[str]) -> list[str]:
+    """The figures that can be drawn when the table holds ``available`` (probe names and
+    experiment names such as "edited_model", "intervention")."""
+    return [name for name, needs in FIGURE_NEEDS.items() if set(needs) <= set(available)]
 
 
 def seed_band(df: pd.DataFrame, x: str = "epoch", y: str = "accuracy") -> pd.DataFrame:
@@ -62,17 +71,13 @@ def _select(table: pd.DataFrame, dataset: str, model: str, variant: str = BASE_V
 
 
 def layer_order(rows: pd.DataFrame) -> list[str]:
-    # Keep the network's forward order: the order of first appearance in the (sorted-by-run) table
-    # is alphabetical, so recover it from the probe-layer registry when possible.
+    """The table's layers in the network's forward order (the table itself is sorted by name)."""
+    from pipeline.models import MODELS
+
     layers = list(dict.fromkeys(rows["layer"]))
-    try:
-        from pipeline.models import MODELS  # noqa: F401
-        model = rows["model"].iloc[0]
-        from pipeline.models import build_model
-        order = list(build_model(model, in_channels=1, image_size=8, num_classes=2).probe_layers)
-        return [l for l in order if l in layers] + [l for l in layers if l not in order]
-    except Exception:
-        return layers
+    model = rows["model"].iloc[0] if len(rows) else None
+    order = list(MODELS[model].build.probe_layers) if model in MODELS else []
+    return [l for l in order if l in layers] + [l for l in layers if l not in order]
 
 
 def probe_dynamics(table: pd.DataFrame, dataset: str, model: str, probe: str, title: str,
@@ -106,10 +111,106 @@ def probe_dynamics(table: pd.DataFrame, dataset: str, model: str, probe: str, ti
     return fig
 
 
-@figure("masc_dynamics")
+@figure("masc_dynamics", needs=("masc",))
 def masc_dynamics(table: pd.DataFrame, train_log: pd.DataFrame, dataset: str, model: str) -> plt.Figure:
     """Papers' Figure 1: MASC test accuracy per layer vs the model's, over training."""
     return probe_dynamics(table, dataset, model, "masc", "MASC test accuracy")
+
+
+@figure("velpic_dynamics", needs=("velpic",))
+def velpic_dynamics(table, train_log, dataset, model):
+    """Papers' Figure 2: VeLPIC test accuracy per layer vs the model's."""
+    return probe_dynamics(table, dataset, model, "velpic", "VeLPIC test accuracy")
+
+
+@figure("linear_dynamics", needs=("linear",))
+def linear_dynamics(table, train_log, dataset, model):
+    """Papers' Figure 4: logistic-regression probe test accuracy per layer vs the model's."""
+    return probe_dynamics(table, dataset, model, "linear", "LR probe test accuracy")
+
+
+@figure("masc_true_labels", needs=("masc",))
+def masc_true_labels(table, train_log, dataset, model):
+    """MASC with true-label subspaces (the MASC paper): how much the layers could generalize."""
+    return probe_dynamics(table, dataset, model, "masc", "MASC (true-label subspaces)", fit_labels="true")
+
+
+def probe_difference(table: pd.DataFrame, dataset: str, model: str, first: str, second: str) -> plt.Figure:
+    """Test accuracy of ``first`` minus ``second`` per layer over epochs (papers' Figs. 3, 5, 6)."""
+    sel = _select(table, dataset, model)
+    test = sel[(sel.split == "test") & (sel.fit_labels == "corrupted")]
+    parts = []
+    for probe in (first, second):
+        rows = test[(test.probe == probe) & (test.probe_setting == default_setting(test, probe))]
+        parts.append(rows.set_index(["corruption", "seed", "epoch", "layer"])["accuracy"])
+    diff = (parts[0] - parts[1]).dropna().rename("accuracy").reset_index()
+    corruptions = sorted(diff.corruption.unique())
+    fig, axes = plt.subplots(1, max(len(corruptions), 1), figsize=(4 * max(len(corruptions), 1), 3.4),
+                             squeeze=False, sharey=True)
+    layers = layer_order(sel[sel.layer.isin(diff.layer.unique())]) if len(diff) else []
+    colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(layers), 1)))
+    for ax, corruption in zip(axes[0], corruptions):
+        for layer, color in zip(layers, colors):
+            rows = diff[(diff.corruption == corruption) & (diff.layer == layer)]
+            if not rows.empty:
+                draw_band(ax, rows, layer, color=color)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_title(f"{corruption:.0%} corruption")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"{first} - {second} test accuracy")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"{first.upper()} minus {second.upper()}: {model.upper()} on {dataset}")
+    fig.tight_layout()
+    return fig
+
+
+@figure("velpic_minus_masc", needs=("velpic", "masc"))
+def velpic_minus_masc(table, train_log, dataset, model):
+    return probe_difference(table, dataset, model, "velpic", "masc")
+
+
+@figure("linear_minus_masc", needs=("linear", "masc"))
+def linear_minus_masc(table, train_log, dataset, model):
+    return probe_difference(table, dataset, model, "linear", "masc")
+
+
+@figure("linear_minus_velpic", needs=("linear", "velpic"))
+def linear_minus_velpic(table, train_log, dataset, model):
+    return probe_difference(table, dataset, model, "linear", "velpic")
+
+
+@figure("init_vs_trained", needs=("masc", "velpic"))
+def init_vs_trained(table, train_log, dataset, model):
+    """Papers' Figure 20: model, best-layer MASC and best-layer VeLPIC at initialization (epoch 0)
+    and at the end of training, per corruption degree (best layer = highest test accuracy)."""
+    sel = _select(table, dataset, model)
+    test = sel[(sel.split == "test") & (sel.fit_labels == "corrupted")]
+    final = test.groupby(["corruption", "seed"])["epoch"].transform("max")
+    bars = []
+    for when, mask in (("init", test.epoch == 0), ("trained", test.epoch == final)):
+        at = test[mask]
+        for probe in ("model", "masc", "velpic"):
+            rows = at[at.probe == probe]
+            if probe != "model":
+                rows = rows[rows.probe_setting == default_setting(at, probe)]
+            # best layer per (corruption, seed), then mean over seeds
+            best = rows.groupby(["corruption", "seed"])["accuracy"].max().groupby("corruption").mean()
+            for corruption, acc in best.items():
+                bars.append({"corruption": corruption, "what": f"{probe} ({when})", "accuracy": acc})
+    bars = pd.DataFrame(bars)
+    pivot = bars.pivot(index="corruption", columns="what", values="accuracy")
+    order = [c for p in ("model", "masc", "velpic") for c in (f"{p} (init)", f"{p} (trained)") if c in pivot]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    pivot[order].plot.bar(ax=ax, width=0.8,
+                          color=[plt.cm.tab20(i) for i in range(len(order))])
+    ax.set_xticklabels([f"{c:.0%}" for c in pivot.index], rotation=0)
+    ax.set_xlabel("corruption")
+    ax.set_ylabel("test accuracy (best layer)")
+    ax.legend(fontsize=7, ncol=3)
+    ax.set_title(f"Random init vs trained: {model.upper()} on {dataset}")
+    fig.tight_layout()
+    return fig
 
 
 @figure("training")

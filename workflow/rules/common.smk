@@ -5,6 +5,7 @@ import os
 from snakemake.utils import validate
 
 from pipeline.config import ConfigError, Run, iter_runs, pairs, validate_config
+from pipeline.plots import FIGURES, figures_for
 
 # Validate before any job is scheduled: one message naming the key and the allowed values.
 try:
@@ -64,10 +65,19 @@ def all_train_logs(wildcards):
     return [run_path(run, "train_log.parquet") for run in RUNS]
 
 
-FIGURES_PER_PAIR = ["masc_dynamics", "training"]
+def table_contents():
+    """What the results table will hold: probe names and the transfer experiments enabled."""
+    available = {entry["name"] for entry in config["probes"]["settings"]}
+    for name, settings in config.get("transfer", {}).items():
+        if isinstance(settings, dict) and settings.get("enabled"):
+            available.add(name)
+    return available
+
+
+FIGURES_PER_PAIR = figures_for(table_contents())
 
 
 def all_plots():
     fmt = config["plots"]["format"]
-    return [f"results/plots/{figure}_{dataset}_{model}.{fmt}"
+    return [f"results/plots/{dataset}/{model}/{figure}.{fmt}"
             for dataset, model in pairs(config) for figure in FIGURES_PER_PAIR]

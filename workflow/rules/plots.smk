@@ -3,14 +3,14 @@ rule plot:
         table="results/tables/probes.parquet",
         train_log="results/tables/train_log.parquet",
     output:
-        "results/plots/{figure}_{dataset}_{model}.{fmt}",
+        "results/plots/{dataset}/{model}/{figure}.{fmt}",
     wildcard_constraints:
-        figure="|".join(FIGURES_PER_PAIR),
+        figure="|".join(FIGURES),
         fmt="png|pdf|svg",
     params:
         dpi=config["plots"]["dpi"],
     log:
-        "logs/plots/{figure}_{dataset}_{model}_{fmt}.log",
+        "logs/plots/{dataset}/{model}/{figure}_{fmt}.log",
     conda:
         "../envs/pipeline.yaml"
     shell:
