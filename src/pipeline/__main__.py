@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--dpi", type=int, default=120)
+
+    p = sub.add_parser("plan", help="runs, jobs, SLURM allocations and disk a config costs "
+                                    "(upper bounds; nothing is run)")
+    p.add_argument("--configfile", action="append",
+                   help="YAML config(s) merged over config/config.yaml, as snakemake does")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
     return parser
 
 
@@ -119,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "plot":
             stages.plot(args.figure, args.table, args.train_log, args.dataset, args.model, args.out,
                         dpi=args.dpi)
+        elif args.command == "plan":
+            from pipeline.plan import format_plan, make_plan, workflow_config
+            plan = make_plan(workflow_config(args.configfile or []))
+            print(json.dumps(plan.as_dict(), indent=1) if args.json else format_plan(plan))
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

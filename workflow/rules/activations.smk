@@ -3,7 +3,7 @@ rule extract_activations:
         labels=run_file("labels.npz"),
         index=run_file("checkpoints/index.json"),
     output:
-        run_file("activations/epoch_{epoch}.h5"),
+        activation_file("activations/epoch_{epoch}.h5"),
     params:
         config=section("data", "train", "activations"),
         run=run_args,

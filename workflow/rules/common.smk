@@ -5,6 +5,7 @@ import os
 from snakemake.utils import validate
 
 from pipeline.config import ConfigError, Run, iter_runs, pairs, validate_config
+from pipeline.plan import LOCAL_RULES, probe_blocks, probed_epochs
 from pipeline.plots import FIGURES, figures_for
 
 # Validate before any job is scheduled: one message naming the key and the allowed values.
@@ -49,16 +50,51 @@ def checkpoint_epochs(wildcards):
         return json.load(fh)["epochs"]
 
 
+RUN_WILDCARDS = ("dataset", "model", "corruption", "seed", "variant")
+
+
+def run_wildcards(wildcards):
+    """Only the run's wildcards (drops e.g. epoch or block), as a dict."""
+    get = wildcards.get if isinstance(wildcards, dict) else lambda k: getattr(wildcards, k)
+    return {k: get(k) for k in RUN_WILDCARDS}
+
+
+def probe_epochs(wildcards):
+    """Checkpoint epochs that are extracted and probed (config `storage.epochs`/`storage.every`)."""
+    return probed_epochs(checkpoint_epochs(run_wildcards(wildcards)), config)
+
+
 def run_probe_tables(wildcards):
-    return expand(run_file("probes/epoch_{epoch}.parquet"), epoch=checkpoint_epochs(wildcards),
-                  **wildcards)
+    return expand(run_file("probes/epoch_{epoch}.parquet"), epoch=probe_epochs(wildcards),
+                  **run_wildcards(wildcards))
+
+
+def block_probe_tables(wildcards):
+    """Per-checkpoint probe tables of one probe block (`cluster.probe_block_epochs`)."""
+    epochs = probe_blocks(probe_epochs(wildcards), config).get(int(wildcards.block), [])
+    return expand(run_file("probes/epoch_{epoch}.parquet"), epoch=epochs, **run_wildcards(wildcards))
+
+
+def run_block_tables(wildcards):
+    blocks = probe_blocks(probe_epochs(wildcards), config)
+    return expand(run_file("probes/block_{block}.parquet"), block=list(blocks),
+                  **run_wildcards(wildcards))
 
 
 def all_probe_tables(wildcards):
-    paths = []
-    for run in RUNS:
-        paths += run_probe_tables(run.keys() | {"corruption": run.corruption_str})
-    return paths
+    # One table per run, each depending only on its own training checkpoint: a run's probe jobs
+    # enter the DAG as soon as that run has trained, whatever the other runs are doing.
+    return [run_path(run, "probes.parquet") for run in RUNS]
+
+
+def activation_file(name):
+    """Activation output: temporary (deleted once probed) unless `storage.keep_activations`."""
+    path = run_file(name)
+    return path if config["storage"]["keep_activations"] else temp(path)
+
+
+# Cheap bookkeeping runs on the submitting host under the SLURM profile (no allocation).
+workflow.localrules(*LOCAL_RULES)
 
 
 def all_train_logs(wildcards):

@@ -32,3 +32,35 @@ rule score_probes:
     shell:
         "python -m pipeline score {params.run} --epoch {wildcards.epoch} "
         "--activations {input.activations} --subspaces {input.subspaces} --out {output} > {log} 2>&1"
+
+
+# A probe block is the probe tables of one run's checkpoints within `cluster.probe_block_epochs`
+# epochs. Under the SLURM profile a block's fitting and scoring jobs form one group (one
+# allocation); the per-run table joins the blocks, so each run's probes start as soon as that run
+# has trained (aggregation never waits on one checkpoint after another).
+rule probe_block:
+    input:
+        block_probe_tables,
+    output:
+        run_file("probes/block_{block}.parquet"),
+    wildcard_constraints:
+        block="[0-9]+",
+    log:
+        run_log("probe_block_{block}.log"),
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline aggregate --out {output} {input} > {log} 2>&1"
+
+
+rule run_probe_table:
+    input:
+        run_block_tables,
+    output:
+        run_file("probes.parquet"),
+    log:
+        run_log("probes.log"),
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline aggregate --out {output} {input} > {log} 2>&1"
