@@ -75,6 +75,7 @@ ReturnToService=2
 MinJobAge=900
 SchedulerParameters=sched_interval=2
 SlurmdParameters=config_overrides
+DefMemPerCPU=1000
 NodeName=$HOST $TOPOLOGY RealMemory=$REAL_MB Gres=gpu:1 State=UNKNOWN
 PartitionName=main Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 CONF

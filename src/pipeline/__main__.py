@@ -33,7 +33,19 @@ def _run(args) -> Run:
     return Run(args.dataset, args.model, float(args.corruption), int(args.seed), args.variant)
 
 
+def _limit_threads(threads: int | None) -> None:
+    """Cap torch and BLAS threads (Snakemake's ``threads``), so parallel jobs don't oversubscribe."""
+    if not threads:
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+
+
 def _add_common(p: argparse.ArgumentParser, *, run: bool = True, epoch: bool = False) -> None:
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and BLAS")
     p.add_argument("--configfile", help="YAML config (default: schema defaults)")
     p.add_argument("--config-json", help="JSON config sections merged over --configfile")
     if run:
@@ -80,6 +92,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subspaces", required=True)
     p.add_argument("--out", required=True)
 
+    p = sub.add_parser("edit", help="weight editing: a run's probed checkpoints with VeLPIC "
+                                    "pre-softmax weights (section 8)")
+    _add_common(p)
+    p.add_argument("--index", required=True, help="the run's checkpoints/index.json")
+    p.add_argument("--labels", required=True)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("intervene", help="train an intervened run: E epochs, VeLPIC edit, N more "
+                                         "(section 9; resumes from its latest state)")
+    _add_common(p)
+    p.add_argument("--labels", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--standard-dir", help="the standard run to branch from at epoch E, if it has it")
+
+    p = sub.add_parser("relabel", help="relabel the training set with MASC and retrain the final "
+                                       "checkpoint (the MASC paper)")
+    _add_common(p)
+    p.add_argument("--protocol", required=True)
+    p.add_argument("--index", required=True, help="the run's checkpoints/index.json")
+    p.add_argument("--labels", required=True)
+    p.add_argument("--activations", required=True, help="activations of the final checkpoint")
+    p.add_argument("--out", required=True)
+    p.add_argument("--details", required=True, help="JSON with the selection scores and the retraining")
+
     p = sub.add_parser("aggregate", help="concatenate tidy tables into one")
     p.add_argument("--out", required=True)
     p.add_argument("--no-schema-check", action="store_true", help="inputs are not result tables")
@@ -104,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _limit_threads(getattr(args, "threads", None))
     from pipeline import stages
 
     try:
@@ -120,6 +157,13 @@ def main(argv: list[str] | None = None) -> int:
             stages.fit(_config(args), _run(args), args.epoch, args.activations, args.out)
         elif args.command == "score":
             stages.score(_config(args), _run(args), args.epoch, args.activations, args.subspaces, args.out)
+        elif args.command == "edit":
+            stages.edit(_config(args), _run(args), args.index, args.labels, args.out)
+        elif args.command == "intervene":
+            stages.intervene(_config(args), _run(args), args.labels, args.out_dir, args.standard_dir)
+        elif args.command == "relabel":
+            stages.relabel(_config(args), _run(args), args.protocol, args.index, args.labels,
+                           args.activations, args.out, args.details)
         elif args.command == "aggregate":
             stages.aggregate(args.inputs, args.out, check_schema=not args.no_schema_check)
         elif args.command == "plot":

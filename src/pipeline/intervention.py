@@ -38,17 +38,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import pandas as pd
-import torch
-
 from pipeline.config import BASE_VARIANT, Run, iter_runs, provenance
-from pipeline.editing import cpu_threads, edit_classifier, fit_class_vectors, layer_activations
-from pipeline.io import atomic_path, write_json, write_parquet
-from pipeline.train import (INDEX_FILE, LOG_COLUMNS, RESUME_FILE, TrainResult, build_run_model,
-                            checkpoint_schedule, evaluate, hyperparameters, input_transform,
-                            load_checkpoint, make_optimizer, resolve_device, save_checkpoint,
-                            train_one_epoch)
-from pipeline.models import MODELS
+
+# torch, pandas and the training helpers are imported where used, so that the workflow can import
+# the variant helpers (intervention_runs, is_intervention) without loading torch.
 
 VARIANT_PATTERN = r"intervene-e[0-9]+(-keepopt)?"
 PRE_EDIT_FILE = "epoch_{epoch}_pre_edit.pt"
@@ -73,6 +66,9 @@ def intervention_runs(config: dict) -> list[Run]:
 
 def intervention_schedule(config: dict, model: str) -> list[int]:
     """Checkpointed epochs of an intervened run: E (edited), then the schedule up to E+N, and E+N."""
+    from pipeline.models import MODELS
+    from pipeline.train import checkpoint_schedule
+
     icfg, ck = config["transfer"]["intervention"], config["train"]["checkpoints"]
     first, last = int(icfg["epoch"]), int(icfg["epoch"]) + int(icfg["extra_epochs"])
     if icfg.get("checkpoint_every"):
@@ -84,8 +80,12 @@ def intervention_schedule(config: dict, model: str) -> list[int]:
     return sorted(e for e in epochs | {first, last} if first <= e <= last)
 
 
-def _standard_branch(standard_dir: str | Path | None, epoch: int) -> tuple[Path, pd.DataFrame] | None:
+def _standard_branch(standard_dir: str | Path | None, epoch: int):
     """The standard run's epoch-E checkpoint and log rows 0..E, if it saved that checkpoint."""
+    import pandas as pd
+
+    from pipeline.train import INDEX_FILE, LOG_COLUMNS
+
     if standard_dir is None:
         return None
     standard_dir = Path(standard_dir)
@@ -104,14 +104,28 @@ def _standard_branch(standard_dir: str | Path | None, epoch: int) -> tuple[Path,
 
 def intervene_run(config: dict, run: Run, arrays, labels, out_dir: str | Path, *,
                   standard_dir: str | Path | None = None,
-                  after_epoch: Callable[[int], None] | None = None, progress: bool = False) -> TrainResult:
-    """Train ``run`` (an intervention variant) into ``out_dir``: E epochs, the edit, N more epochs."""
+                  after_epoch: Callable[[int], None] | None = None, progress: bool = False):
+    """Train ``run`` (an intervention variant) into ``out_dir``: E epochs, the edit, N more epochs.
+
+    Returns a :class:`pipeline.train.TrainResult`.
+    """
+    from pipeline.editing import cpu_threads
+
     with cpu_threads(config):
         return _intervene_run(config, run, arrays, labels, out_dir, standard_dir=standard_dir,
                               after_epoch=after_epoch, progress=progress)
 
 
-def _intervene_run(config, run, arrays, labels, out_dir, *, standard_dir, after_epoch, progress) -> TrainResult:
+def _intervene_run(config, run, arrays, labels, out_dir, *, standard_dir, after_epoch, progress):
+    import pandas as pd
+    import torch
+
+    from pipeline.editing import edit_classifier, fit_class_vectors, layer_activations
+    from pipeline.io import atomic_path, write_json, write_parquet
+    from pipeline.train import (INDEX_FILE, LOG_COLUMNS, RESUME_FILE, TrainResult, build_run_model,
+                                evaluate, hyperparameters, input_transform, load_checkpoint,
+                                make_optimizer, resolve_device, save_checkpoint, train_one_epoch)
+
     icfg, tcfg = config["transfer"]["intervention"], config["train"]
     if run.variant != intervention_variant(icfg):
         raise ValueError(f"run variant {run.variant!r} does not match transfer.intervention "

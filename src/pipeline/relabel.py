@@ -46,13 +46,15 @@ import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
-import torch
 
 from pipeline.io import accuracy_row, result_frame, write_json, write_parquet
 from pipeline.probes import MASC
+
+if TYPE_CHECKING:
+    import torch
 
 PROTOCOLS = ("heldout_true", "heldout_corrupted", "authors_test_split")
 RELABEL_SCHEMES = ("in_sample", "cross_fit")
@@ -121,6 +123,8 @@ def retrain(model: torch.nn.Module, x: torch.Tensor, y: np.ndarray, val_x: torch
     """Continue training ``model`` (in place) on ``(x, y)``; keep the best epoch by accuracy on
     ``(val_x, val_y)`` (the starting weights are epoch 0); stop after ``patience`` epochs without
     improvement. Epoch ``i`` shuffles with the training seed of epoch ``epoch_offset + i``."""
+    import torch
+
     from pipeline.train import make_optimizer, predict, train_one_epoch
 
     optimizer = make_optimizer(model, hp)
@@ -179,6 +183,8 @@ def relabel_and_retrain(model: torch.nn.Module, x_train: torch.Tensor, x_test: t
     ``labels`` needs ``corrupted`` and ``true``; ``labels.test`` and ``test_acts`` are read only
     by the ``authors_test_split`` protocol (the heldout protocols never touch them).
     """
+    import torch
+
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {list(PROTOCOLS)}; got {protocol!r}")
     variance = rcfg["variance"]
@@ -257,6 +263,8 @@ def _relabel_run(config, run, protocol, index_path, labels_path, activations, ou
     from pipeline.editing import label_sources
     from pipeline.train import (build_run_model, hyperparameters, input_transform, load_checkpoint,
                                 resolve_device)
+
+    import torch
 
     rcfg = config["transfer"]["relabel_retrain"]
     device = resolve_device(config["train"]["device"])

@@ -105,6 +105,40 @@ def score(config: dict, run: Run, epoch: int, activations: str | Path, subspaces
                  metadata=provenance(recorded, run=run.keys(), epoch=epoch))
 
 
+# Transfer experiments (issue 3): pipeline.editing, pipeline.intervention, pipeline.relabel.
+
+def edit(config: dict, run: Run, index: str | Path, labels_path: str | Path, out: str | Path) -> None:
+    """Weight editing of every probed checkpoint of ``run`` (rows probe="edited_model")."""
+    from pipeline.editing import edit_run
+
+    given, config = config, _full(config)
+    edit_run(config, run, index, labels_path, out, metadata=_record(config, given, run=run.keys()))
+
+
+def intervene(config: dict, run: Run, labels_path: str | Path, out_dir: str | Path,
+              standard_dir: str | Path | None = None) -> None:
+    """Train an intervened run (variant intervene-e{E}) into ``out_dir``."""
+    from pipeline.data import load_labels, load_run_dataset
+    from pipeline.intervention import intervene_run
+
+    given, config = config, _full(config)
+    arrays = load_run_dataset(config, run.dataset)
+    result = intervene_run(config, run, arrays, load_labels(labels_path), out_dir, standard_dir=standard_dir)
+    last = result.log.iloc[-1]
+    print(f"{run.path}: trained to epoch {result.final_epoch}; train acc (corrupted) "
+          f"{last.train_acc_corrupted:.3f}, test acc {last.test_acc:.3f}; checkpoints {result.epochs}")
+
+
+def relabel(config: dict, run: Run, protocol: str, index: str | Path, labels_path: str | Path,
+            activations: str | Path, out: str | Path, details: str | Path) -> None:
+    """Relabel-and-retrain from the final checkpoint of ``run`` (rows probe="relabel_retrain")."""
+    from pipeline.relabel import relabel_run
+
+    given, config = config, _full(config)
+    relabel_run(config, run, protocol, index, labels_path, activations, out, details,
+                metadata=_record(config, given, run=run.keys(), protocol=protocol))
+
+
 def aggregate(inputs: list[str | Path], out: str | Path, *, check_schema: bool = True) -> pd.DataFrame:
     """Concatenate per-(run, checkpoint) tables into one tidy table, sorted by its keys."""
     frames = [pd.read_parquet(p) for p in inputs]

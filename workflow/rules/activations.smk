@@ -10,8 +10,9 @@ rule extract_activations:
         checkpoint=run_file("checkpoints/epoch_{epoch}.pt"),
     log:
         run_log("extract_epoch_{epoch}.log"),
+    threads: 1
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline extract --config-json {params.config:q} {params.run} --epoch {wildcards.epoch} "
+        "python -m pipeline extract --threads {threads} --config-json {params.config:q} {params.run} --epoch {wildcards.epoch} "
         "--labels {input.labels} --checkpoint {params.checkpoint} --out {output} > {log} 2>&1"

@@ -4,7 +4,9 @@ import os
 
 from snakemake.utils import validate
 
-from pipeline.config import ConfigError, Run, iter_runs, pairs, validate_config
+from pipeline.config import BASE_VARIANT, ConfigError, Run, iter_runs, pairs, validate_config
+from pipeline.intervention import intervention_runs, is_intervention
+from pipeline.transfer import transfer_tables
 from pipeline.plan import LOCAL_RULES, probe_blocks, probed_epochs
 from pipeline.plots import FIGURES, figures_for
 
@@ -17,7 +19,8 @@ validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 RUN_DIR = "results/runs/{dataset}/{model}/c{corruption}/s{seed}/{variant}"
 LOG_DIR = "logs/{dataset}/{model}/c{corruption}/s{seed}/{variant}"
-RUNS = list(iter_runs(config))
+# Standard runs, then the intervened runs of transfer.intervention (workflow/rules/intervene.smk).
+RUNS = list(iter_runs(config)) + intervention_runs(config)
 
 
 def run_file(name):
@@ -34,6 +37,12 @@ def section(*keys):
     return json.dumps({k: config[k] for k in keys}, sort_keys=True)
 
 
+def transfer_section(name, *keys):
+    """Like section(*keys), plus transfer.<name> only (not the other transfer experiments)."""
+    return json.dumps({**{k: config[k] for k in keys}, "transfer": {name: config["transfer"][name]}},
+                      sort_keys=True)
+
+
 def run_args(wildcards):
     return (f"--dataset {wildcards.dataset} --model {wildcards.model} "
             f"--corruption {wildcards.corruption} --seed {wildcards.seed} --variant {wildcards.variant}")
@@ -43,10 +52,17 @@ def run_path(run, name):
     return f"results/{run.path}/{name}"
 
 
+def run_index(wildcards):
+    """The run's checkpoints/index.json: an output of the `train` checkpoint (standard runs) or of
+    the `intervene` checkpoint (variant intervene-e{E}, workflow/rules/intervene.smk)."""
+    run = run_wildcards(wildcards)
+    trainer = checkpoints.intervene if is_intervention(run["variant"]) else checkpoints.train
+    return trainer.get(**run).output.index
+
+
 def checkpoint_epochs(wildcards):
     """Epochs with a saved checkpoint; known once the run's training job has finished."""
-    index = checkpoints.train.get(**wildcards).output.index
-    with open(index) as fh:
+    with open(run_index(wildcards)) as fh:
         return json.load(fh)["epochs"]
 
 
@@ -84,7 +100,8 @@ def run_block_tables(wildcards):
 def all_probe_tables(wildcards):
     # One table per run, each depending only on its own training checkpoint: a run's probe jobs
     # enter the DAG as soon as that run has trained, whatever the other runs are doing.
-    return [run_path(run, "probes.parquet") for run in RUNS]
+    # The transfer experiments' tables (edit.smk, relabel.smk) join them when enabled.
+    return [run_path(run, "probes.parquet") for run in RUNS] + transfer_tables(config, RUNS)
 
 
 def activation_file(name):

@@ -10,10 +10,11 @@ rule fit_subspaces:
         run=run_args,
     log:
         run_log("fit_epoch_{epoch}.log"),
+    threads: 1
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline fit --config-json {params.config:q} {params.run} --epoch {wildcards.epoch} "
+        "python -m pipeline fit --threads {threads} --config-json {params.config:q} {params.run} --epoch {wildcards.epoch} "
         "--activations {input} --out {output} > {log} 2>&1"
 
 
@@ -27,10 +28,11 @@ rule score_probes:
         run=run_args,
     log:
         run_log("score_epoch_{epoch}.log"),
+    threads: 1
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline score {params.run} --epoch {wildcards.epoch} "
+        "python -m pipeline score --threads {threads} {params.run} --epoch {wildcards.epoch} "
         "--activations {input.activations} --subspaces {input.subspaces} --out {output} > {log} 2>&1"
 
 

@@ -6,6 +6,8 @@ checkpoint train:
     output:
         index=run_file("checkpoints/index.json"),
         log=run_file("train_log.parquet"),
+    wildcard_constraints:
+        variant=BASE_VARIANT,  # other variants have their own rules (e.g. intervene.smk)
     params:
         config=section("data", "train"),
         run=run_args,

@@ -1,0 +1,110 @@
+"""config/paper.yaml: the papers' full grid, its DAG (the users' "CI dry run"), and the linter."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from pipeline.config import load_config, pairs
+from pipeline.models import MODELS
+from pipeline.plan import workflow_config
+from pipeline.train import hyperparameters, schedule_for
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER = REPO / "config" / "paper.yaml"
+
+PAPER_PAIRS = [("mnist", "mlp"), ("cifar10", "mlp"), ("mnist", "cnn"), ("fashion_mnist", "cnn"),
+               ("cifar10", "cnn"), ("tiny_imagenet", "alexnet"), ("cifar10", "resnet18")]
+
+
+def snakemake(*args, workdir: Path, timeout: int = 300):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+                           "--directory", str(workdir), *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+    return proc, time.monotonic() - t0
+
+
+def repo_like_workdir(tmp_path: Path) -> Path:
+    """A working directory like the repository root (its config/), without any data."""
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    assert not (tmp_path / "data").exists()
+    return tmp_path
+
+
+def test_paper_grid_is_the_papers():
+    config = load_config(PAPER)
+    assert pairs(config) == PAPER_PAIRS
+    assert config["corruptions"] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert len(config["seeds"]) == 3
+    assert config["train"]["max_epochs"] == 500
+    assert config["train"]["target_train_accuracy"] == 0.99
+    assert config["data"]["train_subset"] is None and config["data"]["test_subset"] is None
+    # checkpoints: epoch 0, every 2 to 20, then every 5 (every 10 for AlexNet)
+    assert schedule_for(config, "mlp")[:13] == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 25, 30]
+    assert schedule_for(config, "alexnet")[11:14] == [30, 40, 50]
+    assert schedule_for(config, "resnet18")[-1] == 500
+    # the authors' optimizers (appendix A), not the laptop default's Adam for the MLP
+    for dataset, model in PAPER_PAIRS:
+        hp = hyperparameters(config, model, dataset)
+        spec = MODELS[model]
+        assert (hp["optimizer"], hp["lr"], hp["batch_size"]) == (
+            spec.optimizer, spec.lr, spec.default_batch_size(dataset)), (dataset, model, hp)
+    # every probe, on every layer, for both label sources
+    assert {s["name"] for s in config["probes"]["settings"]} >= {"masc", "velpic", "linear", "ncm"}
+    assert config["probes"]["layers"] is None and config["activations"]["layers"] is None
+    assert config["probes"]["fit_labels"] == ["corrupted", "true"]
+    assert config["storage"] == {"epochs": None, "every": 1, "keep_activations": True}
+
+
+def test_paper_config_is_self_contained():
+    """Snakemake merges the paper config over the embedded default key by key; nothing of the
+    default (its Adam MLP, one thread, ...) may leak into the paper grid."""
+    alone = load_config(PAPER)
+    merged = workflow_config([str(PAPER)])
+    assert merged == alone
+
+
+def test_paper_grid_dry_run(tmp_path):
+    """The whole DAG of the paper grid builds without any dataset on disk, in seconds."""
+    workdir = repo_like_workdir(tmp_path)
+    proc, seconds = snakemake("-n", "--configfile", "config/paper.yaml", workdir=workdir)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", out, re.M)}
+    # Training is a checkpoint: the dry run shows the 126 training runs and what follows them;
+    # the per-checkpoint jobs enter the DAG when a run has trained (`pipeline plan` counts them).
+    assert counts["corrupt_labels"] == counts["train"] == counts["run_probe_table"] == 126, counts
+    assert counts["aggregate_probes"] == 1
+    assert "checkpoint jobs" in out
+    assert not (workdir / "data").exists() and not (workdir / "results").exists()
+    print(f"\npaper grid dry run: {seconds:.1f} s, {counts['total']} jobs")
+    assert seconds < 30  # about 5 s on a 2-core laptop; the generous bound keeps CI stable
+
+
+def test_paper_grid_lint(tmp_path):
+    workdir = repo_like_workdir(tmp_path)
+    proc, _ = snakemake("--lint", "--configfile", "config/paper.yaml", workdir=workdir)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+
+def test_dag_building_loads_no_data(tmp_path, monkeypatch):
+    """Config validation and the DAG helpers never touch a dataset loader."""
+    import pipeline.datasets as datasets
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a dataset was loaded while planning")
+
+    monkeypatch.setattr(datasets, "load_dataset", boom)
+    from pipeline.plan import make_plan
+
+    plan = make_plan(workflow_config([str(PAPER)]))
+    assert plan.runs == 126

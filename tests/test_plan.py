@@ -1,0 +1,164 @@
+"""`python -m pipeline plan`: its numbers on a small config against a hand count, and against the
+DAG Snakemake builds once training is done (so the plan and the workflow cannot drift apart)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import validate_config
+from pipeline.plan import make_plan, probe_blocks, probed_epochs
+from pipeline.plots import figures_for
+
+REPO = Path(__file__).resolve().parents[1]
+
+SMALL = {
+    "datasets": ["digits"],
+    "models": ["mlp", "cnn"],
+    "corruptions": [0.0, 0.5],
+    "seeds": [0, 1],
+    "train": {"max_epochs": 30, "checkpoints": {"early_every": 2, "early_until": 20, "late_every": 5}},
+    "activations": {"dtype": "float16"},
+    "storage": {"every": 2},
+    "cluster": {"probe_block_epochs": 10},
+    "probes": {"settings": [{"name": "masc", "params": {"variance": 0.99}}]},
+}
+
+
+def test_epoch_selection():
+    saved = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 25, 30]
+    base = validate_config({})
+    assert probed_epochs(saved, base) == saved
+    assert probed_epochs(saved, {**base, "storage": {"every": 2}}) == [0, 4, 8, 12, 16, 20, 30]
+    # the last checkpoint is always kept
+    assert probed_epochs(saved, {**base, "storage": {"every": 5}}) == [0, 10, 20, 30]
+    assert probed_epochs(saved, {**base, "storage": {"epochs": [0, 20, 25, 99]}}) == [0, 20, 25]
+    assert probe_blocks([0, 4, 8, 12, 16, 20, 30], {"cluster": {"probe_block_epochs": 10}}) == {
+        0: [0, 4, 8], 1: [12, 16], 2: [20], 3: [30]}
+
+
+def test_plan_numbers_against_a_hand_count():
+    plan = make_plan(validate_config(SMALL))
+    # 1 dataset x 2 models x 2 corruptions x 2 seeds
+    assert plan.runs == 8
+    by_model = {p.model: p for p in plan.pairs}
+    for p in plan.pairs:
+        assert p.runs == 4
+        # saved: 0, 2, ..., 20 (11) + 25, 30; every 2nd: 0, 4, 8, 12, 16, 20, 30
+        assert p.checkpoints == 13 and p.probed == 7
+        # blocks of 10 epochs: {0,4,8} {12,16} {20} {30}
+        assert p.blocks == 4
+        assert (p.n_train, p.n_test) == (1257, 540)  # scikit-learn digits, 70/30
+    assert sum(by_model["mlp"].layers.values()) == 128 + 512 + 2048 + 2048
+    # CNN on 8x8: 16*4*4, 32*2*2, 64*1*1, flat 64, three FC of 250
+    assert by_model["cnn"].layers == {"block1": 256, "block2": 128, "block3": 64, "flat": 64,
+                                      "fc1": 250, "fc2": 250, "fc3": 250}
+
+    assert plan.jobs["corrupt_labels"] == plan.jobs["train"] == 8
+    assert plan.jobs["extract_activations"] == plan.jobs["fit_subspaces"] == 8 * 7
+    assert plan.jobs["score_probes"] == 56
+    assert plan.jobs["probe_block"] == 8 * 4
+    assert plan.jobs["run_probe_table"] == 8
+    assert plan.jobs["plot"] == 2 * len(figures_for({"masc"}))
+    # SLURM: one allocation per training run, per run's extractions, per probe block
+    assert plan.allocations == {"train": 8, "extract (group per run, GPU)": 8,
+                                "probe (group per block, CPU)": 32}
+    assert plan.total_allocations == 48
+
+    # float16 activations + int64 labels (train: corrupted, true, prediction; test: label,
+    # prediction) per checkpoint
+    labels = (1257 * 3 + 540 * 2) * 8
+    mlp_act = 4736 * 1797 * 2 + labels
+    cnn_act = 1262 * 1797 * 2 + labels
+    assert by_model["mlp"].activation_bytes == mlp_act == 17_059_992
+    assert by_model["cnn"].activation_bytes == cnn_act == 4_574_436
+    assert plan.disk["activations"] == 4 * 7 * (mlp_act + cnn_act) == 605_763_984
+    # checkpoints: float32 parameters. MLP 64-128-512-2048-2048-10 with biases; CNN: six 3x3
+    # convs (1-16-16-32-32-64-64), FC 64-250-250-250, bias-free output 250-10
+    mlp_params = (64 * 128 + 128) + (128 * 512 + 512) + (512 * 2048 + 2048) + (2048 * 2048 + 2048) \
+        + (2048 * 10 + 10)
+    cnn_params = (9 * 1 * 16 + 16) + (9 * 16 * 16 + 16) + (9 * 16 * 32 + 32) + (9 * 32 * 32 + 32) \
+        + (9 * 32 * 64 + 64) + (9 * 64 * 64 + 64) + (64 * 250 + 250) + 2 * (250 * 250 + 250) + 250 * 10
+    assert by_model["mlp"].checkpoint_bytes == 4 * mlp_params == 21_367_336
+    assert by_model["cnn"].checkpoint_bytes == 4 * cnn_params == 864_168
+    assert plan.disk["checkpoints"] == 4 * 13 * 4 * (mlp_params + cnn_params)
+
+    lean = make_plan(validate_config({**SMALL, "storage": {"every": 2, "keep_activations": False}}))
+    assert lean.disk["activations"] == 0
+    assert lean.disk["activations_peak_per_run_in_flight"] == 7 * mlp_act
+
+
+def test_profile_groups_as_the_plan_counts():
+    """plan.py counts allocations for slurm/config.yaml's grouping; check the profile still does it."""
+    profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
+    groups = profile["groups"]
+    per_run = groups["extract_activations"]
+    for wildcard in ("{dataset}", "{model}", "{corruption}", "{seed}", "{variant}"):
+        assert wildcard in per_run
+    assert profile["group-components"][per_run] >= 10_000  # a whole run in one allocation
+    assert groups["fit_subspaces"] == groups["score_probes"] == groups["probe_block"] == "probe"
+    assert "probe" not in profile.get("group-components", {})  # blocks are joined by probe_block
+    assert "train" not in groups
+
+
+def _fake_trained(workdir: Path, run_dir: str, epochs: list[int]) -> None:
+    run = workdir / run_dir
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / "labels.npz").write_bytes(b"")
+    time.sleep(0.01)
+    (run / "train_log.parquet").write_bytes(b"")
+    (run / "checkpoints" / "index.json").write_text(json.dumps({"epochs": epochs}))
+
+
+def test_plan_matches_the_dag_after_training(tmp_path):
+    """With every run trained to max_epochs, the DAG has exactly the plan's jobs and groups."""
+    from pipeline.train import schedule_for
+
+    config = validate_config({"datasets": ["digits"], "models": ["mlp"], "corruptions": [0.0, 0.8],
+                              "seeds": [0], "train": {"max_epochs": 30},
+                              "cluster": {"probe_block_epochs": 10},
+                              "probes": {"settings": [{"name": "masc", "params": {}}]}})
+    plan = make_plan(config)
+    for corruption in ("0", "0.8"):
+        _fake_trained(tmp_path, f"results/runs/digits/mlp/c{corruption}/s0/standard",
+                      schedule_for(config, "mlp"))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--profile", "slurm",
+                           "--configfile", str(tmp_path / "config.yaml"), "--directory", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
+    for rule in ("extract_activations", "fit_subspaces", "score_probes", "probe_block",
+                 "run_probe_table"):
+        assert int(counts[rule]) == plan.jobs[rule], (rule, counts)
+    groups = re.findall(r"Group job (\S+) \(jobs", out)
+    assert sum(g.startswith("extract_") for g in groups) == plan.allocations[
+        "extract (group per run, GPU)"]
+    assert groups.count("probe") == plan.allocations["probe (group per block, CPU)"]
+
+
+def test_plan_command_on_the_paper_grid():
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "plan", "--configfile",
+                           str(REPO / "config" / "paper.yaml"), "--json"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["runs"] == 126
+    assert plan["jobs"]["train"] == 126
+    assert plan["total_slurm_allocations"] < plan["total_jobs"] / 10
+    assert plan["disk_bytes"]["activations"] > 10 * 2**40  # several TiB: why the levers exist
+    text = subprocess.run([sys.executable, "-m", "pipeline", "plan", "--configfile",
+                           str(REPO / "config" / "paper.yaml")], capture_output=True, text=True,
+                          env=env, timeout=300).stdout
+    assert "SLURM allocations" in text and "cifar10/resnet18" in text

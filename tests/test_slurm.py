@@ -1,0 +1,317 @@
+"""The SLURM profile: how `--profile slurm` resolves, what the jobs ask for, and a real SLURM run.
+
+* ``--profile slurm`` from the repository root finds ``slurm/config.yaml`` (and no workflow
+  profile ``profiles/default/`` is picked up behind the users' backs);
+* GPU rules ask for a GPU through the SLURM plugin's ``gpu`` resource, CPU rules do not, and the
+  per-checkpoint jobs are grouped (one GPU allocation per run for extraction, one CPU allocation
+  per probe block), read from a dry run's job resources;
+* end to end on a real single-node SLURM cluster (``.ci/slurm/start.sh`` brings one up: munge,
+  slurmctld, slurmd, one fake GPU as a gres on /dev/null): the embedded default workflow on a tiny
+  config goes through a copy of the profile whose SITE values are swapped for this cluster's, the
+  GPU rules' SLURM jobs carry the GPU request, and the probe table equals a local run's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = REPO / "slurm" / "config.yaml"
+VENV_BIN = Path(sys.executable).parent
+
+#: The tiny config of tests/test_workflow.py (two runs, three checkpoints each).
+TINY = {
+    "data": {"train_subset": 300, "test_subset": 150},
+    "datasets": ["digits"],
+    "models": ["mlp"],
+    "corruptions": [0.0, 0.8],
+    "seeds": [0],
+    "train": {"max_epochs": 4, "target_train_accuracy": 1.0, "num_threads": 1,
+              "overrides": {"mlp": {"lr": 0.01}}},
+    "probes": {"settings": [{"name": "masc", "params": {"variance": 0.99}}]},
+}
+GPU_RULES = {"train", "extract_activations"}
+CPU_RULES = {"fit_subspaces", "score_probes", "probe_block", "corrupt_labels", "run_probe_table",
+             "aggregate_probes", "aggregate_train_logs", "plot", "all"}
+RUN_DIR = "results/runs/digits/mlp/c{c}/s0/standard"
+
+
+def _env() -> dict:
+    # the venv first on PATH: the SLURM jobs inherit it (the plugin submits with --export=ALL),
+    # so `python` and `snakemake` in the jobs are this environment's
+    return dict(os.environ, PATH=f"{VENV_BIN}:{os.environ['PATH']}")
+
+
+def snakemake(*args, cwd: Path, timeout: int = 300, check: bool = True, **kw):
+    cmd = [str(VENV_BIN / "snakemake"), *args]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=_env(), timeout=timeout,
+                          **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def dry_run_jobs(output: str) -> list[dict]:
+    """Jobs of a dry run's listing: rule, group (None if ungrouped), resources as a dict."""
+    jobs, rule, group = [], None, None
+    for line in output.splitlines():
+        m = re.search(r"Group job (\S+) \(jobs", line)
+        if m:
+            group = m.group(1)
+            continue
+        m = re.match(r"^(\s*)(?:local)?(?:rule|checkpoint) (\w+):$", line)
+        if m:
+            if not m.group(1):  # an unindented job is not part of the group above
+                group = None
+            rule = m.group(2)
+            continue
+        m = re.match(r"^\s*resources: (.*)$", line)
+        if m and rule:
+            resources = dict(item.split("=", 1) for item in m.group(1).split(", "))
+            jobs.append({"rule": rule, "group": group, "resources": resources})
+            rule = None
+    return jobs
+
+
+def fake_trained_run(workdir: Path, corruption: str, epochs=(0, 2, 4)) -> None:
+    """The outputs of a finished training run (enough for the DAG beyond the checkpoint)."""
+    run = workdir / RUN_DIR.format(c=corruption)
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / "labels.npz").write_bytes(b"")
+    time.sleep(0.01)
+    (run / "train_log.parquet").write_bytes(b"")
+    (run / "checkpoints" / "index.json").write_text(f'{{"epochs": {list(epochs)}}}')
+
+
+# ----------------------------------------------------------------------------- profile, no SLURM
+
+def test_profile_resolves_from_repo_root(tmp_path):
+    assert PROFILE.is_file()
+    # A workflow profile here would silently apply to every local run.
+    assert not (REPO / "profiles" / "default").exists()
+    proc = snakemake("-n", "--profile", "slurm", "--directory", str(tmp_path), cwd=REPO)
+    out = proc.stdout + proc.stderr
+    assert "Using profile slurm" in out
+    assert str(REPO / "config" / "paper.yaml") in out  # the profile's configfile: the paper grid
+    assert re.search(r"^train\s+126$", out, re.M), out[-3000:]
+    assert not (REPO / "slurm" / ".snakemake").exists()
+
+
+def test_profile_keys_are_valid_for_the_plugin():
+    """Every `slurm-*` key of the profile is an option of the installed plugin."""
+    from snakemake_executor_plugin_slurm import ExecutorSettings
+
+    profile = yaml.safe_load(PROFILE.read_text())
+    assert profile["executor"] == "slurm"
+    fields = {f.replace("_", "-") for f in ExecutorSettings.__dataclass_fields__}
+    for key in profile:
+        if key.startswith("slurm-"):
+            assert key[len("slurm-"):] in fields, key
+    # the account is set explicitly (the plugin's guessing fails on some clusters)
+    assert "slurm_account" in profile["default-resources"]
+
+
+def test_gpu_rules_request_a_gpu_and_cpu_rules_do_not(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "cluster": {"probe_block_epochs": 2}}))
+    fake_trained_run(tmp_path, "0.8")  # c0 still has to train, c0.8 has trained
+    proc = snakemake("-n", "--profile", "slurm", "--configfile", str(config),
+                     "--directory", str(tmp_path), cwd=REPO)
+    jobs = dry_run_jobs(proc.stdout + proc.stderr)
+    rules = {job["rule"] for job in jobs}
+    assert {"train", "extract_activations", "fit_subspaces", "score_probes", "probe_block",
+            "corrupt_labels"} <= rules, rules
+    for job in jobs:
+        res = job["resources"]
+        if job["rule"] in GPU_RULES:
+            assert res.get("gpu") == "1", job
+            assert res.get("slurm_partition") == "gpu", job
+        else:
+            assert job["rule"] in CPU_RULES, job
+            assert "gpu" not in res and "gpu_model" not in res and "gres" not in res, job
+            assert res.get("slurm_partition") == "cpu", job
+        assert res.get("slurm_account") == "my_account", job
+        assert int(res["runtime"]) > 0 and int(res["mem_mb"]) > 0, job
+    # grouping: one GPU group for all extractions of the trained run, one CPU group per probe
+    # block (epochs 0, 2, 4 in blocks of 2 epochs -> 3 blocks)
+    extract_groups = {j["group"] for j in jobs if j["rule"] == "extract_activations"}
+    assert extract_groups == {"extract_digits_mlp_c0.8_s0_standard"}
+    probe_jobs = [j for j in jobs if j["rule"] in ("fit_subspaces", "score_probes", "probe_block")]
+    assert {j["group"] for j in probe_jobs} == {"probe"}
+    assert (proc.stdout + proc.stderr).count("Group job probe ") == 3
+    assert all(j["group"] is None for j in jobs if j["rule"] in ("train", "corrupt_labels"))
+
+
+def test_resources_scale_with_the_model(tmp_path):
+    """ResNet-18 and AlexNet get more time and memory than the MLP (dry run of the paper grid)."""
+    proc = snakemake("-n", "--profile", "slurm", "--directory", str(tmp_path), cwd=REPO)
+    out = proc.stdout + proc.stderr
+    by_model = {}
+    for block in re.split(r"\n(?=\S)", out):
+        if block.startswith("checkpoint train:"):
+            model = re.search(r"model=(\w+)", block).group(1)
+            res = dict(i.split("=", 1) for i in re.search(r"resources: (.*)", block).group(1).split(", "))
+            by_model[model] = (int(res["runtime"]), int(res["mem_mb"]))
+    assert set(by_model) == {"mlp", "cnn", "alexnet", "resnet18"}
+    for big in ("alexnet", "resnet18"):
+        assert by_model[big][0] > by_model["mlp"][0] and by_model[big][1] > by_model["mlp"][1]
+
+
+def test_retries_scale_the_runtime():
+    profile = yaml.safe_load(PROFILE.read_text())
+    assert profile["retries"] >= 1
+    assert "attempt" in profile["set-resources"]["train"]["runtime"]
+
+
+# ----------------------------------------------------------------------------- a real SLURM
+
+def slurm_unavailable() -> str | None:
+    """Why the real-SLURM test cannot run here, or None."""
+    for tool in ("sinfo", "sbatch", "squeue", "scontrol"):
+        if shutil.which(tool) is None:
+            return (f"SLURM is not installed ({tool} not found); `.ci/run` installs and starts a "
+                    "single-node cluster with .ci/slurm/install.sh and .ci/slurm/start.sh (needs "
+                    "root and apt-get)")
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%T %G"], capture_output=True, text=True,
+                              timeout=20)
+    except subprocess.TimeoutExpired:
+        return "sinfo timed out: slurmctld not responding (start it with .ci/slurm/start.sh)"
+    if proc.returncode != 0:
+        return (f"SLURM is installed but not running (sinfo: {proc.stderr.strip()}); start it with "
+                ".ci/slurm/start.sh")
+    states = proc.stdout.split()
+    if not any(s.startswith(("idle", "mixed", "alloc")) for s in states):
+        return f"no SLURM node is up (sinfo: {proc.stdout.strip()!r}); see .ci/slurm/start.sh"
+    if "gpu" not in proc.stdout:
+        return "the SLURM node declares no gpu gres (see .ci/slurm/start.sh)"
+    return None
+
+
+def cluster_test_profile(tmp_path: Path) -> Path:
+    """slurm/config.yaml with its SITE values swapped for the single-node test cluster's."""
+    profile = yaml.safe_load(PROFILE.read_text())
+    profile.pop("configfile")  # the test's tiny config is given on the command line
+    profile.update({
+        "cores": 2,
+        "resources": {"gpu": 1, "mem_mb": 4000},
+        "default-resources": {"slurm_partition": "'main'", "runtime": 10, "mem_mb": 1000},
+        # no accounting database here: no accounts, and job states come from squeue
+        "slurm-no-account": True,
+        "slurm-status-command": "squeue",
+        "slurm-init-seconds-before-status-checks": 2,
+        "slurm-keep-successful-logs": True,
+        # one thread per job, as in the local run, so that both compute bit for bit the same
+        "set-threads": {rule: 1 for rule in profile["set-threads"]},
+        "latency-wait": 10,
+        "retries": 0,
+    })
+    for rule, res in profile["set-resources"].items():
+        res.update({"runtime": 10, "mem_mb": 1500})
+        if "slurm_partition" in res:
+            res["slurm_partition"] = "'main'"
+    folder = tmp_path / "profile"
+    folder.mkdir()
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    return folder
+
+
+
+
+def run_with_sigint_timeout(cmd: list[str], cwd: Path, limit: int) -> subprocess.CompletedProcess:
+    """Run ``cmd``; past ``limit`` seconds send SIGINT (the plugin ignores SIGTERM while it waits
+    for its jobs, and cancels them on SIGINT), then SIGKILL after a grace period."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=_env())
+    try:
+        out, _ = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        raise AssertionError(f"snakemake on SLURM took longer than {limit} s:\n{out[-6000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+
+
+def slurm_jobs(job_ids: list[str]) -> dict[str, dict]:
+    """scontrol's record of each job id: {id: {key: value}} (jobs stay visible MinJobAge s)."""
+    jobs = {}
+    for job_id in job_ids:
+        out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
+                             text=True).stdout
+        fields = dict(re.findall(r"(\w+)=(\S*)", out))
+        jobs[job_id] = fields
+    return jobs
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_end_to_end_on_a_real_slurm(tmp_path):
+    reason = slurm_unavailable()
+    if reason:
+        pytest.skip(reason)
+    t0 = time.monotonic()
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    profile = cluster_test_profile(tmp_path)
+    cluster_dir, local_dir = tmp_path / "cluster", tmp_path / "local"
+    cluster_dir.mkdir()
+    local_dir.mkdir()
+
+    cmd = [str(VENV_BIN / "snakemake"), "--profile", str(profile), "--configfile", str(config),
+           "-s", str(REPO / "Snakefile"), "--directory", str(cluster_dir), "all"]
+    proc = run_with_sigint_timeout(cmd, cwd=REPO, limit=480)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-8000:]
+    cluster_seconds = time.monotonic() - t0
+
+    # Which rules went to SLURM, with which request: the plugin logs every submission.
+    submitted = re.findall(r"Job (\S+) has been submitted with SLURM jobid (\d+)", out)
+    assert submitted, out[-4000:]
+    records = slurm_jobs([slurm_id for _, slurm_id in submitted])
+    kinds: dict[str, list[dict]] = {}
+    for slurm_id, rec in records.items():
+        comment = rec.get("Comment", "")
+        kind = ("train" if comment.startswith("rule_train") else
+                "extract" if comment.startswith("rule_extract_") else
+                "probe" if comment.startswith("rule_probe") else comment)
+        kinds.setdefault(kind, []).append(rec)
+    assert set(kinds) == {"train", "extract", "probe"}, {k: len(v) for k, v in kinds.items()}
+    assert len(kinds["train"]) == 2 and len(kinds["extract"]) == 2, kinds.keys()
+    assert len(kinds["probe"]) == 2  # epochs 0, 2, 4: one probe block per run
+    for kind, recs in kinds.items():
+        for rec in recs:
+            gpu_request = "gpu" in (rec.get("TresPerJob", "") + rec.get("TresPerNode", "")
+                                    + rec.get("TRES", ""))
+            assert gpu_request == (kind in ("train", "extract")), (kind, rec)
+            assert rec.get("JobState") == "COMPLETED", (kind, rec)
+    # local rules ran on this host, not through sbatch
+    assert not re.search(r"rule_(corrupt_labels|aggregate|plot|run_probe_table)",
+                         " ".join(r.get("Comment", "") for r in records.values()))
+
+    # The same workflow, locally: the same numbers.
+    snakemake("--cores", "2", "--configfile", str(config), "-s", str(REPO / "Snakefile"),
+              "--directory", str(local_dir), cwd=REPO, timeout=600)
+    keys = ["dataset", "model", "corruption", "seed", "variant", "epoch", "layer", "probe",
+            "probe_setting", "fit_labels", "split", "target"]
+    on_slurm = pd.read_parquet(cluster_dir / "results/tables/probes.parquet").sort_values(keys)
+    local = pd.read_parquet(local_dir / "results/tables/probes.parquet").sort_values(keys)
+    assert len(on_slurm) == len(local) > 0
+    pd.testing.assert_frame_equal(on_slurm.reset_index(drop=True), local.reset_index(drop=True))
+    print(f"\nSLURM run: {cluster_seconds:.0f} s, {len(submitted)} SLURM jobs "
+          f"({ {k: len(v) for k, v in kinds.items()} }); whole test {time.monotonic() - t0:.0f} s")
+    assert time.monotonic() - t0 < 600

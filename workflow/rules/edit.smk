@@ -1,0 +1,20 @@
+# Weight editing (section 8, pipeline.editing): the pre-softmax weights replaced by VeLPIC class
+# vectors of the last probe layer. One job per run edits all of its probed checkpoints (each edit is
+# one forward pass; a job per checkpoint would spend most of its time starting Python). Its table
+# joins results/tables/probes.parquet (pipeline.transfer.transfer_tables, in common.smk).
+rule edit_model:
+    input:
+        labels=run_file("labels.npz"),
+        index=run_file("checkpoints/index.json"),
+    output:
+        run_file("edits/edited_model.parquet"),
+    params:
+        config=transfer_section("edited_model", "data", "train", "storage"),
+        run=run_args,
+    log:
+        run_log("edit_model.log"),
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline edit --config-json {params.config:q} {params.run} --index {input.index} "
+        "--labels {input.labels} --out {output} > {log} 2>&1"
