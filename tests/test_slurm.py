@@ -174,6 +174,46 @@ def test_retries_scale_the_runtime():
     assert "attempt" in profile["set-resources"]["train"]["runtime"]
 
 
+@pytest.mark.slow
+def test_failed_training_job_resumes_on_retry(tmp_path):
+    """A training job killed mid-run (preempted, out of time) is retried (the profile's
+    `retries`) and resumes from its resume.pt: Snakemake deletes only a failed job's declared
+    outputs (index.json, train_log.parquet), not the resume state or the checkpoints."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        **TINY, "corruptions": [0.8],
+        "train": {"max_epochs": 14, "target_train_accuracy": 1.0, "num_threads": 1}}))
+    run = tmp_path / RUN_DIR.format(c="0.8")
+    target = RUN_DIR.format(c="0.8") + "/train_log.parquet"
+    proc = subprocess.Popen([str(VENV_BIN / "snakemake"), "--cores", "1", "--retries", "1",
+                             "--configfile", str(config), "-s", str(REPO / "Snakefile"),
+                             "--directory", str(tmp_path), target],
+                            cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        # wait until a few epochs are safely on disk, then kill the training process (only it)
+        deadline = time.monotonic() + 240
+        while not (run / "checkpoints" / "epoch_4.pt").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+            time.sleep(0.05)
+        pids = subprocess.run(["pgrep", "-f", f"pipeline train .*--out-dir {run.relative_to(tmp_path)}"],
+                              capture_output=True, text=True).stdout.split()
+        assert pids, "the training process was not found"
+        for pid in pids:
+            os.kill(int(pid), signal.SIGKILL)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-4000:]
+    assert "Trying to restart job" in out or "attempt 2" in out.lower() or "restart" in out.lower(), out[-3000:]
+    log = (tmp_path / "logs/digits/mlp/c0.8/s0/standard/train.log").read_text()
+    resumed = re.search(r"resuming \S+ from epoch (\d+)", log)
+    assert resumed and int(resumed.group(1)) >= 3, log[-2000:]
+    assert not (run / "resume.pt").exists()  # removed once training completed
+    assert (run / "checkpoints" / "index.json").exists()
+
+
 # ----------------------------------------------------------------------------- a real SLURM
 
 def slurm_unavailable() -> str | None:

@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="runs, jobs, SLURM allocations and disk a config costs "
                                     "(upper bounds; nothing is run)")
-    p.add_argument("--configfile", action="append",
+    p.add_argument("--configfile", action="extend", nargs="+",
                    help="YAML config(s) merged over config/config.yaml, as snakemake does")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     return parser

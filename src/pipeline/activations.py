@@ -41,6 +41,24 @@ def rows_per_chunk(dim: int, itemsize: int, n_rows: int) -> int:
     return int(max(1, min(n_rows, CHUNK_BYTES // max(1, dim * itemsize))))
 
 
+def persisted_layers(spec, model: str) -> list[str] | None:
+    """The probe layers ``activations.layers`` persists for ``model`` (None = all of them).
+
+    ``spec`` is null (all), ``"paper"`` (the layers the papers report, ``paper_layers``), a list
+    of names, or a mapping model -> list (a model it does not name keeps all its layers).
+    """
+    from pipeline.models import MODELS
+
+    if spec is None:
+        return None
+    if spec == "paper":
+        return list(MODELS[model].build.paper_layers)
+    if isinstance(spec, dict):
+        chosen = spec.get(model)
+        return None if chosen is None else list(chosen)
+    return list(spec)
+
+
 @torch.no_grad()
 def _extract_split(model, x_uint8: torch.Tensor, transform, layers: list[str], datasets: dict,
                    predictions: h5py.Dataset, batch_size: int, device, desc: str, dtype) -> None:

@@ -169,8 +169,10 @@ class Plan:
         }
 
 
-def _persisted_layers(config: dict, dims: dict[str, int]) -> dict[str, int]:
-    wanted = config["activations"].get("layers")
+def _persisted_layers(config: dict, dims: dict[str, int], model: str) -> dict[str, int]:
+    from pipeline.activations import persisted_layers
+
+    wanted = persisted_layers(config["activations"].get("layers"), model)
     if wanted is None:
         return dict(dims)
     unknown = [l for l in wanted if l not in dims]
@@ -217,7 +219,7 @@ def make_plan(config: dict) -> Plan:
         dims_items, state_bytes, param_bytes = _model_facts(model, spec.channels, spec.image_size,
                                                             spec.num_classes)
         dims = dict(dims_items)
-        layers = _persisted_layers(config, dims)
+        layers = _persisted_layers(config, dims, model)
         saved = schedule_for(config, model)
         probed = probed_epochs(saved, config)
         blocks = probe_blocks(probed, config)

@@ -60,7 +60,7 @@ def extract(config: dict, run: Run, epoch: int, labels_path: str | Path, checkpo
             out: str | Path) -> None:
     import torch
 
-    from pipeline.activations import extract_activations
+    from pipeline.activations import extract_activations, persisted_layers
     from pipeline.data import load_labels, load_run_dataset
     from pipeline.train import build_run_model, input_transform, load_checkpoint, resolve_device
 
@@ -73,7 +73,8 @@ def extract(config: dict, run: Run, epoch: int, labels_path: str | Path, checkpo
     model.to(resolve_device(config["train"]["device"]))
     acfg = config["activations"]
     extract_activations(model, arrays.x_train, arrays.x_test, load_labels(labels_path),
-                        input_transform(arrays, run.model), out, layers=acfg["layers"],
+                        input_transform(arrays, run.model), out,
+                        layers=persisted_layers(acfg["layers"], run.model),
                         dtype=acfg["dtype"], compression=acfg["compression"],
                         batch_size=acfg["batch_size"],
                         attrs={**_record(config, given, run=run.keys()), "epoch": int(epoch)})
