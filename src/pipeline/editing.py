@@ -110,7 +110,7 @@ def edit_classifier(model: nn.Module, probe: VeLPIC, *, bias: str = "zero") -> n
     if classes.min() < 0 or classes.max() >= num_classes:
         raise ValueError(f"VeLPIC classes {classes.tolist()} do not fit a {num_classes}-class classifier")
     weight = torch.zeros_like(layer.weight)
-    weight[torch.from_numpy(classes)] = torch.from_numpy(vectors).to(weight)
+    weight[torch.from_numpy(classes).to(weight.device)] = torch.from_numpy(vectors).to(weight)
     with torch.no_grad():
         layer.weight.copy_(weight)
         if bias == "zero" and layer.bias is not None:

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from pipeline.config import BASE_VARIANT, Run, iter_runs, provenance
+from pipeline.config import Run, iter_runs, provenance
 
 # torch, pandas and the training helpers are imported where used, so that the workflow can import
 # the variant helpers (intervention_runs, is_intervention) without loading torch.
@@ -104,7 +104,7 @@ def _standard_branch(standard_dir: str | Path | None, epoch: int):
 
 def intervene_run(config: dict, run: Run, arrays, labels, out_dir: str | Path, *,
                   standard_dir: str | Path | None = None,
-                  after_epoch: Callable[[int], None] | None = None, progress: bool = False):
+                  after_epoch: Callable[[int], None] | None = None):
     """Train ``run`` (an intervention variant) into ``out_dir``: E epochs, the edit, N more epochs.
 
     Returns a :class:`pipeline.train.TrainResult`.
@@ -113,10 +113,10 @@ def intervene_run(config: dict, run: Run, arrays, labels, out_dir: str | Path, *
 
     with cpu_threads(config):
         return _intervene_run(config, run, arrays, labels, out_dir, standard_dir=standard_dir,
-                              after_epoch=after_epoch, progress=progress)
+                              after_epoch=after_epoch)
 
 
-def _intervene_run(config, run, arrays, labels, out_dir, *, standard_dir, after_epoch, progress):
+def _intervene_run(config, run, arrays, labels, out_dir, *, standard_dir, after_epoch):
     import pandas as pd
     import torch
 
@@ -240,8 +240,3 @@ def _intervene_run(config, run, arrays, labels, out_dir, *, standard_dir, after_
     resume_path.unlink(missing_ok=True)
     return TrainResult(sorted(saved), last_epoch, "fixed_epochs", log)
 
-
-def standard_run_dir(run: Run, results: str | Path = "results") -> Path:
-    """Folder of the standard run an intervened run branches from."""
-    base = Run(run.dataset, run.model, run.corruption, run.seed, BASE_VARIANT)
-    return Path(results) / base.path
