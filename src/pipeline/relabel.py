@@ -2,8 +2,9 @@
 
 Starting point: the memorized model (a run's final checkpoint) and its saved activations. MASC
 (:class:`pipeline.probes.MASC`) fitted on one layer with ``fit_labels`` training labels (corrupted,
-or true for the papers' "true-label subspaces") predicts a new label for every training image; the
-model then continues training from its memorized weights on those labels (fresh optimizer with the
+or true for the papers' "true-label subspaces") predicts a new label for every image of the
+retraining set (the whole training set, or its fit part under the heldout protocols); the model
+then continues training from its memorized weights on those labels (fresh optimizer with the
 run's hyperparameters, at most ``max_epochs`` epochs, early stopping with ``patience``; the weights
 of the best validation epoch are kept, the starting model counting as epoch 0), and its test
 accuracy is reported. The layer and the stopping epoch are chosen by a named *protocol*:
@@ -17,15 +18,20 @@ accuracy is reported. The layer and the stopping epoch are chosen by a named *pr
 ``heldout_corrupted`` -- the same with the held-out part's *corrupted* labels, so no true label is
     read at all. Caution: the held-out images were in the memorized model's training set with those
     labels, so late layers, which memorized them, score best; under uniform noise this ranks layers
-    by memorization, not generalization (see the README for measured numbers).
+    by memorization, not generalization. On the embedded default (digits, MLP, final checkpoints at
+    50 % / 80 % corruption) it picks fc4 (held-out accuracy 0.98 against the corrupted labels, the
+    worst layer on the test set) and early stopping keeps the memorized model (epoch 0), whereas
+    ``heldout_true`` and ``authors_test_split`` both pick fc2 (or fc1).
 ``authors_test_split`` -- what the authors did: MASC is fitted on the whole training set, the
     layer and the stopping epoch are chosen on a random 20 % of the **test** set (true labels), and
     test accuracy is reported on the other 80 % only (``n_samples`` shows it). The whole training
     set is relabelled and retrained on. For comparison with their numbers; it reads test labels.
 
 Relabelling (``relabel``): ``in_sample`` (the papers) -- MASC fitted on the retraining set predicts
-the same images (so MASC's own fit points largely keep their corrupted labels); ``cross_fit`` --
-each of ``folds`` folds is relabelled by MASC fitted on the other folds.
+the same images (so MASC's own fit points largely keep their corrupted labels: on the default at
+50 % corruption, corrupted-label subspaces give labels 55 % correct and the retrained model does
+not beat the memorized one); ``cross_fit`` -- each of ``folds`` folds is relabelled by MASC fitted
+on the other folds (83 % correct labels there, test accuracy 0.65 -> 0.86).
 
 Rows (tidy result schema; ``epoch`` = the memorized checkpoint retraining started from, ``layer`` =
 the chosen layer, ``fit_labels`` = the labels MASC's subspaces were fitted on,
