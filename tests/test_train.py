@@ -40,6 +40,7 @@ def test_authors_optimizer_defaults_and_overrides():
 
 TINY = {"data": {"train_subset": 200, "test_subset": 100}, "corruptions": [0.5],
         "train": {"max_epochs": 7, "target_train_accuracy": 1.0, "device": "cpu", "dropout": True,
+                  "num_threads": 1,  # same float reduction order in this process and the killed one
                   "overrides": {"mlp": {"lr": 0.01}}}}
 
 

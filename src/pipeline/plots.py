@@ -213,6 +213,116 @@ def init_vs_trained(table, train_log, dataset, model):
     return fig
 
 
+def _panels(n: int, width: float = 4.0):
+    fig, axes = plt.subplots(1, max(n, 1), figsize=(width * max(n, 1), 3.4), squeeze=False, sharey=True)
+    return fig, axes[0]
+
+
+def _finish(fig, axes, ylabel: str, title: str) -> plt.Figure:
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    axes[-1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+@figure("edited_model", needs=("edited_model",))
+def edited_model(table, train_log, dataset, model):
+    """Papers' Figure 7: test accuracy of the model with its pre-softmax weights replaced by the
+    last layer's VeLPIC class vectors (biases zeroed / kept) vs the unedited model, per checkpoint."""
+    sel = _select(table, dataset, model)
+    test = sel[(sel.split == "test") & (sel.target == "true")]
+    corruptions = sorted(test.corruption.unique())
+    fig, axes = _panels(len(corruptions))
+    for ax, corruption in zip(axes, corruptions):
+        at = test[test.corruption == corruption]
+        draw_band(ax, at[at.probe == MODEL_PROBE], "model", color="black", style="--")
+        edited = at[(at.probe == "edited_model") & (at.fit_labels == "corrupted")]
+        for setting in sorted(edited.probe_setting.unique()):
+            draw_band(ax, edited[edited.probe_setting == setting], f"edited ({setting.split(',')[0]})")
+        ax.set_title(f"{corruption:.0%} corruption")
+    return _finish(fig, axes, "test accuracy", f"Edited vs unedited model: {model.upper()} on {dataset}")
+
+
+def _intervention_variants(frame: pd.DataFrame) -> list[str]:
+    return sorted(v for v in frame.variant.unique() if str(v).startswith("intervene"))
+
+
+@figure("intervention", needs=("intervention",))
+def intervention(table, train_log, dataset, model):
+    """Papers' Figure 8: model test accuracy per epoch with the VeLPIC edit at epoch E and
+    standard training afterwards, overlaid on the run without intervention."""
+    log = train_log[(train_log.dataset == dataset) & (train_log.model == model)]
+    corruptions = sorted(log.corruption.unique())
+    fig, axes = _panels(len(corruptions))
+    for ax, corruption in zip(axes, corruptions):
+        at = log[log.corruption == corruption]
+        draw_band(ax, at[at.variant == BASE_VARIANT], "no intervention", color="black", y="test_acc")
+        for variant in _intervention_variants(at):
+            rows = at[at.variant == variant]
+            draw_band(ax, rows, variant, y="test_acc")
+            ax.axvline(rows.epoch.min(), color="grey", lw=0.8, ls=":")
+        ax.set_title(f"{corruption:.0%} corruption")
+    return _finish(fig, axes, "model test accuracy", f"Intervention vs none: {model.upper()} on {dataset}")
+
+
+@figure("intervention_velpic", needs=("intervention", "velpic"))
+def intervention_velpic(table, train_log, dataset, model):
+    """Papers' Figure 9: VeLPIC test accuracy per layer at the checkpoints after the intervention."""
+    variants = _intervention_variants(table[(table.dataset == dataset) & (table.model == model)])
+    if not variants:
+        raise ValueError(f"no intervened runs for dataset={dataset!r} model={model!r} in the table")
+    sel = _select(table, dataset, model, variant=variants[0])
+    test = sel[(sel.split == "test") & (sel.fit_labels == "corrupted")]
+    setting = default_setting(test, "velpic")
+    rows = test[(test.probe == "velpic") & (test.probe_setting == setting)]
+    model_rows = test[test.probe == MODEL_PROBE]
+    corruptions = sorted(test.corruption.unique())
+    layers = layer_order(rows)
+    colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(layers), 1)))
+    fig, axes = _panels(len(corruptions))
+    for ax, corruption in zip(axes, corruptions):
+        for layer, color in zip(layers, colors):
+            draw_band(ax, rows[(rows.corruption == corruption) & (rows.layer == layer)],
+                      f"VeLPIC {layer}", color=color)
+        draw_band(ax, model_rows[model_rows.corruption == corruption], "model", color="black", style="--")
+        ax.set_title(f"{corruption:.0%} corruption")
+    return _finish(fig, axes, "test accuracy", f"VeLPIC after intervention ({variants[0]}): "
+                                               f"{model.upper()} on {dataset}")
+
+
+@figure("relabel_retrain", needs=("relabel_retrain",))
+def relabel_retrain(table, train_log, dataset, model):
+    """MASC relabel-and-retrain: test accuracy of the retrained model per protocol and subspace
+    label source, next to the memorized model it started from."""
+    sel = _select(table, dataset, model)
+    test = sel[(sel.split == "test") & (sel.target == "true")]
+    retrained = test[test.probe == "relabel_retrain"]
+    bars = []
+    for (corruption, setting, source), rows in retrained.groupby(["corruption", "probe_setting", "fit_labels"]):
+        protocol = setting.split(",")[0].replace("protocol=", "")
+        bars.append({"corruption": corruption, "what": f"{protocol}, {source} subspaces",
+                     "accuracy": rows.accuracy.mean()})
+    final = test[test.probe == MODEL_PROBE]
+    final = final[final.epoch == final.groupby(["corruption", "seed"])["epoch"].transform("max")]
+    for corruption, rows in final.groupby("corruption"):
+        bars.append({"corruption": corruption, "what": "memorized model", "accuracy": rows.accuracy.mean()})
+    pivot = pd.DataFrame(bars).pivot(index="corruption", columns="what", values="accuracy")
+    cols = ["memorized model"] + [c for c in pivot.columns if c != "memorized model"]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    pivot[cols].plot.bar(ax=ax, width=0.8, color=["black"] + [plt.cm.tab10(i) for i in range(len(cols) - 1)])
+    ax.set_xticklabels([f"{c:.0%}" for c in pivot.index], rotation=0)
+    ax.set_xlabel("corruption")
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=7)
+    ax.set_title(f"Relabel with MASC and retrain: {model.upper()} on {dataset}")
+    fig.tight_layout()
+    return fig
+
+
 @figure("training")
 def training_curves(table: pd.DataFrame, train_log: pd.DataFrame, dataset: str, model: str) -> plt.Figure:
     """Per-epoch training log: accuracy on corrupted and true training labels, and test accuracy."""
