@@ -7,6 +7,7 @@ the mean over seeds with the min-max range over seeds shaded, as in the papers.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -207,6 +208,7 @@ def init_vs_trained(table, train_log, dataset, model):
     ax.set_xticklabels([f"{c:.0%}" for c in pivot.index], rotation=0)
     ax.set_xlabel("corruption")
     ax.set_ylabel("test accuracy (best layer)")
+    ax.set_ylim(0, 1.2)  # room for the legend above the bars
     ax.legend(fontsize=7, ncol=3)
     ax.set_title(f"Random init vs trained: {model.upper()} on {dataset}")
     fig.tight_layout()
@@ -264,7 +266,9 @@ def intervention(table, train_log, dataset, model):
         for variant in _intervention_variants(at):
             rows = at[at.variant == variant]
             draw_band(ax, rows, variant, y="test_acc")
-            ax.axvline(rows.epoch.min(), color="grey", lw=0.8, ls=":")
+            edit_epoch = re.match(r"intervene-e(\d+)", variant)
+            if edit_epoch:  # the variant's name carries the epoch of the edit
+                ax.axvline(int(edit_epoch.group(1)), color="grey", lw=0.8, ls=":")
         ax.set_title(f"{corruption:.0%} corruption")
     return _finish(fig, axes, "model test accuracy", f"Intervention vs none: {model.upper()} on {dataset}")
 
@@ -317,6 +321,7 @@ def relabel_retrain(table, train_log, dataset, model):
     ax.set_xticklabels([f"{c:.0%}" for c in pivot.index], rotation=0)
     ax.set_xlabel("corruption")
     ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.2)  # room for the legend above the bars
     ax.legend(fontsize=7)
     ax.set_title(f"Relabel with MASC and retrain: {model.upper()} on {dataset}")
     fig.tight_layout()
