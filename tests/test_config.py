@@ -13,7 +13,7 @@ from pipeline.probes import PROBES
 def test_default_config_is_valid_and_filled():
     config = load_config(DEFAULT_CONFIG_PATH)
     assert config["datasets"] == ["digits"]
-    assert config["train"]["checkpoints"]["early_every"] == 2
+    assert config["train"]["checkpoints"]["early_until"] == 20
     assert config["activations"]["compression"] is None
     assert len(config["corruptions"]) >= 3
 
