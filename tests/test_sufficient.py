@@ -1,5 +1,8 @@
 """Per-class sufficient statistics: MASC, VeLPIC and NCM refit from them predict as the raw fit."""
 
+import json
+
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,8 +14,11 @@ from pipeline.datasets import load_dataset, subsample
 from pipeline.models import build_model
 from pipeline.probes import make_probe
 from pipeline.probing import fit_subspaces, score_probes
-from pipeline.sufficient import (ClassMoments, compute_moments, fit_from_moments,
-                                 fit_subspaces_from_moments, moment_bytes, pays_off)
+from pipeline.__main__ import main
+from pipeline.activations import ActivationFile
+from pipeline.config import ConfigError, validate_config
+from pipeline.sufficient import (ClassMoments, fit_from_moments, moment_bytes, moment_layer_choice,
+                                 pays_off, reduce_activations)
 from pipeline.train import input_transform
 
 
@@ -68,22 +74,103 @@ def test_sizes():
     assert not pays_off(16_384, 10, n_train=50_000, itemsize=2)   # ResNet-18 L0
 
 
-def test_files_fit_and_score_like_the_activation_path(tmp_path):
+def digits_activations(tmp_path, layers=("flat", "fc1")):
     arrays = subsample(load_dataset("digits"), 300, 100, seed=0)
     torch.manual_seed(0)
     model = build_model("cnn", in_channels=1, image_size=8, num_classes=10).eval()
     labels = make_run_labels(arrays, dataset="digits", corruption=0.5, seed=0)
     acts = tmp_path / "epoch_0.h5"
     extract_activations(model, arrays.x_train, arrays.x_test, labels, input_transform(arrays, "cnn"),
-                        acts, layers=["flat", "fc1"], attrs={"epoch": 0})
-    settings = [{"name": "masc", "params": {"variance": 0.99}}, {"name": "velpic", "params": {}},
-                {"name": "ncm", "params": {}}]
-    compute_moments(acts, tmp_path / "moments.h5")
-    fit_subspaces(acts, tmp_path / "direct.h5", settings=settings)
-    fit_subspaces_from_moments(tmp_path / "moments.h5", tmp_path / "from_moments.h5", settings=settings)
-    keys = {"dataset": "digits", "model": "cnn", "corruption": 0.5, "seed": 0, "variant": "standard"}
-    for name in ("direct", "from_moments"):
-        score_probes(acts, tmp_path / f"{name}.h5", tmp_path / f"{name}.parquet", run_keys=keys, epoch=0)
-    direct = pd.read_parquet(tmp_path / "direct.parquet")
-    refit = pd.read_parquet(tmp_path / "from_moments.parquet")
-    pd.testing.assert_frame_equal(direct, refit)
+                        acts, layers=list(layers), attrs={"epoch": 0})
+    return acts
+
+
+SETTINGS = [{"name": "masc", "params": {"variance": 0.99}}, {"name": "masc", "params": {"variance": 1}},
+            {"name": "velpic", "params": {}}, {"name": "ncm", "params": {}}]
+KEYS = {"dataset": "digits", "model": "cnn", "corruption": 0.5, "seed": 0, "variant": "standard"}
+
+
+def fit_and_score(source, tmp_path, name, settings=SETTINGS):
+    fit_subspaces(source, tmp_path / f"{name}_subspaces.h5", settings=settings)
+    score_probes(source, tmp_path / f"{name}_subspaces.h5", tmp_path / f"{name}.parquet",
+                 run_keys=KEYS, epoch=0)
+    return pd.read_parquet(tmp_path / f"{name}.parquet")
+
+
+def test_reduced_file_scores_like_the_activation_file(tmp_path):
+    acts = digits_activations(tmp_path)
+    reduced = reduce_activations(acts, tmp_path / "reduced.h5", mode="moments")
+    with ActivationFile(reduced) as r, ActivationFile(acts) as a:
+        assert r.moment_layers == ["flat", "fc1"]
+        assert not r.has("fc1", "train") and r.has("fc1", "test")
+        np.testing.assert_array_equal(r.read("fc1", "test"), a.read("fc1", "test"))
+        np.testing.assert_array_equal(r.predictions("train"), a.predictions("train"))
+        with pytest.raises(KeyError, match="statistics"):
+            r.read("fc1", "train")
+        # the stored statistics are those of the training activations, per label source
+        direct = ClassMoments.of(a.read("fc1", "train"), a.labels("train", "true"), classes=range(10))
+        np.testing.assert_allclose(r.moments("fc1", "true").second, direct.second, rtol=1e-10)
+    direct = fit_and_score(acts, tmp_path, "direct")
+    refit = fit_and_score(reduced, tmp_path, "reduced")
+    # probes fitted from statistics score the test split exactly as those fitted on activations;
+    # the train split of a layer kept as statistics has no probe rows (its activations are gone)
+    probe_rows = refit[refit.probe != "model"]
+    assert set(probe_rows.split) == {"test"}
+    keep = (direct.probe == "model") | (direct.split == "test")
+    pd.testing.assert_frame_equal(direct[keep].reset_index(drop=True), refit.reset_index(drop=True))
+    # the model's own rows keep both splits (its predictions are stored)
+    assert set(refit[refit.probe == "model"].split) == {"train", "test"}
+
+
+def test_auto_keeps_training_activations_where_statistics_are_larger(tmp_path):
+    # 300 training images: statistics of the 64-dim flat layer (10 classes x 2 sources x 2,145
+    # floats) outweigh its activations (300 x 64), so auto keeps them and scoring is unchanged
+    acts = digits_activations(tmp_path)
+    reduced = reduce_activations(acts, tmp_path / "reduced.h5", mode="auto")
+    with ActivationFile(reduced) as r:
+        assert r.moment_layers == [] and r.has("flat", "train")
+    pd.testing.assert_frame_equal(fit_and_score(acts, tmp_path, "direct"),
+                                  fit_and_score(reduced, tmp_path, "reduced"))
+    dims = {"L0": 16_384, "avg_pool": 512}
+    assert moment_layer_choice(dims, "auto", num_classes=10, n_train=50_000, itemsize=4) == ["avg_pool"]
+    assert moment_layer_choice(dims, "moments", num_classes=10, n_train=50_000, itemsize=4) == ["L0", "avg_pool"]
+    with pytest.raises(ValueError, match="storage.persist"):
+        moment_layer_choice(dims, "sometimes", num_classes=10, n_train=1, itemsize=4)
+
+
+def test_raw_only_probe_on_statistics_is_refused_by_name(tmp_path):
+    reduced = reduce_activations(digits_activations(tmp_path), tmp_path / "reduced.h5", mode="moments")
+    out = tmp_path / "subspaces.h5"
+    with pytest.raises(ValueError, match=r"'linear' needs the raw activations.*storage.persist"):
+        fit_subspaces(reduced, out, settings=[{"name": "linear", "params": {"epochs": 1}}], layers=["fc1"])
+    assert not out.exists()  # nothing half-written is left looking complete
+
+
+def test_config_refuses_raw_only_probes_with_statistics():
+    base = {"storage": {"persist": "moments"}}
+    validate_config({**base, "probes": {"settings": [{"name": "ncm"}, {"name": "velpic"}]}})
+    with pytest.raises(ConfigError, match=r"storage.persist.*\['knn', 'linear'\]"):
+        validate_config({**base, "probes": {"settings": [{"name": "linear"}, {"name": "knn"}]}})
+    with pytest.raises(ConfigError, match="persist"):
+        validate_config({"storage": {"persist": "statistics"}})
+
+
+def test_reducing_a_partial_activation_file_fails_and_writes_nothing(tmp_path):
+    acts = digits_activations(tmp_path)
+    with h5py.File(acts, "a") as h5:
+        h5.attrs["complete"] = False  # as if extraction had been killed
+    with pytest.raises(RuntimeError, match="incomplete"):
+        reduce_activations(acts, tmp_path / "reduced.h5")
+    assert not (tmp_path / "reduced.h5").exists()
+
+
+def test_reduce_command_line(tmp_path):
+    acts = digits_activations(tmp_path)
+    out = tmp_path / "reduced.h5"
+    rc = main(["reduce", "--config-json", json.dumps({"storage": {"persist": "moments"}}),
+               "--dataset", "digits", "--model", "cnn", "--corruption", "0.5", "--seed", "0",
+               "--epoch", "0", "--activations", str(acts), "--out", str(out)])
+    assert rc == 0
+    with ActivationFile(out) as r:
+        assert r.moment_layers == ["flat", "fc1"]
+        assert json.loads(r.attrs()["config"])["storage"]["persist"] == "moments"

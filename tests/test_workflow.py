@@ -120,3 +120,36 @@ def test_end_to_end_tiny(tmp_path):
     assert jobs.get("fit_subspaces") == 6 and jobs.get("score_probes") == 6, jobs
     assert "aggregate_probes" in jobs
     assert not {"train", "extract_activations", "corrupt_labels"} & set(jobs), jobs
+
+
+@pytest.mark.slow
+def test_persisted_statistics_serve_the_probe_only_rerun(tmp_path):
+    """storage.persist: moments keeps reduced files (statistics + test activations), deletes the
+    activation files, and a probe-only rerun works on what was kept, with no extraction."""
+    # two narrow layers keep it fast: refitting from statistics is a d x d eigendecomposition
+    config = {**TINY, "corruptions": [0.8], "storage": {"persist": "moments"},
+              "activations": {"layers": ["fc1", "fc2"]},
+              "probes": {"settings": [{"name": "masc", "params": {"variance": 0.99}},
+                                      {"name": "velpic"}]},
+              "transfer": {name: {"enabled": False}
+                           for name in ("edited_model", "intervention", "relabel_retrain")}}
+    snakemake("--cores", "2", workdir=tmp_path, config=config)
+    run = tmp_path / "results/runs/digits/mlp/c0.8/s0/standard"
+    assert sorted(p.name for p in (run / "reduced").glob("*.h5")) == ["epoch_0.h5", "epoch_2.h5", "epoch_4.h5"]
+    assert not list(run.glob("activations/*.h5"))  # temporary: deleted once reduced
+    table = pd.read_parquet(tmp_path / "results/tables/probes.parquet")
+    probes = table[table.probe != "model"]
+    assert set(probes.split) == {"test"} and set(probes.probe) == {"masc", "velpic"}
+    assert set(probes.layer) == {"fc1", "fc2"}
+    assert set(table[table.probe == "model"].split) == {"train", "test"}
+
+    changed = {**config, "probes": {"settings": [{"name": "masc", "params": {"variance": 0.5}},
+                                                 {"name": "ncm"}]}}
+    proc = snakemake("-n", "--cores", "2", workdir=tmp_path, config=changed)
+    jobs = jobs_in_dry_run(proc.stdout + proc.stderr)
+    assert jobs.get("fit_subspaces") == 3 and jobs.get("score_probes") == 3, jobs
+    assert not {"train", "extract_activations", "reduce_activations"} & set(jobs), jobs
+    snakemake("--cores", "2", workdir=tmp_path, config=changed)
+    table = pd.read_parquet(tmp_path / "results/tables/probes.parquet")
+    assert set(table.probe) == {"model", "masc", "ncm"}
+    assert not list(run.glob("activations/*.h5"))

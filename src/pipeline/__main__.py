@@ -81,12 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True)
 
-    p = sub.add_parser("fit", help="fit probes (class subspaces) on one activation file")
+    p = sub.add_parser("fit", help="fit probes (class subspaces) on one activation (or reduced) file")
     _add_common(p, epoch=True)
     p.add_argument("--activations", required=True)
     p.add_argument("--out", required=True)
 
-    p = sub.add_parser("score", help="score fitted probes and the model on one activation file")
+    p = sub.add_parser("score", help="score fitted probes and the model on one activation (or reduced) file")
     _add_common(p, epoch=True)
     p.add_argument("--activations", required=True)
     p.add_argument("--subspaces", required=True)
@@ -116,15 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--details", required=True, help="JSON with the selection scores and the retraining")
 
-    p = sub.add_parser("moments", help="per-class sufficient statistics of an activation file "
-                                          "(MASC/VeLPIC/NCM refit without the activations)")
+    p = sub.add_parser("reduce", help="replace an activation file's training activations by "
+                                      "per-class statistics (storage.persist: moments|auto); "
+                                      "`fit` and `score` read the result")
+    _add_common(p, epoch=True)
     p.add_argument("--activations", required=True)
-    p.add_argument("--out", required=True)
-
-    p = sub.add_parser("fit-from-moments", help="fit MASC/VeLPIC/NCM from sufficient statistics; "
-                                                "writes the subspaces file `score` reads")
-    _add_common(p, run=False)
-    p.add_argument("--moments", required=True)
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("aggregate", help="concatenate tidy tables into one")
@@ -175,14 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "relabel":
             stages.relabel(_config(args), _run(args), args.protocol, args.index, args.labels,
                            args.activations, args.out, args.details)
-        elif args.command == "moments":
-            from pipeline.sufficient import compute_moments
-            compute_moments(args.activations, args.out)
-        elif args.command == "fit-from-moments":
-            from pipeline.sufficient import fit_subspaces_from_moments
-            pcfg = validate_config(_config(args))["probes"]
-            fit_subspaces_from_moments(args.moments, args.out, settings=pcfg["settings"],
-                                       fit_labels=pcfg["fit_labels"], layers=pcfg["layers"])
+        elif args.command == "reduce":
+            stages.reduce(_config(args), _run(args), args.epoch, args.activations, args.out)
         elif args.command == "aggregate":
             stages.aggregate(args.inputs, args.out, check_schema=not args.no_schema_check)
         elif args.command == "plot":

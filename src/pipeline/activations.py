@@ -10,6 +10,11 @@ Layout of ``activations/epoch_{E}.h5``::
     layers/{layer}/train        (N, d_layer) float32 (or float16), dataset order
     layers/{layer}/test         (M, d_layer)
 
+A *reduced* file (``storage.persist: moments|auto``, :func:`pipeline.sufficient.reduce_activations`)
+has the same layout and is read by the same class, except that for the layers in its
+``moment_layers`` attribute ``layers/{layer}/train`` is replaced by the per-class sufficient
+statistics ``moments/{layer}/{corrupted,true}/...`` (:meth:`ActivationFile.moments`).
+
 Each layer is its own dataset, so one layer reads without touching the others. Rows are chunked
 in blocks of about 64 KiB (a single row for layers of 16k dims), so reading one class's rows
 (:meth:`ActivationFile.read_class`) touches only the chunks that hold them. Compression is off by
@@ -139,6 +144,8 @@ class ActivationFile:
         self.layers: list[str] = json.loads(self.h5.attrs["layers"])
         self.layer_dims: dict[str, int] = json.loads(self.h5.attrs["layer_dims"])
         self.num_classes = int(self.h5.attrs["num_classes"])
+        # layers whose training split is stored as per-class statistics only (reduced files)
+        self.moment_layers: list[str] = json.loads(self.h5.attrs.get("moment_layers", "[]"))
 
     def __enter__(self) -> "ActivationFile":
         return self
@@ -160,10 +167,27 @@ class ActivationFile:
     def predictions(self, split: str) -> np.ndarray:
         return self.h5[f"predictions/{split}"][()]
 
+    def has(self, layer: str, split: str) -> bool:
+        """Whether the activations of ``layer`` on ``split`` are stored (not only statistics)."""
+        return layer in self.layers and f"layers/{layer}/{split}" in self.h5
+
     def _dataset(self, layer: str, split: str) -> h5py.Dataset:
         if layer not in self.layers:
             raise KeyError(f"layer {layer!r} is not in {self.path}; stored layers: {self.layers}")
+        if not self.has(layer, split):
+            raise KeyError(f"{self.path} keeps only per-class statistics of layer {layer!r} on the "
+                           f"{split} split, not its activations (storage.persist)")
         return self.h5[f"layers/{layer}/{split}"]
+
+    def moments(self, layer: str, source: str):
+        """Per-class statistics of ``layer``'s training activations under label ``source``."""
+        from pipeline.sufficient import ClassMoments
+
+        if layer not in self.moment_layers:
+            raise KeyError(f"{self.path} holds no per-class statistics of layer {layer!r}; layers "
+                           f"with statistics: {self.moment_layers}")
+        group = self.h5[f"moments/{layer}/{source}"]
+        return ClassMoments.from_arrays({k: group[k][()] for k in group})
 
     def read(self, layer: str, split: str, rows: np.ndarray | None = None) -> np.ndarray:
         ds = self._dataset(layer, split)

@@ -119,6 +119,16 @@ def _check_semantics(config: dict) -> None:
         if key in seen:
             raise ConfigError(f"config key 'probes.settings[{i}]': duplicate probe setting {key}")
         seen.add(key)
+    persist = config["storage"]["persist"]
+    if persist != "activations":
+        from pipeline.sufficient import FROM_MOMENTS
+
+        raw_only = sorted({e["name"] for e in config["probes"]["settings"]} - set(FROM_MOMENTS))
+        if raw_only:
+            raise ConfigError(f"config key 'storage.persist': {persist!r} keeps per-class statistics "
+                              f"instead of training activations, from which only {list(FROM_MOMENTS)} "
+                              f"can be fitted; probes {raw_only} need the activations: remove them "
+                              f"from probes.settings or set storage.persist: activations")
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:

@@ -8,7 +8,9 @@
   (``slurm/config.yaml``: one allocation per training run, one GPU allocation for all
   extractions of a run, one CPU allocation per probe block of ``cluster.probe_block_epochs``
   epochs; rules in :data:`LOCAL_RULES` run on the submitting host and cost no allocation);
-* the disk the checkpoints, activations and other artifacts take.
+* the disk the checkpoints, activations and other artifacts take, and per layer whether per-class
+  sufficient statistics would be smaller than its training activations (``storage.persist``:
+  with ``moments``/``auto`` the kept artifact is the reduced file, :mod:`pipeline.sufficient`).
 
 All numbers are **upper bounds**: training is a Snakemake checkpoint that stops at the target
 training accuracy, so how many epochs (and checkpoints) a run really has is known only after it
@@ -122,6 +124,13 @@ class PairPlan:
     resume_bytes: int            # resume.pt (model + optimizer state), while training
     activation_bytes: int        # one activation file (uncompressed)
     probe_bytes: int             # fitted probes (subspaces) + probe table, per checkpoint (estimate)
+    smaller_as_moments: list[str] = field(default_factory=list)  # layers whose statistics pay off
+    moment_layers: list[str] = field(default_factory=list)       # kept as statistics (persist)
+    reduced_bytes: int = 0       # one reduced file (persist: moments|auto), else 0
+
+    @property
+    def reduced_total(self) -> int:
+        return self.runs * self.probed * self.reduced_bytes
 
     @property
     def checkpoint_total(self) -> int:
@@ -160,7 +169,11 @@ class Plan:
                        "checkpoint_bytes": p.checkpoint_bytes,
                        "activation_bytes_per_checkpoint": p.activation_bytes,
                        "checkpoints_total_bytes": p.checkpoint_total,
-                       "activations_total_bytes": p.activation_total} for p in self.pairs],
+                       "activations_total_bytes": p.activation_total,
+                       "layers_smaller_as_moments": p.smaller_as_moments,
+                       "moment_layers": p.moment_layers,
+                       "reduced_bytes_per_checkpoint": p.reduced_bytes,
+                       "reduced_total_bytes": p.reduced_total} for p in self.pairs],
             "jobs": dict(self.jobs), "total_jobs": self.total_jobs,
             "slurm_allocations": dict(self.allocations),
             "total_slurm_allocations": self.total_allocations,
@@ -226,6 +239,16 @@ def make_plan(config: dict) -> Plan:
         n_train, n_test = dataset_sizes(config, dataset)
         act = sum(d for d in layers.values()) * (n_train + n_test) * itemsize
         act += (n_train * 3 + n_test * 2) * 8  # labels and predictions (int64)
+        # storage.persist: the reduced file swaps a layer's training activations for statistics
+        from pipeline.sufficient import moment_bytes, moment_layer_choice
+        smaller = moment_layer_choice(layers, "auto", num_classes=spec.num_classes,
+                                      n_train=n_train, itemsize=itemsize)
+        persist = config["storage"]["persist"]
+        as_moments = [] if persist == "activations" else moment_layer_choice(
+            layers, persist, num_classes=spec.num_classes, n_train=n_train, itemsize=itemsize)
+        reduced = 0 if persist == "activations" else act - sum(
+            layers[l] * n_train * itemsize - moment_bytes(layers[l], spec.num_classes)
+            for l in as_moments)
         # resume.pt: model + optimizer state (momentum: one buffer; Adam: two)
         from pipeline.train import hyperparameters
         hp = hyperparameters(config, model, dataset)
@@ -235,7 +258,8 @@ def make_plan(config: dict) -> Plan:
             probed=len(probed), blocks=len(blocks), layers=layers, n_train=n_train, n_test=n_test,
             checkpoint_bytes=state_bytes, resume_bytes=state_bytes + opt_buffers * param_bytes,
             activation_bytes=act,
-            probe_bytes=_probe_bytes(config, layers, spec.num_classes)))
+            probe_bytes=_probe_bytes(config, layers, spec.num_classes),
+            smaller_as_moments=smaller, moment_layers=as_moments, reduced_bytes=reduced))
 
     plan = Plan(config=config, runs=len(runs), pairs=pair_plans)
     n_runs = len(runs)
@@ -243,10 +267,12 @@ def make_plan(config: dict) -> Plan:
     blocks_total = sum(p.runs * p.blocks for p in pair_plans)
     available = {entry["name"] for entry in config["probes"]["settings"]}
     n_figures = len(figures_for(available)) if FIGURES else 0
+    reduced_storage = config["storage"]["persist"] != "activations"
     plan.jobs = {
         "corrupt_labels": n_runs,
         "train": n_runs,
         "extract_activations": probed_total,
+        **({"reduce_activations": probed_total} if reduced_storage else {}),
         "fit_subspaces": probed_total,
         "score_probes": probed_total,
         "probe_block": blocks_total,
@@ -270,10 +296,13 @@ def make_plan(config: dict) -> Plan:
     acts = sum(p.activation_total for p in pair_plans)
     probes = sum(p.runs * p.probed * p.probe_bytes for p in pair_plans)
     labels = sum(p.runs * (p.n_train * 4 + p.n_test) * 8 for p in pair_plans)
-    keep = config.get("storage", {}).get("keep_activations", True)
+    # with persist: moments|auto the activation files are temporary and the reduced files kept
+    keep = config["storage"]["keep_activations"] and not reduced_storage
     plan.disk = {
         "checkpoints": ckpt,
         "activations": acts if keep else 0,
+        **({"reduced (statistics + test activations)": sum(p.reduced_total for p in pair_plans)}
+           if reduced_storage else {}),
         # with keep_activations: false, activation files live only until their probe block has
         # run; the extraction of a run finishes before its probe blocks, so the peak is one run's
         # activations per run in flight (here: the largest run, times one)
@@ -284,6 +313,7 @@ def make_plan(config: dict) -> Plan:
         "labels": labels,
     }
     plan.disk["total"] = (plan.disk["checkpoints"] + plan.disk["activations"]
+                          + plan.disk.get("reduced (statistics + test activations)", 0)
                           + plan.disk["probes_and_tables"] + plan.disk["labels"])
     return plan
 
@@ -308,7 +338,7 @@ def format_plan(plan: Plan) -> str:
         f"stops earlier at train accuracy {cfg['train']['target_train_accuracy']})")
     add(f"activations: dtype {cfg['activations']['dtype']}, compression "
         f"{cfg['activations']['compression'] or 'none'}, keep_activations "
-        f"{cfg['storage']['keep_activations']}")
+        f"{cfg['storage']['keep_activations']}, persist {cfg['storage']['persist']}")
     add("")
     add(f"{'pair':<24} {'runs':>4} {'ckpts/run':>9} {'probed':>6} {'blocks':>6} "
         f"{'ckpt size':>10} {'acts/ckpt':>10} {'ckpts total':>12} {'acts total':>12}  layers")
@@ -318,6 +348,12 @@ def format_plan(plan: Plan) -> str:
             f"{human_bytes(p.activation_bytes):>10} {human_bytes(p.checkpoint_total):>12} "
             f"{human_bytes(p.activation_total):>12}  "
             + ",".join(f"{k}:{v}" for k, v in p.layers.items()))
+    add("")
+    add("per-class statistics (storage.persist) are smaller than the training activations for:")
+    for p in plan.pairs:
+        kept = (f"; kept as statistics: {','.join(p.moment_layers) or 'none'} (reduced file "
+                f"{human_bytes(p.reduced_bytes)}/ckpt)") if cfg["storage"]["persist"] != "activations" else ""
+        add(f"  {p.dataset + '/' + p.model:<24} {','.join(p.smaller_as_moments) or 'no layer'}{kept}")
     add("")
     add("jobs per rule (upper bounds):")
     for rule, n in plan.jobs.items():
@@ -334,8 +370,9 @@ def format_plan(plan: Plan) -> str:
     add("disk (uncompressed upper bounds):")
     for what, n in plan.disk.items():
         add(f"  {what:<38} {human_bytes(n):>12}")
-    if not cfg["storage"]["keep_activations"]:
-        add("  (activations are temporary: deleted once probed; the peak is per run in flight)")
+    if not cfg["storage"]["keep_activations"] or cfg["storage"]["persist"] != "activations":
+        add("  (activations are temporary: deleted once probed or reduced; the peak is per run "
+            "in flight)")
     return "\n".join(lines)
 
 

@@ -12,7 +12,9 @@ as weight editing) never refits:
                            label sets) and the test split, plus the model's own accuracy rows.
 
 Both stages only read activations, never checkpoints or data, so changing a probe setting reruns
-only them (and aggregation and plots).
+only them (and aggregation and plots). They read a reduced file (``storage.persist: moments|auto``,
+:mod:`pipeline.sufficient`) the same way: a layer whose training activations were replaced by
+per-class statistics is fitted from them (MASC, VeLPIC, NCM only) and scored on the test split only.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pipeline.activations import ActivationFile
 from pipeline.io import (MODEL_LAYER, MODEL_PROBE, accuracy_row, atomic_path, result_frame,
                          write_parquet)
 from pipeline.probes import make_probe, probe_from_arrays, probe_to_arrays, setting_id
+from pipeline.sufficient import fit_from_moments
 
 
 def probe_layers(available: list[str], requested: Iterable[str] | None) -> list[str]:
@@ -59,12 +62,22 @@ def fit_subspaces(activation_path: str | Path, out_path: str | Path, *, settings
         out.attrs["settings"] = json.dumps(settings)
         out.attrs["fit_labels"] = json.dumps(list(fit_labels))
         for layer in chosen:
-            X = acts.read(layer, "train")
+            from_moments = not acts.has(layer, "train")
+            X = None if from_moments else acts.read(layer, "train")
             for source in fit_labels:
-                y = acts.labels("train", source)
+                y = None if from_moments else acts.labels("train", source)
+                moments = acts.moments(layer, source) if from_moments else None
                 for entry in settings:
                     name, params = entry["name"], entry.get("params", {})
-                    probe = make_probe(name, **params).fit(X, y)
+                    if from_moments:
+                        try:
+                            probe = fit_from_moments(name, params, moments)
+                        except ValueError as exc:
+                            raise ValueError(f"layer {layer!r} of {activation_path}: {exc} (its "
+                                             "training activations were not persisted; see "
+                                             "storage.persist)") from None
+                    else:
+                        probe = make_probe(name, **params).fit(X, y)
                     group = out.create_group(_group_name(layer, name, setting_id(name, params), source))
                     group.attrs["probe"] = name
                     group.attrs["params"] = json.dumps(params, sort_keys=True)
@@ -102,13 +115,16 @@ def score_probes(activation_path: str | Path, subspace_path: str | Path, out_pat
                                          probe_setting="", fit_labels="corrupted", split=split,
                                          target=target, predictions=preds, labels=labels))
         for layer in layers:
-            data = {split: acts.read(layer, split) for split in targets}
+            # a layer persisted as statistics has no training activations: test rows only
+            data = {split: acts.read(layer, split) for split in targets if acts.has(layer, split)}
             for entry in settings:
                 name, params = entry["name"], entry.get("params", {})
                 sid = setting_id(name, params)
                 for source in fit_sources:
                     probe = load_fitted(subspace_path, layer, name, params, source)
                     for split, by_target in targets.items():
+                        if split not in data:
+                            continue
                         preds = probe.predict(data[split])
                         for target, labels in by_target.items():
                             rows.append(accuracy_row(run_keys, epoch=epoch, layer=layer, probe=name,

@@ -80,6 +80,20 @@ def extract(config: dict, run: Run, epoch: int, labels_path: str | Path, checkpo
                         attrs={**_record(config, given, run=run.keys()), "epoch": int(epoch)})
 
 
+def reduce(config: dict, run: Run, epoch: int, activations: str | Path, out: str | Path) -> None:
+    """``storage.persist: moments|auto``: the reduced copy of one activation file that is kept."""
+    from pipeline.sufficient import reduce_activations
+
+    import h5py
+
+    given, config = config, _full(config)
+    with h5py.File(activations, "r") as h5:
+        upstream = _stored_config(h5.attrs)
+    recorded = {**upstream, **json.loads(_record(config, given)["config"])}
+    reduce_activations(activations, out, mode=config["storage"]["persist"],
+                       attrs={**provenance(recorded, run=run.keys()), "epoch": int(epoch)})
+
+
 def fit(config: dict, run: Run, epoch: int, activations: str | Path, out: str | Path) -> None:
     from pipeline.probing import fit_subspaces
 

@@ -16,23 +16,34 @@ eigenvalue cut-off, float64 eigensolver) that round-trip through the same fitted
 
 Size: ``K * (d(d+1)/2 + d + 1)`` float64 numbers per label source (the upper triangle of ``M_c``)
 against ``n * d`` numbers of activations, so the statistics are smaller only where
-``d < ~ 2n / (K * sources)``: the narrow layers (CNN fc layers, MLP fc1/fc2, ResNet-18 avg_pool),
+``d < n * itemsize / (4 K sources)`` (n / 20 for float32, 10 classes, both label sources): the narrow layers (CNN fc layers, MLP fc1/fc2, ResNet-18 avg_pool),
 never the 16,384-dimensional L0/L1 of ResNet-18. :func:`moment_bytes` and
-:func:`pays_off` say which; ``pipeline plan`` reports them per layer.
+:func:`pays_off` say which; ``pipeline plan`` reports them per layer. Time follows the same line:
+refitting costs one d x d eigendecomposition per class (computed once and shared by every MASC
+threshold and VeLPIC), where the activation route can use the n_c x n_c Gram matrix instead, so
+on wide layers the statistics are both larger and slower (about 1 s per class at d = 2,048 on one
+core of this project's 2-core test machine); ``storage.persist: auto`` avoids them there.
 
 The logistic-regression, kNN and LDA probes need the raw activations (:func:`fit_from_moments`
-says so). Scoring any probe needs the activations of the split being scored.
+says so). Scoring any probe needs the activations of the split being scored, so the statistics
+cannot give a probe's *training-split* accuracy: a layer kept as statistics has test-split rows
+only (the model's own rows keep both splits; its predictions are stored).
 
-Command line (one activation file -> one statistics file; probe fitting from it writes the same
-``subspaces`` HDF5 the ``score`` stage reads)::
+In the workflow (``storage.persist``), :func:`reduce_activations` turns each checkpoint's
+activation file into a *reduced* file: the same layout, with the training activations of the
+chosen layers replaced by their statistics. The activation file is then temporary; the ``fit``
+and ``score`` stages read the reduced file (:func:`pipeline.probing.fit_subspaces` fits a layer
+from its statistics when its training activations are absent), so a probe-only rerun works on it
+with no extraction. By hand::
 
-    python -m pipeline moments --activations A.h5 --out M.h5
+    python -m pipeline reduce --activations A.h5 --out R.h5 [--persist moments|auto]
+    python -m pipeline fit --activations R.h5 --out S.h5 ...   # then score, as usual
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -55,6 +66,14 @@ class ClassMoments:
     counts: np.ndarray    # (K,) int64
     sums: np.ndarray      # (K, d) float64
     second: np.ndarray    # (K, d, d) float64, symmetric
+    # eigenpairs per class, computed once: every MASC threshold and VeLPIC share them
+    _eig: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def eig(self, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """Non-negligible eigenpairs of class index ``c``'s second moment, descending (cached)."""
+        if c not in self._eig:
+            self._eig[c] = _eig_desc(self.second[c], int(self.counts[c]))
+        return self._eig[c]
 
     @classmethod
     def empty(cls, classes: Iterable[int], dim: int) -> "ClassMoments":
@@ -79,6 +98,7 @@ class ClassMoments:
             self.counts[c] += Xc.shape[0]
             self.sums[c] += Xc.sum(axis=0)
             self.second[c] += Xc.T @ Xc
+        self._eig.clear()
         return self
 
     @classmethod
@@ -135,7 +155,7 @@ def _eig_desc(M: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 def fit_masc(m: ClassMoments, variance: float | int = 0.99):
     bases, ks, energy = [], [], []
     for c in range(m.classes.size):
-        lam, W = _eig_desc(m.second[c], int(m.counts[c]))
+        lam, W = m.eig(c)
         k = _components_for(lam, variance)
         bases.append(W[:, :k].astype(np.float32))
         ks.append(k)
@@ -149,7 +169,7 @@ def fit_velpic(m: ClassMoments, sign: str = "class_mean"):
     V = np.zeros((m.classes.size, m.dim))
     global_mean = m.sums.sum(axis=0) / max(int(m.counts.sum()), 1)
     for c in range(m.classes.size):
-        lam, W = _eig_desc(m.second[c], int(m.counts[c]))
+        lam, W = m.eig(c)
         if lam.size == 0:
             continue
         v = W[:, 0]
@@ -179,83 +199,68 @@ def fit_from_moments(name: str, params: dict, moments: ClassMoments):
 
 # ----------------------------------------------------------------------------- files
 
-def compute_moments(activation_path: str | Path, out_path: str | Path, *,
-                    layers: Iterable[str] | None = None,
-                    fit_labels: Iterable[str] = ("corrupted", "true"),
-                    attrs: dict | None = None) -> Path:
-    """Statistics of every (persisted) layer and label source of one activation file.
+#: ``storage.persist`` modes that keep statistics instead of (some) training activations
+REDUCED_MODES = ("moments", "auto")
+SOURCES = ("corrupted", "true")
 
-    Layout: ``{layer}/{source}/{classes,counts,sums,second_upper}``; attributes as the source
-    file's plus ``layers``, ``fit_labels``, ``num_classes``.
+
+def moment_layer_choice(dims: dict[str, int], mode: str, *, num_classes: int, n_train: int,
+                        itemsize: int) -> list[str]:
+    """Layers whose training split is kept as statistics: all (``moments``) or those where the
+    statistics are smaller than the training activations (``auto``)."""
+    if mode == "moments":
+        return list(dims)
+    if mode == "auto":
+        return [layer for layer, d in dims.items()
+                if pays_off(d, num_classes, n_train, itemsize, sources=len(SOURCES))]
+    raise ValueError(f"storage.persist must be one of activations, {', '.join(REDUCED_MODES)}; "
+                     f"got {mode!r}")
+
+
+def reduce_activations(activation_path: str | Path, out_path: str | Path, *, mode: str = "moments",
+                       attrs: dict | None = None) -> Path:
+    """Write the reduced copy of one activation file that ``storage.persist: moments|auto`` keeps.
+
+    Same layout as the activation file (so :class:`pipeline.activations.ActivationFile` reads it
+    and the ``fit``/``score`` stages take it unchanged), with, for each layer chosen by
+    :func:`moment_layer_choice`, the training activations replaced by the per-class statistics
+    ``moments/{layer}/{corrupted,true}/{classes,counts,sums,second_upper}`` (both label sources,
+    so changing ``probes.fit_labels`` never needs the activations). Labels, the model's
+    predictions and the test split's activations are copied as they are: scoring needs them.
     """
     from pipeline.activations import ActivationFile
 
     out_path = Path(out_path)
     with ActivationFile(activation_path) as acts, atomic_path(out_path) as tmp, \
             h5py.File(tmp, "w") as out:
+        src = acts.h5
         for key, value in {**acts.attrs(), **(attrs or {})}.items():
             if key != "complete":
                 out.attrs[key] = value if isinstance(value, (str, int, float, np.generic)) else json.dumps(value)
-        chosen = list(layers) if layers is not None else acts.layers
+        itemsize = np.dtype(str(src.attrs.get("dtype", "float32"))).itemsize
+        n_train = int(src["labels/train_true"].shape[0])
+        chosen = moment_layer_choice(acts.layer_dims, mode, num_classes=acts.num_classes,
+                                     n_train=n_train, itemsize=itemsize)
+        for name in ("labels", "predictions"):
+            src.copy(src[name], out, name=name)
         classes = np.arange(acts.num_classes)
-        for layer in chosen:
-            ds = acts.h5[f"layers/{layer}/train"]
-            for source in fit_labels:
-                y = acts.labels("train", source)
-                m = ClassMoments.empty(classes, ds.shape[1])
-                for start in range(0, ds.shape[0], _ROW_BLOCK):
-                    m.update(ds[start:start + _ROW_BLOCK], y[start:start + _ROW_BLOCK])
-                group = out.create_group(f"{layer}/{source}")
-                for name, array in m.to_arrays().items():
-                    group.create_dataset(name, data=array)
-        out.attrs["layers"] = json.dumps(chosen)
-        out.attrs["fit_labels"] = json.dumps(list(fit_labels))
-        out.attrs["num_classes"] = int(acts.num_classes)
-        out.attrs["complete"] = True
-    return out_path
-
-
-def load_moments(path: str | Path, layer: str, source: str) -> ClassMoments:
-    with h5py.File(path, "r") as h5:
-        if not h5.attrs.get("complete", False):
-            raise RuntimeError(f"statistics file {path} is incomplete; delete it and rerun")
-        group = h5[f"{layer}/{source}"]
-        return ClassMoments.from_arrays({k: group[k][()] for k in group})
-
-
-def fit_subspaces_from_moments(moments_path: str | Path, out_path: str | Path, *,
-                               settings: list[dict], fit_labels: Iterable[str] = ("corrupted", "true"),
-                               layers: Iterable[str] | None = None, attrs: dict | None = None) -> Path:
-    """Like :func:`pipeline.probing.fit_subspaces`, from statistics: the same output format, so
-    the ``score`` stage reads it unchanged."""
-    from pipeline.probes import probe_to_arrays, setting_id
-    from pipeline.probing import _group_name, probe_layers
-
-    out_path = Path(out_path)
-    fit_labels = list(fit_labels)
-    with h5py.File(moments_path, "r") as src:
-        stored = json.loads(src.attrs["layers"])
-        sources = json.loads(src.attrs["fit_labels"])
-    missing = [s for s in fit_labels if s not in sources]
-    if missing:
-        raise ValueError(f"statistics in {moments_path} hold label sources {sources}, not {missing}")
-    chosen = probe_layers(stored, layers)
-    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as out:
-        for key, value in (attrs or {}).items():
-            out.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
-        out.attrs["layers"] = json.dumps(chosen)
-        out.attrs["settings"] = json.dumps(settings)
-        out.attrs["fit_labels"] = json.dumps(fit_labels)
-        for layer in chosen:
-            for source in fit_labels:
-                m = load_moments(moments_path, layer, source)
-                for entry in settings:
-                    name, params = entry["name"], entry.get("params", {})
-                    probe = fit_from_moments(name, params, m)
-                    group = out.create_group(_group_name(layer, name, setting_id(name, params), source))
-                    group.attrs["probe"] = name
-                    group.attrs["params"] = json.dumps(params, sort_keys=True)
-                    for array_name, array in probe_to_arrays(probe).items():
-                        group.create_dataset(array_name, data=array)
+        for layer in acts.layers:
+            src.copy(src[f"layers/{layer}/test"], out.require_group(f"layers/{layer}"), name="test")
+            if layer not in chosen:
+                src.copy(src[f"layers/{layer}/train"], out[f"layers/{layer}"], name="train")
+                continue
+            ds = src[f"layers/{layer}/train"]
+            labels = {source: acts.labels("train", source) for source in SOURCES}
+            moments = {source: ClassMoments.empty(classes, ds.shape[1]) for source in SOURCES}
+            for start in range(0, ds.shape[0], _ROW_BLOCK):  # one pass over the rows, both sources
+                block = ds[start:start + _ROW_BLOCK]
+                for source in SOURCES:
+                    moments[source].update(block, labels[source][start:start + _ROW_BLOCK])
+            for source, m in moments.items():
+                group = out.create_group(f"moments/{layer}/{source}")
+                for array_name, array in m.to_arrays().items():
+                    group.create_dataset(array_name, data=array)
+        out.attrs["moment_layers"] = json.dumps(chosen)
+        out.attrs["persist"] = mode
         out.attrs["complete"] = True
     return out_path

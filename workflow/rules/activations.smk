@@ -16,3 +16,24 @@ rule extract_activations:
     shell:
         "python -m pipeline extract --threads {threads} --config-json {params.config:q} {params.run} --epoch {wildcards.epoch} "
         "--labels {input.labels} --checkpoint {params.checkpoint} --out {output} > {log} 2>&1"
+
+
+# storage.persist: moments|auto. The kept artifact: the activation file with the training
+# activations of (some) layers replaced by per-class statistics (pipeline.sufficient); the
+# activation file itself is then temporary. Only `storage.persist` reruns it.
+rule reduce_activations:
+    input:
+        run_file("activations/epoch_{epoch}.h5"),
+    output:
+        run_file("reduced/epoch_{epoch}.h5"),
+    params:
+        config=json.dumps({"storage": {"persist": PERSIST}}),
+        run=run_args,
+    log:
+        run_log("reduce_epoch_{epoch}.log"),
+    threads: 1
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline reduce --threads {threads} --config-json {params.config:q} {params.run} "
+        "--epoch {wildcards.epoch} --activations {input} --out {output} > {log} 2>&1"

@@ -104,10 +104,22 @@ def all_probe_tables(wildcards):
     return [run_path(run, "probes.parquet") for run in RUNS] + transfer_tables(config, RUNS)
 
 
+PERSIST = config["storage"]["persist"]
+
+
 def activation_file(name):
-    """Activation output: temporary (deleted once probed) unless `storage.keep_activations`."""
+    """Activation output: temporary (deleted once its consumers ran) unless
+    `storage.keep_activations` with `storage.persist: activations`."""
     path = run_file(name)
-    return path if config["storage"]["keep_activations"] else temp(path)
+    keep = config["storage"]["keep_activations"] and PERSIST == "activations"
+    return path if keep else temp(path)
+
+
+def probe_input(epoch_wildcard="{epoch}"):
+    """What the probe stages read: the activation file, or its reduced copy with per-class
+    statistics (`storage.persist: moments|auto`, workflow/rules/activations.smk)."""
+    folder = "activations" if PERSIST == "activations" else "reduced"
+    return run_file(f"{folder}/epoch_{epoch_wildcard}.h5")
 
 
 # Cheap bookkeeping runs on the submitting host under the SLURM profile (no allocation).

@@ -1,8 +1,9 @@
 # Only these two rules (plus aggregation and plots) depend on the `probes` config section, so a new
-# probe setting or layer list reruns them on the saved activations and nothing upstream.
+# probe setting or layer list reruns them on the saved activations (or reduced files, with
+# `storage.persist: moments|auto`) and nothing upstream.
 rule fit_subspaces:
     input:
-        run_file("activations/epoch_{epoch}.h5"),
+        probe_input(),
     output:
         run_file("subspaces/epoch_{epoch}.h5"),
     params:
@@ -20,7 +21,7 @@ rule fit_subspaces:
 
 rule score_probes:
     input:
-        activations=run_file("activations/epoch_{epoch}.h5"),
+        activations=probe_input(),
         subspaces=run_file("subspaces/epoch_{epoch}.h5"),
     output:
         run_file("probes/epoch_{epoch}.parquet"),
