@@ -62,7 +62,8 @@ def test_paper_grid_is_the_papers():
     assert {s["name"] for s in config["probes"]["settings"]} >= {"masc", "velpic", "linear", "ncm"}
     assert config["probes"]["layers"] is None and config["activations"]["layers"] is None
     assert config["probes"]["fit_labels"] == ["corrupted", "true"]
-    assert config["storage"] == {"epochs": None, "every": 1, "keep_activations": True}
+    assert config["storage"] == {"epochs": None, "every": 1, "keep_activations": True,
+                                 "persist": "activations"}
 
 
 def test_paper_config_is_self_contained():

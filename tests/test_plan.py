@@ -95,6 +95,25 @@ def test_plan_numbers_against_a_hand_count():
     assert lean.disk["activations"] == 0
     assert lean.disk["activations_peak_per_run_in_flight"] == 7 * mlp_act
 
+    # storage.persist: moments swaps each layer's float16 training activations (1,257 rows) for
+    # float64 per-class statistics: 10 classes x 2 label sources x (upper triangle + sum + count)
+    stats = make_plan(validate_config({**SMALL, "storage": {"every": 2, "persist": "moments"}}))
+    moments = {d: 2 * 10 * (d * (d + 1) // 2 + d + 1) * 8 for d in (64, 128, 250, 256, 512, 2048)}
+    assert moments[250] == 5_060_160
+    stats_by_model = {p.model: p for p in stats.pairs}
+    cnn_reduced = cnn_act - 1262 * 1257 * 2 + sum(moments[d] for d in by_model["cnn"].layers.values())
+    mlp_reduced = mlp_act - 4736 * 1257 * 2 + sum(moments[d] for d in (128, 512, 2048, 2048))
+    assert stats_by_model["cnn"].reduced_bytes == cnn_reduced
+    assert stats_by_model["mlp"].reduced_bytes == mlp_reduced
+    assert stats.jobs["reduce_activations"] == 8 * 7 and "reduce_activations" not in plan.jobs
+    assert stats.disk["activations"] == 0
+    assert stats.disk["reduced (statistics + test activations)"] == 4 * 7 * (cnn_reduced + mlp_reduced)
+    # ... which on 1,257 training images is larger for every layer: statistics pay off only for
+    # d < n * itemsize / (4 * 10 * 2) = 31.4 here, so auto keeps every layer's activations
+    assert all(p.smaller_as_moments == [] for p in stats.pairs)
+    auto = make_plan(validate_config({**SMALL, "storage": {"every": 2, "persist": "auto"}}))
+    assert [p.reduced_bytes for p in auto.pairs] == [p.activation_bytes for p in auto.pairs]
+
 
 def test_profile_groups_as_the_plan_counts():
     """plan.py counts allocations for slurm/config.yaml's grouping; check the profile still does it."""
@@ -104,6 +123,8 @@ def test_profile_groups_as_the_plan_counts():
     for wildcard in ("{dataset}", "{model}", "{corruption}", "{seed}", "{variant}"):
         assert wildcard in per_run
     assert profile["group-components"][per_run] >= 10_000  # a whole run in one allocation
+    # storage.persist: moments|auto reduces each activation file in the allocation that wrote it
+    assert groups["reduce_activations"] == per_run
     assert groups["fit_subspaces"] == groups["score_probes"] == groups["probe_block"] == "probe"
     assert "probe" not in profile.get("group-components", {})  # blocks are joined by probe_block
     assert "train" not in groups
@@ -118,13 +139,14 @@ def _fake_trained(workdir: Path, run_dir: str, epochs: list[int]) -> None:
     (run / "checkpoints" / "index.json").write_text(json.dumps({"epochs": epochs}))
 
 
-def test_plan_matches_the_dag_after_training(tmp_path):
+@pytest.mark.parametrize("persist", ["activations", "moments"])
+def test_plan_matches_the_dag_after_training(tmp_path, persist):
     """With every run trained to max_epochs, the DAG has exactly the plan's jobs and groups."""
     from pipeline.train import schedule_for
 
     config = validate_config({"datasets": ["digits"], "models": ["mlp"], "corruptions": [0.0, 0.8],
                               "seeds": [0], "train": {"max_epochs": 30},
-                              "cluster": {"probe_block_epochs": 10},
+                              "cluster": {"probe_block_epochs": 10}, "storage": {"persist": persist},
                               "probes": {"settings": [{"name": "masc", "params": {}}]}})
     plan = make_plan(config)
     for corruption in ("0", "0.8"):
@@ -139,8 +161,8 @@ def test_plan_matches_the_dag_after_training(tmp_path):
     assert proc.returncode == 0, out[-4000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
     for rule in ("extract_activations", "fit_subspaces", "score_probes", "probe_block",
-                 "run_probe_table"):
-        assert int(counts[rule]) == plan.jobs[rule], (rule, counts)
+                 "run_probe_table", "reduce_activations"):
+        assert int(counts.get(rule, 0)) == plan.jobs.get(rule, 0), (rule, counts)
     groups = re.findall(r"Group job (\S+) \(jobs", out)
     assert sum(g.startswith("extract_") for g in groups) == plan.allocations[
         "extract (group per run, GPU)"]

@@ -15,14 +15,17 @@ build probes identical to fitting on the raw activations (:mod:`pipeline.probes`
 eigenvalue cut-off, float64 eigensolver) that round-trip through the same fitted-probe format.
 
 Size: ``K * (d(d+1)/2 + d + 1)`` float64 numbers per label source (the upper triangle of ``M_c``)
-against ``n * d`` numbers of activations, so the statistics are smaller only where
-``d < n * itemsize / (4 K sources)`` (n / 20 for float32, 10 classes, both label sources): the narrow layers (CNN fc layers, MLP fc1/fc2, ResNet-18 avg_pool),
-never the 16,384-dimensional L0/L1 of ResNet-18. :func:`moment_bytes` and
-:func:`pays_off` say which; ``pipeline plan`` reports them per layer. Time follows the same line:
-refitting costs one d x d eigendecomposition per class (computed once and shared by every MASC
-threshold and VeLPIC), where the activation route can use the n_c x n_c Gram matrix instead, so
-on wide layers the statistics are both larger and slower (about 1 s per class at d = 2,048 on one
-core of this project's 2-core test machine); ``storage.persist: auto`` avoids them there.
+against ``n * d`` activations of ``itemsize`` bytes, so the statistics are smaller only where
+``d < n * itemsize / (4 K sources)`` (n / 20 for float32, 10 classes, both label sources). On the
+paper grid that is every MLP layer, the CNN's layers but block1, ResNet-18's L4 and avg_pool, and
+no AlexNet layer on Tiny ImageNet (200 classes); never the 16,384-dimensional L0/L1 of ResNet-18.
+:func:`moment_bytes` and :func:`pays_off` say which; ``pipeline plan`` lists them per pair.
+
+Time follows the same line: refitting costs one d x d eigendecomposition per class (computed once
+and shared by every MASC threshold and VeLPIC), where the activation route can use the n_c x n_c
+Gram matrix instead, so on wide layers the statistics are both larger and slower (1.6 s per class
+at d = 2,048, 0.04 s at d = 512, one thread of this project's 2-core test machine);
+``storage.persist: auto`` avoids them there.
 
 The logistic-regression, kNN and LDA probes need the raw activations (:func:`fit_from_moments`
 says so). Scoring any probe needs the activations of the split being scored, so the statistics
