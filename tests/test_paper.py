@@ -109,3 +109,23 @@ def test_dag_building_loads_no_data(tmp_path, monkeypatch):
 
     plan = make_plan(workflow_config([str(PAPER)]))
     assert plan.runs == 126
+
+
+def test_storage_overlays_shrink_what_is_kept():
+    """The economical and statistics overlays validate over the paper grid, and each keeps less
+    than the paper grid's activations (numbers in the README, 'Planning and storage')."""
+    from pipeline.plan import make_plan
+
+    config = REPO / "config"
+    paper = make_plan(workflow_config([config / "paper.yaml"]))
+    stats = make_plan(workflow_config([config / "paper.yaml", config / "paper-statistics.yaml"]))
+    lean = make_plan(workflow_config([config / "paper.yaml", config / "paper-economical.yaml",
+                                      config / "paper-statistics.yaml"]))
+    reduced = "reduced (statistics + test activations)"
+    assert stats.disk["activations"] == lean.disk["activations"] == 0
+    assert 0 < lean.disk[reduced] < stats.disk[reduced] < paper.disk["activations"]
+    assert stats.jobs["reduce_activations"] == paper.jobs["extract_activations"]
+    by_pair = {(p.dataset, p.model): p for p in stats.pairs}
+    assert by_pair["cifar10", "resnet18"].moment_layers == ["L4", "avg_pool"]
+    assert by_pair["tiny_imagenet", "alexnet"].moment_layers == []
+    assert by_pair["mnist", "mlp"].moment_layers == ["fc1", "fc2", "fc3", "fc4"]
