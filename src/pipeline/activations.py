@@ -37,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.data import RunLabels
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, write_h5_attrs
 
 CHUNK_BYTES = 1 << 16
 
@@ -104,8 +104,7 @@ def extract_activations(model: torch.nn.Module, x_train: np.ndarray, x_test: np.
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         with h5py.File(tmp, "w") as h5:
-            for key, value in (attrs or {}).items():
-                h5.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+            write_h5_attrs(h5, attrs or {})
             h5.attrs["layers"] = json.dumps(layers)
             h5.attrs["layer_dims"] = json.dumps(dims)
             h5.attrs["layer_shapes"] = json.dumps(shapes)

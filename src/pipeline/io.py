@@ -61,6 +61,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def write_h5_attrs(obj, attrs: Mapping) -> None:
+    """Set HDF5 attributes: scalars and strings as they are, anything else as JSON."""
+    for key, value in attrs.items():
+        obj.attrs[key] = value if isinstance(value, (str, int, float, np.generic)) else json.dumps(value)
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))

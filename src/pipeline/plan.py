@@ -221,6 +221,7 @@ def make_plan(config: dict) -> Plan:
     from pipeline.config import iter_runs, pairs
     from pipeline.datasets import DATASETS
     from pipeline.plots import FIGURES, figures_for
+    from pipeline.sufficient import moment_bytes, moment_layer_choice
     from pipeline.train import schedule_for
 
     runs = list(iter_runs(config))
@@ -240,7 +241,6 @@ def make_plan(config: dict) -> Plan:
         act = sum(d for d in layers.values()) * (n_train + n_test) * itemsize
         act += (n_train * 3 + n_test * 2) * 8  # labels and predictions (int64)
         # storage.persist: the reduced file swaps a layer's training activations for statistics
-        from pipeline.sufficient import moment_bytes, moment_layer_choice
         smaller = moment_layer_choice(layers, "auto", num_classes=spec.num_classes,
                                       n_train=n_train, itemsize=itemsize)
         persist = config["storage"]["persist"]

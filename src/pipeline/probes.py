@@ -180,14 +180,20 @@ def _second_moment_eigh(Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     """
     n, d = Xc.shape
     gram = n < d
-    M = Xc @ Xc.T if gram else Xc.T @ Xc
+    lam, W = _descending_eigh(Xc @ Xc.T if gram else Xc.T @ Xc, n_rows=n, dim=d)
+    return lam, W, gram
+
+
+def _descending_eigh(M: np.ndarray, *, n_rows: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenpairs of the symmetric PSD ``M`` (a second moment of ``n_rows`` rows of ``dim``
+    columns, or their Gram matrix), descending, with the numerically-zero ones dropped."""
     lam, W = np.linalg.eigh(M)
     lam, W = lam[::-1], W[:, ::-1]
     if lam.size == 0 or lam[0] <= 0.0:
-        return lam[:0], W[:, :0], gram
-    tol = lam[0] * max(n, d) * _EPS64
+        return lam[:0], W[:, :0]
+    tol = lam[0] * max(n_rows, dim) * _EPS64
     r = int(np.count_nonzero(lam > tol))  # descending order: the kept ones come first
-    return lam[:r], W[:, :r], gram
+    return lam[:r], W[:, :r]
 
 
 def _components_for(lam: np.ndarray, variance: float | int) -> int:

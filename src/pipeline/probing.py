@@ -28,7 +28,7 @@ import numpy as np
 
 from pipeline.activations import ActivationFile
 from pipeline.io import (MODEL_LAYER, MODEL_PROBE, accuracy_row, atomic_path, result_frame,
-                         write_parquet)
+                         write_h5_attrs, write_parquet)
 from pipeline.probes import make_probe, probe_from_arrays, probe_to_arrays, setting_id
 from pipeline.sufficient import fit_from_moments
 
@@ -55,8 +55,7 @@ def fit_subspaces(activation_path: str | Path, out_path: str | Path, *, settings
     """Fit every probe setting on every layer and label source; save the fitted state to HDF5."""
     out_path = Path(out_path)
     with ActivationFile(activation_path) as acts, atomic_path(out_path) as tmp, h5py.File(tmp, "w") as out:
-        for key, value in (attrs or {}).items():
-            out.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+        write_h5_attrs(out, attrs or {})
         chosen = probe_layers(acts.layers, layers)
         out.attrs["layers"] = json.dumps(chosen)
         out.attrs["settings"] = json.dumps(settings)

@@ -80,32 +80,33 @@ def extract(config: dict, run: Run, epoch: int, labels_path: str | Path, checkpo
                         attrs={**_record(config, given, run=run.keys()), "epoch": int(epoch)})
 
 
+def _carried_forward(config: dict, given: dict, run: Run, epoch: int, upstream_h5: str | Path) -> dict:
+    """Provenance of an artifact made from an HDF5 one: the upstream file's recorded config with
+    this stage's sections over it."""
+    import h5py
+
+    with h5py.File(upstream_h5, "r") as h5:
+        upstream = _stored_config(h5.attrs)
+    recorded = {**upstream, **json.loads(_record(config, given)["config"])}
+    return {**provenance(recorded, run=run.keys()), "epoch": int(epoch)}
+
+
 def reduce(config: dict, run: Run, epoch: int, activations: str | Path, out: str | Path) -> None:
     """``storage.persist: moments|auto``: the reduced copy of one activation file that is kept."""
     from pipeline.sufficient import reduce_activations
 
-    import h5py
-
     given, config = config, _full(config)
-    with h5py.File(activations, "r") as h5:
-        upstream = _stored_config(h5.attrs)
-    recorded = {**upstream, **json.loads(_record(config, given)["config"])}
     reduce_activations(activations, out, mode=config["storage"]["persist"],
-                       attrs={**provenance(recorded, run=run.keys()), "epoch": int(epoch)})
+                       attrs=_carried_forward(config, given, run, epoch, activations))
 
 
 def fit(config: dict, run: Run, epoch: int, activations: str | Path, out: str | Path) -> None:
     from pipeline.probing import fit_subspaces
 
-    import h5py
-
     given, config = config, _full(config)
     pcfg = config["probes"]
-    with h5py.File(activations, "r") as h5:  # carry the upstream provenance forward
-        upstream = _stored_config(h5.attrs)
-    recorded = {**upstream, **json.loads(_record(config, given)["config"])}
     fit_subspaces(activations, out, settings=pcfg["settings"], fit_labels=pcfg["fit_labels"],
-                  layers=pcfg["layers"], attrs={**provenance(recorded, run=run.keys()), "epoch": int(epoch)})
+                  layers=pcfg["layers"], attrs=_carried_forward(config, given, run, epoch, activations))
 
 
 def score(config: dict, run: Run, epoch: int, activations: str | Path, subspaces: str | Path,

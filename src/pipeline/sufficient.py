@@ -42,8 +42,9 @@ and ``score`` stages read the reduced file (:func:`pipeline.probing.fit_subspace
 from its statistics when its training activations are absent), so a probe-only rerun works on it
 with no extraction. By hand::
 
-    python -m pipeline reduce --activations A.h5 --out R.h5 [--persist moments|auto]
-    python -m pipeline fit --activations R.h5 --out S.h5 ...   # then score, as usual
+    python -m pipeline reduce --config-json '{"storage": {"persist": "auto"}}' \
+        --dataset D --model M --corruption C --seed S --epoch E --activations A.h5 --out R.h5
+    python -m pipeline fit ... --activations R.h5 --out S.h5   # then score, as usual
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ from typing import Iterable
 import h5py
 import numpy as np
 
-from pipeline.io import atomic_path
-from pipeline.probes import _EPS64, _components_for, probe_from_arrays
+from pipeline.io import atomic_path, write_h5_attrs
+from pipeline.probes import _components_for, _descending_eigh, probe_from_arrays
 
 #: probes that can be fitted from the statistics alone
 FROM_MOMENTS = ("masc", "velpic", "ncm")
@@ -78,7 +79,7 @@ class ClassMoments:
     def eig(self, c: int) -> tuple[np.ndarray, np.ndarray]:
         """Non-negligible eigenpairs of class index ``c``'s second moment, descending (cached)."""
         if c not in self._eig:
-            self._eig[c] = _eig_desc(self.second[c], int(self.counts[c]))
+            self._eig[c] = _descending_eigh(self.second[c], n_rows=int(self.counts[c]), dim=self.dim)
         return self._eig[c]
 
     @classmethod
@@ -146,17 +147,6 @@ def pays_off(dim: int, num_classes: int, n_train: int, itemsize: int, sources: i
 
 
 # ----------------------------------------------------------------------------- probes
-
-def _eig_desc(M: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Non-negligible eigenpairs of a second moment, descending (the cut-off of pipeline.probes)."""
-    lam, W = np.linalg.eigh(M)
-    lam, W = lam[::-1], W[:, ::-1]
-    if lam.size == 0 or lam[0] <= 0.0:
-        return lam[:0], W[:, :0]
-    tol = lam[0] * max(n, M.shape[0]) * _EPS64
-    r = int(np.count_nonzero(lam > tol))
-    return lam[:r], W[:, :r]
-
 
 def fit_masc(m: ClassMoments, variance: float | int = 0.99):
     bases, ks, energy = [], [], []
@@ -240,9 +230,8 @@ def reduce_activations(activation_path: str | Path, out_path: str | Path, *, mod
     with ActivationFile(activation_path) as acts, atomic_path(out_path) as tmp, \
             h5py.File(tmp, "w") as out:
         src = acts.h5
-        for key, value in {**acts.attrs(), **(attrs or {})}.items():
-            if key != "complete":
-                out.attrs[key] = value if isinstance(value, (str, int, float, np.generic)) else json.dumps(value)
+        write_h5_attrs(out, {k: v for k, v in {**acts.attrs(), **(attrs or {})}.items()
+                             if k != "complete"})
         itemsize = np.dtype(str(src.attrs.get("dtype", "float32"))).itemsize
         n_train = int(src["labels/train_true"].shape[0])
         chosen = moment_layer_choice(acts.layer_dims, mode, num_classes=acts.num_classes,
@@ -250,13 +239,13 @@ def reduce_activations(activation_path: str | Path, out_path: str | Path, *, mod
         for name in ("labels", "predictions"):
             src.copy(src[name], out, name=name)
         classes = np.arange(acts.num_classes)
+        labels = {source: acts.labels("train", source) for source in SOURCES}
         for layer in acts.layers:
             src.copy(src[f"layers/{layer}/test"], out.require_group(f"layers/{layer}"), name="test")
             if layer not in chosen:
                 src.copy(src[f"layers/{layer}/train"], out[f"layers/{layer}"], name="train")
                 continue
             ds = src[f"layers/{layer}/train"]
-            labels = {source: acts.labels("train", source) for source in SOURCES}
             moments = {source: ClassMoments.empty(classes, ds.shape[1]) for source in SOURCES}
             for start in range(0, ds.shape[0], _ROW_BLOCK):  # one pass over the rows, both sources
                 block = ds[start:start + _ROW_BLOCK]
