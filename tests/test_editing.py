@@ -10,7 +10,7 @@ import torch
 from pipeline.activations import ActivationFile, extract_activations
 from pipeline.config import Run, validate_config
 from pipeline.data import load_run_dataset, make_run_labels, save_labels
-from pipeline.editing import (EDIT_PROBE, edit_checkpoint_rows, edit_classifier, edit_run, edit_setting,
+from pipeline.transfer.editing import (EDIT_PROBE, edit_checkpoint_rows, edit_classifier, edit_run, edit_setting,
                               edited_model, fit_class_vectors, label_sources, layer_activations)
 from pipeline.models import build_model
 from pipeline.io import RESULT_COLUMNS, check_result_schema, read_parquet_metadata

@@ -9,9 +9,9 @@ import torch
 
 from pipeline.config import Run, validate_config
 from pipeline.data import load_run_dataset, make_run_labels
-from pipeline.editing import fit_class_vectors, layer_activations
-from pipeline.intervention import (intervene_run, intervention_runs, intervention_schedule,
-                                   intervention_variant, is_intervention)
+from pipeline.transfer.editing import fit_class_vectors, layer_activations
+from pipeline.transfer.intervention import intervene_run
+from pipeline.workflow import intervention_runs, intervention_schedule, intervention_variant, is_intervention
 from pipeline.models import MODELS
 from pipeline.train import LOG_COLUMNS, build_run_model, input_transform, train_run
 

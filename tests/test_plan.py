@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from pipeline.config import validate_config
-from pipeline.plan import make_plan, probe_blocks, probed_epochs
+from pipeline.plan import make_plan
+from pipeline.workflow import probe_blocks, probed_epochs
 from pipeline.plots import figures_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,7 +143,7 @@ def _fake_trained(workdir: Path, run_dir: str, epochs: list[int]) -> None:
 @pytest.mark.parametrize("persist", ["activations", "moments"])
 def test_plan_matches_the_dag_after_training(tmp_path, persist):
     """With every run trained to max_epochs, the DAG has exactly the plan's jobs and groups."""
-    from pipeline.train import schedule_for
+    from pipeline.workflow import schedule_for
 
     config = validate_config({"datasets": ["digits"], "models": ["mlp"], "corruptions": [0.0, 0.8],
                               "seeds": [0], "train": {"max_epochs": 30},

@@ -12,7 +12,7 @@ from pipeline.activations import ActivationFile, extract_activations
 from pipeline.config import Run, validate_config
 from pipeline.data import load_run_dataset, make_run_labels, save_labels
 from pipeline.io import RESULT_COLUMNS, check_result_schema
-from pipeline.relabel import (PROTOCOLS, choose, relabel_and_retrain, relabel_run, relabel_set, relabel_setting,
+from pipeline.transfer.relabel import (PROTOCOLS, choose, relabel_and_retrain, relabel_run, relabel_set, relabel_setting,
                               retrain, split_indices)
 from pipeline.train import build_run_model, input_transform, load_checkpoint, predict, train_run
 

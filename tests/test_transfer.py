@@ -12,7 +12,7 @@ import yaml
 
 from pipeline.config import Run, validate_config
 from pipeline.io import RESULT_COLUMNS, check_result_schema
-from pipeline.transfer import transfer_tables
+from pipeline.workflow import transfer_tables
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = ["results/tables/probes.parquet", "results/tables/train_log.parquet"]

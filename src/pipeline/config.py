@@ -23,6 +23,8 @@ DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "config.yaml"
 
 #: The variant of a plain training run; other variants (e.g. interventions) name themselves.
 BASE_VARIANT = "standard"
+#: The one spelling of a run's folder (under ``results/``); the workflow's wildcards are these keys.
+RUN_PATH = "runs/{dataset}/{model}/c{corruption}/s{seed}/{variant}"
 
 
 class ConfigError(ValueError):
@@ -177,7 +179,8 @@ class Run:
 
     @property
     def path(self) -> str:
-        return (f"runs/{self.dataset}/{self.model}/c{self.corruption_str}/s{self.seed}/{self.variant}")
+        return RUN_PATH.format(dataset=self.dataset, model=self.model, corruption=self.corruption_str,
+                               seed=self.seed, variant=self.variant)
 
     def keys(self) -> dict:
         return {"dataset": self.dataset, "model": self.model, "corruption": float(self.corruption),

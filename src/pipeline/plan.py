@@ -18,8 +18,8 @@ trained. The plan assumes every run trains to ``train.max_epochs``. Sizes come f
 themselves (:func:`pipeline.models.layer_dims`, parameter counts) and the dataset registry
 (:data:`pipeline.datasets.DATASETS`), so nothing here loads data or needs a GPU.
 
-The selection helpers :func:`probed_epochs` and :func:`probe_block` are the ones the workflow
-uses (``workflow/rules/common.smk``), so the plan and the DAG agree by construction.
+The epoch selection (:func:`pipeline.workflow.probed_epochs`, :func:`~pipeline.workflow.probe_blocks`)
+is the one the workflow uses, so the plan and the DAG agree by construction.
 """
 
 from __future__ import annotations
@@ -29,50 +29,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
-#: Rules that run on the submitting host under the SLURM profile (cheap bookkeeping).
-LOCAL_RULES = ("all", "corrupt_labels", "run_probe_table", "aggregate_probes",
-               "aggregate_train_logs", "plot")
-#: Rules that need a GPU on a cluster (training, extraction, and the transfer experiments).
-GPU_RULES = ("train", "extract_activations", "intervene", "edit_model", "relabel_retrain")
+from pipeline.workflow import GPU_RULES, LOCAL_RULES, probe_blocks, probed_epochs, schedule_for  # noqa: F401
 
 _ITEMSIZE = {"float32": 4, "float16": 2}
-
-
-# ----------------------------------------------------------------------------- selection
-
-def probed_epochs(saved: Iterable[int], config: dict) -> list[int]:
-    """The checkpoint epochs whose activations are extracted and probed.
-
-    ``saved`` are the epochs a run saved (``checkpoints/index.json``). ``storage.every = k`` keeps
-    every k-th of them by position, always with the first and the last; ``storage.epochs`` (a
-    list) then keeps only the listed epochs.
-    """
-    saved = sorted(int(e) for e in saved)
-    storage = config.get("storage", {})
-    every = int(storage.get("every", 1) or 1)
-    if every > 1 and saved:
-        kept = saved[::every]
-        if saved[-1] not in kept:
-            kept.append(saved[-1])
-        saved = kept
-    wanted = storage.get("epochs")
-    if wanted is not None:
-        wanted = {int(e) for e in wanted}
-        saved = [e for e in saved if e in wanted]
-    return saved
-
-
-def probe_block(epoch: int, config: dict) -> int:
-    """Block of a checkpoint: epochs in the same window of ``cluster.probe_block_epochs``."""
-    return int(epoch) // int(config.get("cluster", {}).get("probe_block_epochs", 50))
-
-
-def probe_blocks(epochs: Iterable[int], config: dict) -> dict[int, list[int]]:
-    """Epochs by block, blocks in order."""
-    blocks: dict[int, list[int]] = {}
-    for epoch in sorted(epochs):
-        blocks.setdefault(probe_block(epoch, config), []).append(int(epoch))
-    return blocks
 
 
 # ----------------------------------------------------------------------------- sizes
@@ -222,7 +181,6 @@ def make_plan(config: dict) -> Plan:
     from pipeline.datasets import DATASETS
     from pipeline.plots import FIGURES, figures_for
     from pipeline.sufficient import moment_bytes, moment_layer_choice
-    from pipeline.train import schedule_for
 
     runs = list(iter_runs(config))
     per_pair_runs = len(config["corruptions"]) * len(config["seeds"])

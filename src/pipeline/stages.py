@@ -121,11 +121,11 @@ def score(config: dict, run: Run, epoch: int, activations: str | Path, subspaces
                  metadata=provenance(recorded, run=run.keys(), epoch=epoch))
 
 
-# Transfer experiments (issue 3): pipeline.editing, pipeline.intervention, pipeline.relabel.
+# Transfer experiments (issue 3): pipeline.transfer.editing, pipeline.transfer.intervention, pipeline.transfer.relabel.
 
 def edit(config: dict, run: Run, index: str | Path, labels_path: str | Path, out: str | Path) -> None:
     """Weight editing of every probed checkpoint of ``run`` (rows probe="edited_model")."""
-    from pipeline.editing import edit_run
+    from pipeline.transfer.editing import edit_run
 
     given, config = config, _full(config)
     edit_run(config, run, index, labels_path, out, metadata=_record(config, given, run=run.keys()))
@@ -135,7 +135,7 @@ def intervene(config: dict, run: Run, labels_path: str | Path, out_dir: str | Pa
               standard_dir: str | Path | None = None) -> None:
     """Train an intervened run (variant intervene-e{E}) into ``out_dir``."""
     from pipeline.data import load_labels, load_run_dataset
-    from pipeline.intervention import intervene_run
+    from pipeline.transfer.intervention import intervene_run
 
     given, config = config, _full(config)
     arrays = load_run_dataset(config, run.dataset)
@@ -148,7 +148,7 @@ def intervene(config: dict, run: Run, labels_path: str | Path, out_dir: str | Pa
 def relabel(config: dict, run: Run, protocol: str, index: str | Path, labels_path: str | Path,
             activations: str | Path, out: str | Path, details: str | Path) -> None:
     """Relabel-and-retrain from the final checkpoint of ``run`` (rows probe="relabel_retrain")."""
-    from pipeline.relabel import relabel_run
+    from pipeline.transfer.relabel import relabel_run
 
     given, config = config, _full(config)
     relabel_run(config, run, protocol, index, labels_path, activations, out, details,

@@ -5,9 +5,9 @@ import os
 from snakemake.utils import validate
 
 from pipeline.config import BASE_VARIANT, ConfigError, Run, iter_runs, pairs, validate_config
-from pipeline.intervention import intervention_runs, is_intervention
-from pipeline.transfer import transfer_tables
-from pipeline.plan import LOCAL_RULES, probe_blocks, probed_epochs
+from pipeline.workflow import intervention_runs, is_intervention
+from pipeline.workflow import transfer_tables
+from pipeline.workflow import LOCAL_RULES, probe_blocks, probed_epochs
 from pipeline.plots import FIGURES, figures_for
 
 # Validate before any job is scheduled: one message naming the key and the allowed values.

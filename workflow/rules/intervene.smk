@@ -1,11 +1,11 @@
-# Weight intervention during training (section 9, pipeline.intervention): run variant
+# Weight intervention during training (section 9, pipeline.transfer.intervention): run variant
 # intervene-e{E}[-keepopt] trains E epochs, swaps in the VeLPIC vectors, trains N more. Like
 # training it is a checkpoint (its index.json lists the checkpoints after the edit), and its
 # checkpoints go through the same extract / fit / score rules as a standard run's. With a reset
 # optimizer it branches from the standard run's epoch-E checkpoint when that run saved one, so it
 # then waits for the standard run's training.
-from pipeline.intervention import VARIANT_PATTERN as INTERVENTION_VARIANT
-from pipeline.transfer import intervention_standard_arg, intervention_standard_log
+from pipeline.workflow import INTERVENTION_PATTERN as INTERVENTION_VARIANT
+from pipeline.workflow import intervention_standard_arg, intervention_standard_log
 
 
 checkpoint intervene:

@@ -1,9 +1,9 @@
-# Relabel and retrain (the MASC paper, pipeline.relabel): MASC on a chosen layer relabels the
+# Relabel and retrain (the MASC paper, pipeline.transfer.relabel): MASC on a chosen layer relabels the
 # training set and the final (memorized) checkpoint keeps training on it. One job per (run,
 # protocol); each job does every label source of transfer.relabel_retrain.fit_labels. Its table
 # joins results/tables/probes.parquet (pipeline.transfer.transfer_tables, in common.smk).
-from pipeline.relabel import PROTOCOLS as RELABEL_PROTOCOLS
-from pipeline.transfer import final_activations
+from pipeline.transfer.relabel import PROTOCOLS as RELABEL_PROTOCOLS
+from pipeline.workflow import final_activations
 
 
 rule relabel_retrain:

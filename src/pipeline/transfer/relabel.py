@@ -251,11 +251,11 @@ def relabel_run(config: dict, run, protocol: str, index_path: str | Path, labels
     """Relabel-and-retrain one run's final checkpoint under ``protocol``, every label source."""
     from pipeline.activations import ActivationFile
     from pipeline.data import load_labels, load_run_dataset
-    from pipeline.editing import label_sources
+    from pipeline.transfer.editing import label_sources
     from pipeline.train import (build_run_model, hyperparameters, input_transform, load_checkpoint,
                                 resolve_device)
 
-    from pipeline.editing import cpu_threads
+    from pipeline.transfer.editing import cpu_threads
 
     with cpu_threads(config):
         return _relabel_run(config, run, protocol, index_path, labels_path, activations, out, details_out,
@@ -266,7 +266,7 @@ def _relabel_run(config, run, protocol, index_path, labels_path, activations, ou
                  metadata, labels) -> list[dict]:
     from pipeline.activations import ActivationFile
     from pipeline.data import load_labels, load_run_dataset
-    from pipeline.editing import label_sources
+    from pipeline.transfer.editing import label_sources
     from pipeline.train import (build_run_model, hyperparameters, input_transform, load_checkpoint,
                                 resolve_device)
 

@@ -194,7 +194,7 @@ def _edit_run(config, run, index_path, labels_path, out, *, metadata, epochs) ->
     with open(index_path) as fh:
         index = json.load(fh)
     if epochs is None:
-        from pipeline.plan import probed_epochs
+        from pipeline.workflow import probed_epochs
 
         epochs = probed_epochs(index["epochs"], config)
     epochs = sorted(epochs)

@@ -1,7 +1,7 @@
 """Weight intervention during training (section 9): edit at epoch E, then keep training.
 
 An intervened run is the standard run of the same (dataset, model, corruption, seed) trained for
-``E = transfer.intervention.epoch`` epochs, then edited exactly as in :mod:`pipeline.editing`
+``E = transfer.intervention.epoch`` epochs, then edited exactly as in :mod:`pipeline.transfer.editing`
 (classifier weights := VeLPIC class vectors fitted on the last probe layer with the corrupted
 training labels, biases zeroed), then trained on the corrupted labels for ``N = extra_epochs`` more
 epochs, numbered ``E+1 .. E+N``. There is no stop-at-target criterion: it always runs ``E+N``
@@ -38,46 +38,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from pipeline.config import Run, iter_runs, provenance
+from pipeline.config import Run, provenance
 
-# torch, pandas and the training helpers are imported where used, so that the workflow can import
-# the variant helpers (intervention_runs, is_intervention) without loading torch.
+from pipeline.workflow import intervention_schedule, intervention_variant
 
-VARIANT_PATTERN = r"intervene-e[0-9]+(-keepopt)?"
 PRE_EDIT_FILE = "epoch_{epoch}_pre_edit.pt"
-
-
-def intervention_variant(icfg: dict) -> str:
-    """Run variant of the intervention configured by ``transfer.intervention``."""
-    return f"intervene-e{int(icfg['epoch'])}" + ("" if icfg["reset_optimizer"] else "-keepopt")
-
-
-def is_intervention(variant: str) -> bool:
-    return re.fullmatch(VARIANT_PATTERN, variant) is not None
-
-
-def intervention_runs(config: dict) -> list[Run]:
-    """The intervened runs (one per standard run) when ``transfer.intervention.enabled``, else []."""
-    icfg = config.get("transfer", {}).get("intervention", {})
-    if not icfg.get("enabled"):
-        return []
-    return list(iter_runs(config, variant=intervention_variant(icfg)))
-
-
-def intervention_schedule(config: dict, model: str) -> list[int]:
-    """Checkpointed epochs of an intervened run: E (edited), then the schedule up to E+N, and E+N."""
-    from pipeline.models import MODELS
-    from pipeline.train import checkpoint_schedule
-
-    icfg, ck = config["transfer"]["intervention"], config["train"]["checkpoints"]
-    first, last = int(icfg["epoch"]), int(icfg["epoch"]) + int(icfg["extra_epochs"])
-    if icfg.get("checkpoint_every"):
-        epochs = set(range(first, last + 1, int(icfg["checkpoint_every"])))
-    else:
-        late = ck["late_every"] or MODELS[model].late_checkpoint_interval
-        epochs = set(checkpoint_schedule(last, early_every=ck["early_every"], early_until=ck["early_until"],
-                                         late_every=late))
-    return sorted(e for e in epochs | {first, last} if first <= e <= last)
 
 
 def _standard_branch(standard_dir: str | Path | None, epoch: int):
@@ -109,7 +74,7 @@ def intervene_run(config: dict, run: Run, arrays, labels, out_dir: str | Path, *
 
     Returns a :class:`pipeline.train.TrainResult`.
     """
-    from pipeline.editing import cpu_threads
+    from pipeline.transfer.editing import cpu_threads
 
     with cpu_threads(config):
         return _intervene_run(config, run, arrays, labels, out_dir, standard_dir=standard_dir,
@@ -120,7 +85,7 @@ def _intervene_run(config, run, arrays, labels, out_dir, *, standard_dir, after_
     import pandas as pd
     import torch
 
-    from pipeline.editing import edit_classifier, fit_class_vectors, layer_activations
+    from pipeline.transfer.editing import edit_classifier, fit_class_vectors, layer_activations
     from pipeline.io import atomic_path, write_json, write_parquet
     from pipeline.train import (INDEX_FILE, LOG_COLUMNS, RESUME_FILE, TrainResult, build_run_model,
                                 evaluate, hyperparameters, input_transform, load_checkpoint,
