@@ -33,7 +33,8 @@ from pipeline.activations import ActivationFile, extract_activations  # noqa: E4
 from pipeline.config import Run, validate_config  # noqa: E402
 from pipeline.data import load_run_dataset, make_run_labels  # noqa: E402
 from pipeline.probes import make_probe  # noqa: E402
-from pipeline.train import build_run_model, input_transform, load_checkpoint, train_run  # noqa: E402
+from pipeline.runtime import RunRuntime, build_run_model, input_transform, load_checkpoint
+from pipeline.train import train_run  # noqa: E402
 
 VARIANTS = [("float32", None), ("float16", None), ("float16", "lzf")]
 
@@ -73,7 +74,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             t0 = time.perf_counter()
-            result = train_run(config, run, arrays, labels, tmp / "run", progress=False)
+            result = train_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=tmp / "run"), progress=False)
             print(f"\n== {args.dataset}/{model_name}, corruption {args.corruption}: trained "
                   f"{result.final_epoch} epochs in {time.perf_counter() - t0:.0f} s "
                   f"(train acc on corrupted labels {result.log.train_acc_corrupted.iloc[-1]:.3f}, "

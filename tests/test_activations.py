@@ -9,7 +9,7 @@ from pipeline.activations import ActivationFile, extract_activations
 from pipeline.data import make_run_labels
 from pipeline.datasets import load_dataset, subsample
 from pipeline.models import build_model
-from pipeline.train import input_transform
+from pipeline.runtime import input_transform
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,13 @@ from pipeline.activations import ActivationFile, extract_activations
 from pipeline.config import Run, validate_config
 from pipeline.data import load_run_dataset, make_run_labels, save_labels
 from pipeline.transfer.editing import (EDIT_PROBE, edit_checkpoint_rows, edit_classifier, edit_run, edit_setting,
-                              edited_model, fit_class_vectors, label_sources, layer_activations)
+                              edited_model, fit_class_vectors, label_sources)
 from pipeline.models import build_model
 from pipeline.io import RESULT_COLUMNS, check_result_schema, read_parquet_metadata
 from pipeline.probes import VeLPIC
-from pipeline.train import build_run_model, input_transform, predict, train_run
+from pipeline.runtime import RunRuntime, build_run_model, input_transform, predict
+from pipeline.runtime import layer_outputs as layer_activations
+from pipeline.train import train_run
 
 CONFIG = {
     "data": {"train_subset": 200, "test_subset": 100},
@@ -35,7 +37,7 @@ def trained(tmp_path_factory):
     labels = make_run_labels(arrays, dataset="digits", corruption=0.5, seed=0)
     out = tmp_path_factory.mktemp("run")
     save_labels(labels, out / "labels.npz")
-    train_run(config, run, arrays, labels, out, progress=False)
+    train_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=out), progress=False)
     return config, run, arrays, labels, out
 
 
@@ -143,7 +145,7 @@ def test_checkpoint_rows_match_velpic_accuracy(trained):
 
 def test_edit_run_writes_rows_for_every_probed_checkpoint(trained, tmp_path):
     config, run, arrays, labels, out = trained
-    path = edit_run(config, run, out / "checkpoints/index.json", out / "labels.npz", tmp_path / "e.parquet",
+    path = edit_run(RunRuntime(config, run, run_dir=out, labels_path=out / "labels.npz"), tmp_path / "e.parquet",
                     metadata={"config": json.dumps({"transfer": config["transfer"]})})
     table = pd.read_parquet(path)
     assert list(table.columns) == list(RESULT_COLUMNS)
@@ -156,6 +158,6 @@ def test_edit_run_writes_rows_for_every_probed_checkpoint(trained, tmp_path):
     meta = read_parquet_metadata(path)
     assert json.loads(meta["epochs"]) == [0, 2] and "transfer" in meta["config"]
     # storage.epochs selects the probed checkpoints; the edit follows it
-    only = edit_run({**config, "storage": {**config["storage"], "epochs": [2]}}, run,
-                    out / "checkpoints/index.json", out / "labels.npz", tmp_path / "f.parquet")
+    only = edit_run(RunRuntime({**config, "storage": {**config["storage"], "epochs": [2]}}, run, run_dir=out),
+                    tmp_path / "f.parquet")
     assert set(pd.read_parquet(only).epoch) == {2}

@@ -9,11 +9,13 @@ import torch
 
 from pipeline.config import Run, validate_config
 from pipeline.data import load_run_dataset, make_run_labels
-from pipeline.transfer.editing import fit_class_vectors, layer_activations
+from pipeline.transfer.editing import fit_class_vectors
+from pipeline.runtime import layer_outputs as layer_activations
 from pipeline.transfer.intervention import intervene_run
 from pipeline.workflow import intervention_runs, intervention_schedule, intervention_variant, is_intervention
 from pipeline.models import MODELS
-from pipeline.train import LOG_COLUMNS, build_run_model, input_transform, train_run
+from pipeline.runtime import RunRuntime, build_run_model, input_transform
+from pipeline.train import LOG_COLUMNS, train_run
 
 E, N = 2, 3
 
@@ -36,7 +38,7 @@ def setup(tmp_path_factory):
     arrays = load_run_dataset(config, "digits")
     labels = make_run_labels(arrays, dataset="digits", corruption=0.5, seed=0)
     standard = tmp_path_factory.mktemp("standard")
-    train_run(config, Run("digits", "mlp", 0.5, 0), arrays, labels, standard, progress=False)
+    train_run(RunRuntime(config, Run("digits", "mlp", 0.5, 0), arrays=arrays, labels=labels, run_dir=standard), progress=False)
     return config, arrays, labels, standard
 
 
@@ -45,7 +47,7 @@ def scratch(setup, tmp_path_factory):
     """The intervened run trained from scratch (no standard run to branch from)."""
     config, arrays, labels, _ = setup
     out = tmp_path_factory.mktemp("scratch")
-    result = intervene_run(config, Run("digits", "mlp", 0.5, 0, "intervene-e2"), arrays, labels, out)
+    result = intervene_run(RunRuntime(config, Run("digits", "mlp", 0.5, 0, "intervene-e2"), arrays=arrays, labels=labels, run_dir=out))
     return result, out
 
 
@@ -104,7 +106,7 @@ def test_branching_from_the_standard_run_equals_training_from_scratch(setup, scr
     config, arrays, labels, standard = setup
     result, out = scratch
     run = Run("digits", "mlp", 0.5, 0, "intervene-e2")
-    branched = intervene_run(config, run, arrays, labels, tmp_path, standard_dir=standard)
+    branched = intervene_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=tmp_path), standard_dir=standard)
     index = json.loads((tmp_path / "checkpoints/index.json").read_text())
     assert index["intervention"]["branched_from"].endswith("epoch_2.pt")
     pd.testing.assert_frame_equal(branched.log.drop(columns="seconds"), result.log.drop(columns="seconds"))
@@ -120,7 +122,7 @@ def test_optimizer_reset_or_kept(setup, scratch, tmp_path):
     assert intervention_variant(keep["transfer"]["intervention"]) == "intervene-e2-keepopt"
     run = Run("digits", "mlp", 0.5, 0, "intervene-e2-keepopt")
     # a kept optimizer state is not in any checkpoint: it never branches, it retrains epochs 1..E
-    kept = intervene_run(keep, run, arrays, labels, tmp_path, standard_dir=standard)
+    kept = intervene_run(RunRuntime(keep, run, arrays=arrays, labels=labels, run_dir=tmp_path), standard_dir=standard)
     assert json.loads((tmp_path / "checkpoints/index.json").read_text())["intervention"]["branched_from"] is None
     assert list(kept.log.epoch) == list(range(E + N + 1))
     # same edit ...
@@ -129,7 +131,7 @@ def test_optimizer_reset_or_kept(setup, scratch, tmp_path):
     a, b = state(tmp_path / "checkpoints/epoch_4.pt"), state(out / "checkpoints/epoch_4.pt")
     assert not torch.equal(a["output.weight"], b["output.weight"])
     with pytest.raises(ValueError, match="does not match"):
-        intervene_run(config, run, arrays, labels, tmp_path / "x")
+        intervene_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=tmp_path / "x"))
 
 
 def test_killed_intervention_resumes_to_the_same_weights(setup, scratch, tmp_path):
@@ -147,12 +149,37 @@ def test_killed_intervention_resumes_to_the_same_weights(setup, scratch, tmp_pat
 
         target = tmp_path / f"k{kill_at}"
         with pytest.raises(Killed):
-            intervene_run(config, run, arrays, labels, target, after_epoch=after_epoch)
+            intervene_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=target), after_epoch=after_epoch)
         assert not (target / "checkpoints/index.json").exists()
-        resumed = intervene_run(config, run, arrays, labels, target)
+        resumed = intervene_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=target))
         pd.testing.assert_frame_equal(resumed.log.drop(columns="seconds"), result.log.drop(columns="seconds"))
         assert_same_state(state(target / "checkpoints/epoch_5.pt"), state(out / "checkpoints/epoch_5.pt"))
         assert not (target / "resume.pt").exists()
+
+
+def test_intervention_resume_state_made_with_other_settings_is_discarded(setup, tmp_path, capsys):
+    """Killed after the edit, restarted with another sign convention: the edit is redone with it."""
+    config, arrays, labels, _ = setup
+    run = Run("digits", "mlp", 0.5, 0, "intervene-e2")
+
+    class Killed(Exception):
+        pass
+
+    def after_epoch(epoch):
+        if epoch == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        intervene_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=tmp_path / "k"),
+                      after_epoch=after_epoch)
+    other = {**config, "transfer": {**config["transfer"], "intervention": {
+        **config["transfer"]["intervention"], "sign": "global_mean"}}}
+    resumed = intervene_run(RunRuntime(other, run, arrays=arrays, labels=labels, run_dir=tmp_path / "k"))
+    assert "discarding resume state" in capsys.readouterr().out
+    fresh = intervene_run(RunRuntime(other, run, arrays=arrays, labels=labels, run_dir=tmp_path / "f"))
+    pd.testing.assert_frame_equal(resumed.log.drop(columns="seconds"), fresh.log.drop(columns="seconds"))
+    index = json.loads((tmp_path / "k/checkpoints/index.json").read_text())
+    assert index["intervention"]["sign"] == "global_mean"
 
 
 def test_variants_runs_and_schedule():

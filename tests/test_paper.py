@@ -15,7 +15,8 @@ import yaml
 from pipeline.config import load_config, pairs
 from pipeline.models import MODELS
 from pipeline.plan import workflow_config
-from pipeline.train import hyperparameters, schedule_for
+from pipeline.train import hyperparameters
+from pipeline.workflow import schedule_for
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "config" / "paper.yaml"

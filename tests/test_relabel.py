@@ -14,7 +14,9 @@ from pipeline.data import load_run_dataset, make_run_labels, save_labels
 from pipeline.io import RESULT_COLUMNS, check_result_schema
 from pipeline.transfer.relabel import (PROTOCOLS, choose, relabel_and_retrain, relabel_run, relabel_set, relabel_setting,
                               retrain, split_indices)
-from pipeline.train import build_run_model, input_transform, load_checkpoint, predict, train_run
+from pipeline.data import load_labels
+from pipeline.runtime import RunRuntime, build_run_model, input_transform, load_checkpoint, predict
+from pipeline.train import train_run
 
 CONFIG = {
     "data": {"train_subset": 250, "test_subset": 100},
@@ -34,7 +36,7 @@ def run_dir(tmp_path_factory):
     labels = make_run_labels(arrays, dataset="digits", corruption=0.5, seed=0)
     out = tmp_path_factory.mktemp("run")
     save_labels(labels, out / "labels.npz")
-    train_run(config, run, arrays, labels, out, progress=False)
+    train_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=out), progress=False)
     model = build_run_model(run, arrays)
     load_checkpoint(out / "checkpoints/epoch_4.pt", model)
     transform = input_transform(arrays, "mlp")
@@ -51,8 +53,9 @@ def run_protocol(run_dir, tmp_path, protocol, which="labels"):
         **config["transfer"]["relabel_retrain"], "protocols": [protocol]}}}
     prefix = "" if which == "labels" else "garbage_"
     acts = out / ("acts.h5" if which == "labels" else "garbage_acts.h5")
-    rows = relabel_run(config, run, protocol, out / "checkpoints/index.json", out / f"{prefix}labels.npz", acts,
-                       tmp_path / f"{which}.parquet", tmp_path / f"{which}.json")
+    # given directly: the garbage copy's permuted test labels would (rightly) fail the label check
+    rt = RunRuntime(config, run, run_dir=out, labels=load_labels(out / f"{prefix}labels.npz"))
+    rows = relabel_run(rt, protocol, acts, tmp_path / f"{which}.parquet", tmp_path / f"{which}.json")
     return pd.DataFrame(rows), json.loads((tmp_path / f"{which}.json").read_text())
 
 

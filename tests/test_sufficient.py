@@ -12,14 +12,13 @@ from pipeline.activations import extract_activations
 from pipeline.data import make_run_labels
 from pipeline.datasets import load_dataset, subsample
 from pipeline.models import build_model
-from pipeline.probes import make_probe
-from pipeline.probing import fit_subspaces, score_probes
+from pipeline.probes import fit_subspaces, make_probe, score_probes
 from pipeline.__main__ import main
 from pipeline.activations import ActivationFile
 from pipeline.config import ConfigError, validate_config
-from pipeline.sufficient import (ClassMoments, fit_from_moments, moment_bytes, moment_layer_choice,
-                                 pays_off, reduce_activations)
-from pipeline.train import input_transform
+from pipeline.probes import (ClassMoments, fit_from_moments, moment_bytes, moment_layer_choice,
+                             pays_off, reduce_activations)
+from pipeline.runtime import input_transform
 
 
 def relu_data(n_per_class, d, k=4, seed=0, dtype=np.float32):

@@ -34,7 +34,6 @@ from typing import Iterable
 import h5py
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from pipeline.data import RunLabels
 from pipeline.io import atomic_path, write_h5_attrs
@@ -64,19 +63,19 @@ def persisted_layers(spec, model: str) -> list[str] | None:
     return list(spec)
 
 
-@torch.no_grad()
 def _extract_split(model, x_uint8: torch.Tensor, transform, layers: list[str], datasets: dict,
-                   predictions: h5py.Dataset, batch_size: int, device, desc: str, dtype) -> None:
-    for start in tqdm(range(0, x_uint8.shape[0], batch_size), desc=desc, unit="batch", mininterval=5.0):
-        xb = transform(x_uint8[start:start + batch_size].to(device))
-        logits, acts = model.forward_layers(xb, layers)
-        stop = start + xb.shape[0]
+                   predictions: h5py.Dataset, batch_size: int, device, dtype) -> None:
+    from pipeline.runtime import forward
+
+    for start, stop, logits, acts in forward(model, x_uint8, transform, layers=layers,
+                                             batch_size=batch_size, device=device):
         predictions[start:stop] = logits.argmax(1).cpu().numpy()
         for layer in layers:
-            datasets[layer][start:stop] = acts[layer].flatten(1).to(dtype).cpu().numpy()
+            datasets[layer][start:stop] = acts[layer].to(dtype).cpu().numpy()
 
 
-def extract_activations(model: torch.nn.Module, x_train: np.ndarray, x_test: np.ndarray,
+def extract_activations(model: torch.nn.Module, x_train: np.ndarray | torch.Tensor,
+                        x_test: np.ndarray | torch.Tensor,
                         labels: RunLabels, transform, out_path: str | Path, *,
                         layers: Iterable[str] | None = None, dtype: str = "float32",
                         compression: str | None = None, batch_size: int = 512,
@@ -96,7 +95,7 @@ def extract_activations(model: torch.nn.Module, x_train: np.ndarray, x_test: np.
     torch_dtype = getattr(torch, dtype)
     itemsize = np.dtype(dtype).itemsize
     with torch.no_grad():
-        probe_x = transform(torch.from_numpy(x_train[:1]).to(device))
+        probe_x = transform(torch.as_tensor(x_train[:1]).to(device))
         _, probe_acts = model.forward_layers(probe_x, layers)
     dims = {l: int(np.prod(probe_acts[l].shape[1:])) for l in layers}
     shapes = {l: list(probe_acts[l].shape[1:]) for l in layers}
@@ -121,8 +120,8 @@ def extract_activations(model: torch.nn.Module, x_train: np.ndarray, x_test: np.
                                          compression=compression)
                     for l in layers}
                 preds = h5.create_dataset(f"predictions/{split}", shape=(n,), dtype="int64")
-                _extract_split(model, torch.from_numpy(x), transform, layers, datasets, preds,
-                               batch_size, device, f"{out_path.name} {split}", torch_dtype)
+                _extract_split(model, torch.as_tensor(x), transform, layers, datasets, preds,
+                               batch_size, device, torch_dtype)
             h5.attrs["complete"] = True
     return out_path
 
@@ -180,7 +179,7 @@ class ActivationFile:
 
     def moments(self, layer: str, source: str):
         """Per-class statistics of ``layer``'s training activations under label ``source``."""
-        from pipeline.sufficient import ClassMoments
+        from pipeline.probes import ClassMoments
 
         if layer not in self.moment_layers:
             raise KeyError(f"{self.path} holds no per-class statistics of layer {layer!r}; layers "

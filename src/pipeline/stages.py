@@ -43,13 +43,17 @@ def labels(config: dict, run: Run, out: str | Path) -> None:
           f"resampled, {changed:.3f} changed")
 
 
+def _runtime(config: dict, run: Run, **paths):
+    from pipeline.runtime import RunRuntime
+
+    return RunRuntime(config, run, **paths)
+
+
 def train(config: dict, run: Run, labels_path: str | Path, out_dir: str | Path) -> None:
-    from pipeline.data import load_labels, load_run_dataset
     from pipeline.train import train_run
 
-    given, config = config, _full(config)
-    arrays = load_run_dataset(config, run.dataset)
-    result = train_run(config, run, arrays, load_labels(labels_path), out_dir)
+    config = _full(config)
+    result = train_run(_runtime(config, run, run_dir=out_dir, labels_path=labels_path), out_dir)
     last = result.log.iloc[-1]
     print(f"{run.path}: stopped at epoch {result.final_epoch} ({result.stop_reason}); train acc "
           f"(corrupted) {last.train_acc_corrupted:.3f}, test acc {last.test_acc:.3f}; "
@@ -58,23 +62,13 @@ def train(config: dict, run: Run, labels_path: str | Path, out_dir: str | Path) 
 
 def extract(config: dict, run: Run, epoch: int, labels_path: str | Path, checkpoint: str | Path,
             out: str | Path) -> None:
-    import torch
-
     from pipeline.activations import extract_activations, persisted_layers
-    from pipeline.data import load_labels, load_run_dataset
-    from pipeline.train import build_run_model, input_transform, load_checkpoint, resolve_device
 
     given, config = config, _full(config)
-    if config["train"].get("num_threads"):
-        torch.set_num_threads(config["train"]["num_threads"])
-    arrays = load_run_dataset(config, run.dataset)
-    model = build_run_model(run, arrays, dropout=config["train"]["dropout"])
-    load_checkpoint(checkpoint, model)
-    model.to(resolve_device(config["train"]["device"]))
+    rt = _runtime(config, run, labels_path=labels_path)
     acfg = config["activations"]
-    extract_activations(model, arrays.x_train, arrays.x_test, load_labels(labels_path),
-                        input_transform(arrays, run.model), out,
-                        layers=persisted_layers(acfg["layers"], run.model),
+    extract_activations(rt.model_at(epoch, path=checkpoint), rt.x_train, rt.x_test, rt.labels,
+                        rt.transform, out, layers=persisted_layers(acfg["layers"], run.model),
                         dtype=acfg["dtype"], compression=acfg["compression"],
                         batch_size=acfg["batch_size"],
                         attrs={**_record(config, given, run=run.keys()), "epoch": int(epoch)})
@@ -93,7 +87,7 @@ def _carried_forward(config: dict, given: dict, run: Run, epoch: int, upstream_h
 
 def reduce(config: dict, run: Run, epoch: int, activations: str | Path, out: str | Path) -> None:
     """``storage.persist: moments|auto``: the reduced copy of one activation file that is kept."""
-    from pipeline.sufficient import reduce_activations
+    from pipeline.probes import reduce_activations
 
     given, config = config, _full(config)
     reduce_activations(activations, out, mode=config["storage"]["persist"],
@@ -101,7 +95,7 @@ def reduce(config: dict, run: Run, epoch: int, activations: str | Path, out: str
 
 
 def fit(config: dict, run: Run, epoch: int, activations: str | Path, out: str | Path) -> None:
-    from pipeline.probing import fit_subspaces
+    from pipeline.probes import fit_subspaces
 
     given, config = config, _full(config)
     pcfg = config["probes"]
@@ -111,7 +105,7 @@ def fit(config: dict, run: Run, epoch: int, activations: str | Path, out: str | 
 
 def score(config: dict, run: Run, epoch: int, activations: str | Path, subspaces: str | Path,
           out: str | Path) -> None:
-    from pipeline.probing import score_probes
+    from pipeline.probes import score_probes
 
     import h5py
 
@@ -128,18 +122,18 @@ def edit(config: dict, run: Run, index: str | Path, labels_path: str | Path, out
     from pipeline.transfer.editing import edit_run
 
     given, config = config, _full(config)
-    edit_run(config, run, index, labels_path, out, metadata=_record(config, given, run=run.keys()))
+    rt = _runtime(config, run, run_dir=Path(index).parent.parent, labels_path=labels_path)
+    edit_run(rt, out, metadata=_record(config, given, run=run.keys()))
 
 
 def intervene(config: dict, run: Run, labels_path: str | Path, out_dir: str | Path,
               standard_dir: str | Path | None = None) -> None:
     """Train an intervened run (variant intervene-e{E}) into ``out_dir``."""
-    from pipeline.data import load_labels, load_run_dataset
     from pipeline.transfer.intervention import intervene_run
 
-    given, config = config, _full(config)
-    arrays = load_run_dataset(config, run.dataset)
-    result = intervene_run(config, run, arrays, load_labels(labels_path), out_dir, standard_dir=standard_dir)
+    config = _full(config)
+    rt = _runtime(config, run, run_dir=out_dir, labels_path=labels_path)
+    result = intervene_run(rt, out_dir, standard_dir=standard_dir)
     last = result.log.iloc[-1]
     print(f"{run.path}: trained to epoch {result.final_epoch}; train acc (corrupted) "
           f"{last.train_acc_corrupted:.3f}, test acc {last.test_acc:.3f}; checkpoints {result.epochs}")
@@ -151,19 +145,22 @@ def relabel(config: dict, run: Run, protocol: str, index: str | Path, labels_pat
     from pipeline.transfer.relabel import relabel_run
 
     given, config = config, _full(config)
-    relabel_run(config, run, protocol, index, labels_path, activations, out, details,
+    rt = _runtime(config, run, run_dir=Path(index).parent.parent, labels_path=labels_path)
+    relabel_run(rt, protocol, activations, out, details,
                 metadata=_record(config, given, run=run.keys(), protocol=protocol))
 
 
 def aggregate(inputs: list[str | Path], out: str | Path, *, check_schema: bool = True) -> pd.DataFrame:
-    """Concatenate per-(run, checkpoint) tables into one tidy table, sorted by its keys."""
-    frames = [pd.read_parquet(p) for p in inputs]
-    if not frames:
-        raise ValueError("nothing to aggregate: no input tables")
-    table = pd.concat(frames, ignore_index=True)
+    """Concatenate per-(run, checkpoint) tables into one tidy table, sorted by its keys.
+
+    Every input's schema is checked (:func:`pipeline.io.read_tables`): result tables against the
+    result schema, others (``check_schema=False``, e.g. training logs) against the first input.
+    """
+    from pipeline.io import RESULT_KEYS, read_tables
+
+    table = read_tables(inputs, result_schema=check_schema)
     if check_schema:
-        check_result_schema(table)
-        from pipeline.io import RESULT_KEYS
+        check_result_schema(table)  # no duplicate rows across the inputs
         table = table.sort_values(RESULT_KEYS, kind="stable").reset_index(drop=True)
     meta = read_parquet_metadata(inputs[0])
     meta = {k: v for k, v in meta.items() if k in ("pipeline_version", "config")}

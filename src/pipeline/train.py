@@ -9,56 +9,40 @@
 * Every epoch ends with a resume state (model, optimizer, log so far) written atomically; a killed
   job restarted with the same arguments continues from it and ends with exactly the weights of an
   uninterrupted run (on CPU), because each epoch's shuffling and dropout draw from generators seeded
-  by (seed, epoch) rather than from whatever state the process happened to have.
+  by (seed, epoch) rather than from whatever state the process happened to have. The resume state
+  records what it was made from (the ``data`` and ``train`` config sections, the hyperparameters,
+  the run keys, a digest of the training labels, and whatever the hooks add); when any of that
+  differs on restart it is discarded, with a log line, and training starts afresh.
+* :class:`Trainer` is the one training loop. Hooks (:class:`Hook`) run at the end of an epoch and
+  may change the model or the optimizer (the intervention experiment is training plus one hook,
+  :mod:`pipeline.transfer.intervention`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pipeline.config import Run, provenance
-from pipeline.data import RunLabels
-from pipeline.datasets import DatasetArrays, channel_stats, normalize
-from pipeline.io import atomic_path, write_json, write_parquet
-from pipeline.models import MODELS, ProbedModel, build_model
+from pipeline.config import provenance
+from pipeline.io import write_json, write_parquet
+from pipeline.models import MODELS
+from pipeline.runtime import RunRuntime, save_checkpoint
+from pipeline.workflow import CHECKPOINT_DIR, INDEX_NAME, RESUME_NAME, schedule_for
 
 LOG_COLUMNS = ["epoch", "loss", "train_acc_corrupted", "train_acc_true", "test_acc", "lr", "seconds"]
-RESUME_FILE = "resume.pt"
-INDEX_FILE = "index.json"
 
 
-# ----------------------------------------------------------------------------- schedule & settings
-
-def checkpoint_schedule(max_epochs: int, *, early_every: int = 2, early_until: int = 20,
-                        late_every: int = 5) -> list[int]:
-    """Epochs at which a checkpoint is saved if training gets there (the final epoch is added on stop).
-
-    >>> checkpoint_schedule(30)
-    [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 25, 30]
-    """
-    epochs = set(range(0, min(early_until, max_epochs) + 1, early_every))
-    if early_until <= max_epochs:
-        epochs.update(range(early_until, max_epochs + 1, late_every))
-    epochs.add(0)
-    return sorted(e for e in epochs if e <= max_epochs)
-
-
-def schedule_for(config: dict, model: str) -> list[int]:
-    ck = config["train"]["checkpoints"]
-    late = ck["late_every"] or MODELS[model].late_checkpoint_interval
-    return checkpoint_schedule(config["train"]["max_epochs"], early_every=ck["early_every"],
-                               early_until=ck["early_until"], late_every=late)
-
+# ----------------------------------------------------------------------------- settings
 
 def hyperparameters(config: dict, model: str, dataset: str) -> dict:
     """The optimizer settings a run uses: the model's published defaults, then config overrides."""
@@ -78,59 +62,14 @@ def make_optimizer(model: nn.Module, hp: dict) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {hp['optimizer']!r}; allowed: sgd, adam")
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config train.device is 'cuda' but no GPU is visible; use 'auto' or 'cpu'")
-    return torch.device(name)
-
-
-# ----------------------------------------------------------------------------- inputs
-
-@dataclass
-class InputTransform:
-    """uint8 images -> normalized float tensors, as the model's training used them."""
-
-    mode: str
-    mean: np.ndarray | None = None
-    std: np.ndarray | None = None
-
-    def __call__(self, x_uint8: torch.Tensor) -> torch.Tensor:
-        return normalize(x_uint8, self.mode, self.mean, self.std)
-
-
-def input_transform(arrays: DatasetArrays, model: str) -> InputTransform:
-    mode = MODELS[model].normalization
-    if mode == "standardize":
-        mean, std = channel_stats(arrays.x_train)
-        return InputTransform(mode, mean, std)
-    return InputTransform(mode)
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x_uint8: torch.Tensor, transform: InputTransform, *,
-            batch_size: int = 1024, device: torch.device | None = None) -> np.ndarray:
-    """Model predictions for all of ``x_uint8`` (eval mode, batched, original order)."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, x_uint8.shape[0], batch_size):
-        xb = transform(x_uint8[start:start + batch_size].to(device))
-        out.append(model(xb).argmax(1).cpu())
-    model.train(was_training)
-    return torch.cat(out).numpy()
-
-
-# ----------------------------------------------------------------------------- training loop
+# ----------------------------------------------------------------------------- one epoch
 
 def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x_uint8: torch.Tensor,
-                    y: torch.Tensor, transform: InputTransform, *, batch_size: int, seed: int,
+                    y: torch.Tensor, transform, *, batch_size: int, seed: int,
                     epoch: int, device: torch.device) -> float:
     """One pass over the training set in a (seed, epoch)-determined order; returns mean loss."""
     model.train()
@@ -155,14 +94,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x_uint8:
     return total / max(count, 1)
 
 
-def evaluate(model: nn.Module, arrays: DatasetArrays, labels: RunLabels, transform: InputTransform,
-             device: torch.device, x_train: torch.Tensor, x_test: torch.Tensor) -> dict:
-    train_pred = predict(model, x_train, transform, device=device)
-    test_pred = predict(model, x_test, transform, device=device)
-    return {"train_acc_corrupted": float((train_pred == labels.corrupted).mean()),
-            "train_acc_true": float((train_pred == labels.true).mean()),
-            "test_acc": float((test_pred == labels.test).mean())}
-
+# ----------------------------------------------------------------------------- the loop
 
 @dataclass
 class TrainResult:
@@ -172,112 +104,234 @@ class TrainResult:
     log: pd.DataFrame
 
 
-def save_checkpoint(model: nn.Module, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(model.state_dict(), tmp)
+class Hook:
+    """Runs at the end of an epoch, after its log row and before its checkpoint and resume state.
+
+    ``info`` is the hook's record: saved in the resume state, in ``index.json`` and in the log's
+    provenance under :attr:`name`. ``fingerprint`` is what the hook's behaviour depends on (its
+    config); a resume state made with another fingerprint is discarded.
+    """
+
+    name: str = "hook"
+
+    def __init__(self) -> None:
+        self.info: dict = {}
+
+    def fingerprint(self) -> dict:
+        return {}
+
+    def on_start(self, trainer: "Trainer", resumed: bool) -> None:
+        """Before the first epoch (``resumed``: the state came from a resume file)."""
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int) -> None:
+        raise NotImplementedError
 
 
-def load_checkpoint(path: str | Path, model: nn.Module) -> nn.Module:
-    """Load a plain state_dict checkpoint (``weights_only=True``) into ``model``."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt or truncated file
-        raise RuntimeError(f"checkpoint {path} cannot be read ({exc}); delete it and rerun the "
-                           "training job (snakemake --rerun-incomplete)") from None
-    model.load_state_dict(state)
-    return model
+@dataclass
+class Plan:
+    """What a training job does: epochs ``start .. last``, checkpoints, stopping rule."""
+
+    last_epoch: int
+    schedule: set[int]
+    stop_at_target: float | None       # stop once accuracy on the corrupted labels reaches this
+    stop_reason: str = "max_epochs"    # reason recorded when ``last_epoch`` is reached
 
 
-def build_run_model(run: Run, arrays: DatasetArrays, *, dropout: bool = False) -> ProbedModel:
-    return build_model(run.model, in_channels=arrays.channels, image_size=arrays.image_size,
-                       num_classes=arrays.num_classes, dropout=dropout)
+def _labels_digest(rt: RunRuntime) -> str:
+    return hashlib.sha256(rt.labels.corrupted.tobytes()).hexdigest()[:16]
 
 
-def train_run(config: dict, run: Run, arrays: DatasetArrays, labels: RunLabels, out_dir: str | Path, *,
+class Trainer:
+    """Train one run into ``out_dir`` (``checkpoints/``, ``train_log.parquet``); resumable."""
+
+    def __init__(self, rt: RunRuntime, out_dir: str | Path, plan: Plan, *, hooks: Sequence[Hook] = (),
+                 after_epoch: Callable[[int], None] | None = None, progress: bool = True,
+                 provenance_extra: dict | None = None):
+        self.rt, self.plan, self.hooks = rt, plan, list(hooks)
+        self.out_dir = Path(out_dir)
+        self.ckpt_dir = self.out_dir / CHECKPOINT_DIR
+        self.resume_path = self.out_dir / RESUME_NAME
+        self.after_epoch, self.progress = after_epoch, progress
+        self.provenance_extra = provenance_extra or {}
+        self.hp = hyperparameters(rt.config, rt.run.model, rt.run.dataset)
+        self.model = rt.new_model()  # seeded: the initialization is a function of the seed only
+        self.optimizer = make_optimizer(self.model, self.hp)
+        self.y = torch.from_numpy(rt.labels.corrupted)
+        if rt.device.type == "cuda":
+            self.y = self.y.to(rt.device)
+        self.rows: list[dict] = []
+        self.saved: list[int] = []
+        self.epoch = 0
+        self._branch: tuple[Path, list[dict]] | None = None
+        self.branched_from: Path | None = None
+
+    # -- pieces hooks use -----------------------------------------------------------------
+    def evaluate(self) -> dict:
+        return self.rt.accuracies(self.model)
+
+    def log_row(self, epoch: int, loss: float, seconds: float) -> dict:
+        return {"epoch": epoch, "loss": loss, **self.evaluate(), "lr": self.hp["lr"], "seconds": seconds}
+
+    def save_checkpoint(self, epoch: int, name: str | None = None) -> None:
+        save_checkpoint(self.model, self.ckpt_dir / (name or f"epoch_{epoch}.pt"))
+        if name is None and epoch not in self.saved:
+            self.saved.append(epoch)
+
+    def new_optimizer(self) -> None:
+        self.optimizer = make_optimizer(self.model, self.hp)
+
+    # -- resume state ---------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        cfg = self.rt.config
+        return json.dumps({"data": cfg["data"], "train": cfg["train"], "hyperparameters": self.hp,
+                           "run": self.rt.run.keys(), "labels": _labels_digest(self.rt),
+                           "plan": {"last_epoch": self.plan.last_epoch,
+                                    "stop_at_target": self.plan.stop_at_target},
+                           "hooks": {h.name: h.fingerprint() for h in self.hooks}},
+                          sort_keys=True, default=str)
+
+    def _save_state(self) -> None:
+        from pipeline.io import save_torch
+
+        save_torch({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "rows": self.rows, "saved": self.saved, "epoch": self.epoch,
+                    "fingerprint": self.fingerprint(),
+                    "hooks": json.dumps({h.name: h.info for h in self.hooks}, default=str)},
+                   self.resume_path)
+
+    def _load_state(self) -> bool:
+        """Restore a resume state made from the same inputs; discard any other, saying why."""
+        if not self.resume_path.exists():
+            return False
+        try:
+            state = torch.load(self.resume_path, map_location="cpu", weights_only=True)
+            stale = state.get("fingerprint") != self.fingerprint()
+        except Exception as exc:  # truncated or foreign file: not worth keeping
+            state, stale = None, f"unreadable ({type(exc).__name__})"
+        if stale:
+            reason = stale if isinstance(stale, str) else "made with other settings, labels or run keys"
+            print(f"discarding resume state {self.resume_path}: {reason}; training from the start",
+                  flush=True)
+            self.resume_path.unlink(missing_ok=True)
+            return False
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rows, self.saved, self.epoch = state["rows"], state["saved"], state["epoch"]
+        infos = json.loads(state["hooks"])
+        for hook in self.hooks:
+            hook.info = infos.get(hook.name, {})
+        print(f"resuming {self.rt.run.path} from epoch {self.epoch}", flush=True)
+        return True
+
+    # -- the loop -------------------------------------------------------------------------
+    def _end_of_epoch(self, epoch: int, done: bool) -> None:
+        for hook in self.hooks:
+            hook.on_epoch_end(self, epoch)
+        if epoch in self.plan.schedule or done or epoch == self.plan.last_epoch:
+            self.save_checkpoint(epoch)
+        self._save_state()
+        if self.after_epoch is not None:
+            self.after_epoch(epoch)
+
+    def _reached_target(self) -> bool:
+        target = self.plan.stop_at_target
+        return target is not None and self.rows[-1]["train_acc_corrupted"] >= target
+
+    def start_from(self, checkpoint: Path, rows: list[dict]) -> None:
+        """Begin at the end of epoch ``rows[-1]['epoch']`` of another run (its weights and log
+        rows), unless a valid resume state exists. ``self.branched_from`` says which happened."""
+        self._branch = (Path(checkpoint), [dict(r) for r in rows])
+
+    def _apply_branch(self) -> bool:
+        from pipeline.runtime import load_checkpoint
+
+        if self._branch is None:
+            return False
+        checkpoint, rows = self._branch
+        load_checkpoint(checkpoint, self.model)
+        self.model.to(self.rt.device)
+        self.rows, self.epoch = rows, int(rows[-1]["epoch"])
+        self.branched_from = checkpoint
+        return True
+
+    def run(self) -> TrainResult:
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        resumed = self._load_state()
+        branched = not resumed and self._apply_branch()
+        for hook in self.hooks:
+            hook.on_start(self, resumed)
+        if not resumed and not branched:
+            self.rows = [{"epoch": 0, "loss": math.nan, **self.evaluate(), "lr": self.hp["lr"],
+                          "seconds": 0.0}]
+            if 0 in self.plan.schedule:
+                self.save_checkpoint(0)
+            for hook in self.hooks:
+                hook.on_epoch_end(self, 0)
+        elif branched:
+            self._end_of_epoch(self.epoch, done=False)
+
+        stop_reason = self.plan.stop_reason
+        if self.epoch > 0 and self._reached_target():
+            stop_reason = "target_train_accuracy"
+        else:
+            bar = tqdm(range(self.epoch + 1, self.plan.last_epoch + 1), desc=self.rt.run.path,
+                       unit="epoch", disable=not self.progress, mininterval=5.0)
+            for epoch in bar:
+                t0 = time.perf_counter()
+                loss = train_one_epoch(self.model, self.optimizer, self.rt.x_train, self.y,
+                                       self.rt.transform, batch_size=self.hp["batch_size"],
+                                       seed=self.rt.run.seed, epoch=epoch, device=self.rt.device)
+                self.rows.append(self.log_row(epoch, loss, time.perf_counter() - t0))
+                self.epoch = epoch
+                last = self.rows[-1]
+                bar.set_postfix(loss=f"{loss:.3f}", train=f"{last['train_acc_corrupted']:.3f}",
+                                test=f"{last['test_acc']:.3f}")
+                done = self._reached_target()
+                if done:
+                    stop_reason = "target_train_accuracy"
+                self._end_of_epoch(epoch, done)
+                if done:
+                    break
+        return self._finish(stop_reason)
+
+    def _finish(self, stop_reason: str) -> TrainResult:
+        rt = self.rt
+        final_epoch = int(self.rows[-1]["epoch"])
+        log = pd.DataFrame(self.rows, columns=LOG_COLUMNS)
+        for position, (key, value) in enumerate(rt.run.keys().items()):
+            log.insert(position, key, value)
+        hooks = {h.name: h.info for h in self.hooks}
+        meta = provenance(rt.config, sections=("data", "train"), run=rt.run.keys(),
+                          hyperparameters=self.hp, stop_reason=stop_reason, **hooks,
+                          **self.provenance_extra)
+        write_parquet(log, self.out_dir / "train_log.parquet", meta)
+        # The index is the training job's "done" marker; written last so its presence means complete.
+        write_json(self.ckpt_dir / INDEX_NAME, {"epochs": sorted(self.saved), "final_epoch": final_epoch,
+                                                "stop_reason": stop_reason, "hyperparameters": self.hp,
+                                                "run": rt.run.keys(), **hooks})
+        self.resume_path.unlink(missing_ok=True)
+        return TrainResult(sorted(self.saved), final_epoch, stop_reason, log)
+
+
+def standard_plan(config: dict, model: str) -> Plan:
+    tcfg = config["train"]
+    return Plan(last_epoch=tcfg["max_epochs"], schedule=set(schedule_for(config, model)),
+                stop_at_target=tcfg["target_train_accuracy"])
+
+
+def train_run(rt: RunRuntime, out_dir: str | Path | None = None, *,
               after_epoch: Callable[[int], None] | None = None, progress: bool = True) -> TrainResult:
-    """Train ``run`` into ``out_dir`` (``checkpoints/``, ``train_log.parquet``); resumable.
+    """Train the run of ``rt`` into ``out_dir`` (default: its run folder); resumable.
 
     ``after_epoch(epoch)`` is called once an epoch's state is safely on disk (used by tests to kill
     the process at a known point).
     """
-    out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    tcfg = config["train"]
-    if tcfg.get("num_threads"):
-        torch.set_num_threads(tcfg["num_threads"])
-    device = resolve_device(tcfg["device"])
-    hp = hyperparameters(config, run.model, run.dataset)
-    schedule = set(schedule_for(config, run.model))
-    transform = input_transform(arrays, run.model)
+    from pipeline.io import sweep_stale_tmp
 
-    torch.manual_seed(run.seed)  # the initialization is a function of the seed only
-    model = build_run_model(run, arrays, dropout=tcfg["dropout"]).to(device)
-    optimizer = make_optimizer(model, hp)
-    x_train = torch.from_numpy(arrays.x_train)
-    x_test = torch.from_numpy(arrays.x_test)
-    y = torch.from_numpy(labels.corrupted)
-    if device.type == "cuda":  # small enough as uint8; saves a host->device copy per batch
-        x_train, x_test, y = x_train.to(device), x_test.to(device), y.to(device)
-
-    resume_path = out_dir / RESUME_FILE
-    rows: list[dict] = []
-    saved: list[int] = []
-    start_epoch = 0
-    if resume_path.exists():
-        state = torch.load(resume_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        rows, saved, start_epoch = state["rows"], state["saved"], state["epoch"]
-        print(f"resuming {run.path} from epoch {start_epoch}", flush=True)
-    else:
-        rows.append({"epoch": 0, "loss": math.nan, **evaluate(model, arrays, labels, transform, device,
-                                                              x_train, x_test),
-                     "lr": hp["lr"], "seconds": 0.0})
-        save_checkpoint(model, ckpt_dir / "epoch_0.pt")
-        saved.append(0)
-
-    stop_reason = "max_epochs"
-    epoch = start_epoch
-    last = rows[-1]
-    if last["train_acc_corrupted"] >= tcfg["target_train_accuracy"] and start_epoch > 0:
-        stop_reason = "target_train_accuracy"
-    else:
-        bar = tqdm(range(start_epoch + 1, tcfg["max_epochs"] + 1), desc=run.path, unit="epoch",
-                   disable=not progress, mininterval=5.0)
-        for epoch in bar:
-            t0 = time.perf_counter()
-            loss = train_one_epoch(model, optimizer, x_train, y, transform, batch_size=hp["batch_size"],
-                                   seed=run.seed, epoch=epoch, device=device)
-            metrics = evaluate(model, arrays, labels, transform, device, x_train, x_test)
-            rows.append({"epoch": epoch, "loss": loss, **metrics, "lr": hp["lr"],
-                         "seconds": time.perf_counter() - t0})
-            bar.set_postfix(loss=f"{loss:.3f}", train=f"{metrics['train_acc_corrupted']:.3f}",
-                            test=f"{metrics['test_acc']:.3f}")
-            done = metrics["train_acc_corrupted"] >= tcfg["target_train_accuracy"]
-            if done:
-                stop_reason = "target_train_accuracy"
-            if epoch in schedule or done or epoch == tcfg["max_epochs"]:
-                save_checkpoint(model, ckpt_dir / f"epoch_{epoch}.pt")
-                if epoch not in saved:
-                    saved.append(epoch)
-            with atomic_path(resume_path) as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "rows": rows, "saved": saved, "epoch": epoch}, tmp)
-            if after_epoch is not None:
-                after_epoch(epoch)
-            if done:
-                break
-    final_epoch = rows[-1]["epoch"]
-    log = pd.DataFrame(rows, columns=LOG_COLUMNS)
-    for position, (key, value) in enumerate(run.keys().items()):
-        log.insert(position, key, value)
-    meta = provenance(config, sections=("data", "train"), run=run.keys(), hyperparameters=hp,
-                      stop_reason=stop_reason)
-    write_parquet(log, out_dir / "train_log.parquet", meta)
-    # The index is the training job's "done" marker; written last so its presence means complete.
-    write_json(ckpt_dir / INDEX_FILE, {"epochs": sorted(saved), "final_epoch": int(final_epoch),
-                                       "stop_reason": stop_reason, "hyperparameters": hp,
-                                       "run": run.keys()})
-    resume_path.unlink(missing_ok=True)
-    return TrainResult(sorted(saved), int(final_epoch), stop_reason, log)
+    out_dir = Path(out_dir) if out_dir is not None else rt.run_dir
+    for folder in (out_dir, out_dir / CHECKPOINT_DIR):
+        if folder.is_dir():
+            sweep_stale_tmp(folder)
+    trainer = Trainer(rt, out_dir, standard_plan(rt.config, rt.run.model), after_epoch=after_epoch,
+                      progress=progress)
+    return trainer.run()

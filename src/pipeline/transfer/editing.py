@@ -24,7 +24,6 @@ the edited model.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 from pathlib import Path
@@ -36,27 +35,10 @@ from torch import nn
 
 from pipeline.io import MODEL_LAYER, accuracy_row, result_frame, write_parquet
 from pipeline.probes import VeLPIC
+from pipeline.runtime import RunRuntime, layer_outputs, predict
 
 EDIT_PROBE = "edited_model"
 BIAS_SETTINGS = ("zero", "keep")
-
-
-@contextlib.contextmanager
-def cpu_threads(config: dict):
-    """Limit torch and the BLAS libraries numpy/scipy use to ``train.num_threads`` (if set).
-
-    Without the BLAS limit, two jobs on a 2-core machine each spin up OpenBLAS threads and VeLPIC /
-    MASC fits run several times slower than on one thread.
-    """
-    n = config["train"].get("num_threads")
-    if not n:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(n)
-    with threadpool_limits(limits=n):
-        yield
 
 
 def label_sources(values: Iterable) -> list[str]:
@@ -69,22 +51,6 @@ def edit_setting(bias: str, sign: str) -> str:
     if bias not in BIAS_SETTINGS:
         raise ValueError(f"bias must be one of {list(BIAS_SETTINGS)}; got {bias!r}")
     return f"bias={bias},sign={sign}"
-
-
-@torch.no_grad()
-def layer_activations(model: nn.Module, x_uint8: torch.Tensor, transform, layer: str, *,
-                      batch_size: int = 512, device: torch.device | None = None) -> np.ndarray:
-    """Flattened activations of ``layer`` for all of ``x_uint8`` (eval mode, original order)."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, x_uint8.shape[0], batch_size):
-        xb = transform(x_uint8[start:start + batch_size].to(device))
-        _, acts = model.forward_layers(xb, [layer])
-        out.append(acts[layer].flatten(1).float().cpu())
-    model.train(was_training)
-    return torch.cat(out).numpy()
 
 
 def fit_class_vectors(features: np.ndarray, labels: np.ndarray, *, sign: str = "class_mean") -> VeLPIC:
@@ -141,8 +107,8 @@ def edit_checkpoint_rows(model: nn.Module, x_train: torch.Tensor, x_test: torch.
                          check_rows: int = 256) -> list[dict]:
     """Result rows of the edited versions of ``model`` (one checkpoint), all settings."""
     layer = model.last_probe_layer
-    features = {"train": layer_activations(model, x_train, transform, layer, batch_size=batch_size),
-                "test": layer_activations(model, x_test, transform, layer, batch_size=batch_size)}
+    features = {"train": layer_outputs(model, x_train, transform, layer, batch_size=batch_size),
+                "test": layer_outputs(model, x_test, transform, layer, batch_size=batch_size)}
     targets = {"train": {"corrupted": labels.corrupted, "true": labels.true},
                "test": {"true": labels.test}}
     rows = []
@@ -165,8 +131,6 @@ def edit_checkpoint_rows(model: nn.Module, x_train: torch.Tensor, x_test: torch.
 
 def _check_against_forward(edited: nn.Module, x: torch.Tensor, transform, features: np.ndarray,
                            batch_size: int) -> None:
-    from pipeline.train import predict
-
     full = predict(edited, x, transform, batch_size=batch_size)
     short = classifier_predictions(edited.classifier, features)
     if not np.array_equal(full, short):
@@ -174,43 +138,20 @@ def _check_against_forward(edited: nn.Module, x: torch.Tensor, transform, featur
                            "pass; the model's classifier is not its last operation")
 
 
-def edit_run(config: dict, run, index_path: str | Path, labels_path: str | Path, out: str | Path, *,
-             metadata: dict | None = None, epochs: Iterable[int] | None = None) -> Path:
-    """Edit the checkpoints of ``run`` and write the rows.
+def edit_run(rt: RunRuntime, out: str | Path, *, metadata: dict | None = None,
+             epochs: Iterable[int] | None = None) -> Path:
+    """Edit the checkpoints of the run of ``rt`` and write the rows.
 
-    ``epochs`` defaults to the probed ones (:func:`pipeline.plan.probed_epochs` of the epochs in the
-    run's ``index.json``), so the edited model has a row wherever the unedited model has one.
+    ``epochs`` defaults to the probed ones (:attr:`pipeline.runtime.RunRuntime.probed_epochs`), so
+    the edited model has a row wherever the unedited model has one.
     """
-    with cpu_threads(config):
-        return _edit_run(config, run, index_path, labels_path, out, metadata=metadata, epochs=epochs)
-
-
-def _edit_run(config, run, index_path, labels_path, out, *, metadata, epochs) -> Path:
-    from pipeline.data import load_labels, load_run_dataset
-    from pipeline.train import build_run_model, input_transform, load_checkpoint, resolve_device
-
-    ecfg = config["transfer"]["edited_model"]
-    device = resolve_device(config["train"]["device"])
-    with open(index_path) as fh:
-        index = json.load(fh)
-    if epochs is None:
-        from pipeline.workflow import probed_epochs
-
-        epochs = probed_epochs(index["epochs"], config)
-    epochs = sorted(epochs)
-    arrays = load_run_dataset(config, run.dataset)
-    labels = load_labels(labels_path)
-    transform = input_transform(arrays, run.model)
-    x_train = torch.from_numpy(arrays.x_train)
-    x_test = torch.from_numpy(arrays.x_test)
-    ckpt_dir = Path(index_path).parent
-    model = build_run_model(run, arrays, dropout=config["train"]["dropout"]).to(device)
+    ecfg = rt.config["transfer"]["edited_model"]
+    epochs = sorted(rt.probed_epochs if epochs is None else epochs)
     rows = []
     for epoch in epochs:
-        load_checkpoint(ckpt_dir / f"epoch_{epoch}.pt", model)
-        model.to(device)
-        rows += edit_checkpoint_rows(model, x_train, x_test, labels, transform, run_keys=run.keys(),
-                                     epoch=epoch, biases=ecfg["bias"], fit_labels=label_sources(ecfg["fit_labels"]),
-                                     sign=ecfg["sign"], batch_size=config["activations"]["batch_size"])
+        rows += edit_checkpoint_rows(rt.model_at(epoch), rt.x_train, rt.x_test, rt.labels, rt.transform,
+                                     run_keys=rt.run.keys(), epoch=epoch, biases=ecfg["bias"],
+                                     fit_labels=label_sources(ecfg["fit_labels"]), sign=ecfg["sign"],
+                                     batch_size=rt.config["activations"]["batch_size"])
     write_parquet(result_frame(rows), out, {**(metadata or {}), "epochs": json.dumps(epochs)})
     return Path(out)

@@ -26,182 +26,102 @@ whose kernels are not bitwise deterministic, it makes the branch point exactly t
 Otherwise (optimizer kept, or no standard checkpoint at E because the standard run stopped
 earlier or E is off its schedule) epochs 1..E are trained here, exactly like :func:`train_run`.
 
-Resumable like training: each epoch ends with an atomically written ``resume.pt``.
+It is training plus one hook: :class:`EditHook` runs at the end of epoch E inside
+:class:`pipeline.train.Trainer`, so the loop, the log columns, resuming (with its staleness check,
+which here also covers ``transfer.intervention``), checkpoints and provenance are the training's own.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import re
 import time
 from pathlib import Path
 from typing import Callable
 
-from pipeline.config import Run, provenance
-
-from pipeline.workflow import intervention_schedule, intervention_variant
+from pipeline.runtime import RunRuntime, layer_outputs
+from pipeline.train import LOG_COLUMNS, Hook, Plan, Trainer, TrainResult
+from pipeline.workflow import checkpoint_file, index_file, intervention_schedule, intervention_variant
 
 PRE_EDIT_FILE = "epoch_{epoch}_pre_edit.pt"
+_ACCURACIES = ("train_acc_corrupted", "train_acc_true", "test_acc")
+
+
+class EditHook(Hook):
+    """At the end of epoch E: keep the pre-edit weights, edit the classifier, maybe reset the optimizer."""
+
+    name = "intervention"
+
+    def __init__(self, icfg: dict):
+        super().__init__()
+        self.icfg = icfg
+        self.edit_epoch = int(icfg["epoch"])
+        self.info = {"epoch": self.edit_epoch, "extra_epochs": int(icfg["extra_epochs"]),
+                     "reset_optimizer": bool(icfg["reset_optimizer"]), "sign": icfg["sign"],
+                     "fit_labels": "corrupted", "bias": "zero", "branched_from": None}
+
+    def fingerprint(self) -> dict:
+        return {"intervention": self.icfg}
+
+    def on_start(self, trainer: Trainer, resumed: bool) -> None:
+        if not resumed:
+            self.info["branched_from"] = None if trainer.branched_from is None else str(trainer.branched_from)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
+        from pipeline.transfer.editing import edit_classifier, fit_class_vectors
+
+        if epoch != self.edit_epoch or "pre_edit" in self.info:
+            return
+        model, rt = trainer.model, trainer.rt
+        trainer.save_checkpoint(epoch, name=PRE_EDIT_FILE.format(epoch=epoch))
+        self.info["pre_edit"] = {k: trainer.rows[-1][k] for k in _ACCURACIES}
+        t0 = time.perf_counter()
+        features = layer_outputs(model, rt.x_train, rt.transform, model.last_probe_layer)
+        probe = fit_class_vectors(features, rt.labels.corrupted, sign=self.icfg["sign"])
+        edit_classifier(model, probe, bias="zero")
+        if self.icfg["reset_optimizer"]:
+            trainer.new_optimizer()
+        last = trainer.rows[-1]
+        post = trainer.log_row(epoch, last["loss"], last["seconds"] + time.perf_counter() - t0)
+        trainer.rows[-1] = post
+        self.info["post_edit"] = {k: post[k] for k in _ACCURACIES}
+        print(f"{rt.run.path}: edit at epoch {epoch}: test acc {self.info['pre_edit']['test_acc']:.3f} "
+              f"-> {self.info['post_edit']['test_acc']:.3f}", flush=True)
 
 
 def _standard_branch(standard_dir: str | Path | None, epoch: int):
     """The standard run's epoch-E checkpoint and log rows 0..E, if it saved that checkpoint."""
     import pandas as pd
 
-    from pipeline.train import INDEX_FILE, LOG_COLUMNS
-
-    if standard_dir is None:
+    if standard_dir is None or not index_file(standard_dir).exists():
         return None
-    standard_dir = Path(standard_dir)
-    index = standard_dir / "checkpoints" / INDEX_FILE
-    if not index.exists():
-        return None
-    with open(index) as fh:
+    with open(index_file(standard_dir)) as fh:
         if epoch not in json.load(fh)["epochs"]:
             return None
-    log = pd.read_parquet(standard_dir / "train_log.parquet")
+    log = pd.read_parquet(Path(standard_dir) / "train_log.parquet")
     log = log[log.epoch <= epoch][LOG_COLUMNS]
     if list(log.epoch) != list(range(epoch + 1)):
         return None
-    return standard_dir / "checkpoints" / f"epoch_{epoch}.pt", log
+    return checkpoint_file(standard_dir, epoch), log
 
 
-def intervene_run(config: dict, run: Run, arrays, labels, out_dir: str | Path, *,
+def intervene_run(rt: RunRuntime, out_dir: str | Path | None = None, *,
                   standard_dir: str | Path | None = None,
-                  after_epoch: Callable[[int], None] | None = None):
-    """Train ``run`` (an intervention variant) into ``out_dir``: E epochs, the edit, N more epochs.
-
-    Returns a :class:`pipeline.train.TrainResult`.
-    """
-    from pipeline.transfer.editing import cpu_threads
-
-    with cpu_threads(config):
-        return _intervene_run(config, run, arrays, labels, out_dir, standard_dir=standard_dir,
-                              after_epoch=after_epoch)
-
-
-def _intervene_run(config, run, arrays, labels, out_dir, *, standard_dir, after_epoch):
-    import pandas as pd
-    import torch
-
-    from pipeline.transfer.editing import edit_classifier, fit_class_vectors, layer_activations
-    from pipeline.io import atomic_path, write_json, write_parquet
-    from pipeline.train import (INDEX_FILE, LOG_COLUMNS, RESUME_FILE, TrainResult, build_run_model,
-                                evaluate, hyperparameters, input_transform, load_checkpoint,
-                                make_optimizer, resolve_device, save_checkpoint, train_one_epoch)
-
-    icfg, tcfg = config["transfer"]["intervention"], config["train"]
+                  after_epoch: Callable[[int], None] | None = None,
+                  progress: bool = False) -> TrainResult:
+    """Train the run of ``rt`` (an intervention variant) into ``out_dir``: E epochs, the edit, N more."""
+    config, run = rt.config, rt.run
+    icfg = config["transfer"]["intervention"]
     if run.variant != intervention_variant(icfg):
         raise ValueError(f"run variant {run.variant!r} does not match transfer.intervention "
                          f"(expected {intervention_variant(icfg)!r})")
-    edit_epoch, last_epoch = int(icfg["epoch"]), int(icfg["epoch"]) + int(icfg["extra_epochs"])
-    out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(tcfg["device"])
-    hp = hyperparameters(config, run.model, run.dataset)
-    schedule = intervention_schedule(config, run.model)
-    transform = input_transform(arrays, run.model)
-
-    torch.manual_seed(run.seed)  # as train_run: the initialization is a function of the seed only
-    model = build_run_model(run, arrays, dropout=tcfg["dropout"]).to(device)
-    optimizer = make_optimizer(model, hp)
-    x_train = torch.from_numpy(arrays.x_train)
-    x_test = torch.from_numpy(arrays.x_test)
-    y = torch.from_numpy(labels.corrupted)
-    if device.type == "cuda":
-        x_train, x_test, y = x_train.to(device), x_test.to(device), y.to(device)
-
-    def eval_row(epoch: int, loss: float, seconds: float) -> dict:
-        return {"epoch": epoch, "loss": loss,
-                **evaluate(model, arrays, labels, transform, device, x_train, x_test),
-                "lr": hp["lr"], "seconds": seconds}
-
-    resume_path = out_dir / RESUME_FILE
-    info: dict = {"epoch": edit_epoch, "extra_epochs": int(icfg["extra_epochs"]),
-                  "reset_optimizer": bool(icfg["reset_optimizer"]), "sign": icfg["sign"],
-                  "fit_labels": "corrupted", "bias": "zero"}
-    rows: list[dict] = []
-    saved: list[int] = []
-    epoch = 0
-    if resume_path.exists():
-        state = torch.load(resume_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        rows, saved, epoch = state["rows"], state["saved"], state["epoch"]
-        info = json.loads(state["info"])
-        print(f"resuming {run.path} from epoch {epoch}", flush=True)
-    else:
-        branch = _standard_branch(standard_dir, edit_epoch) if icfg["reset_optimizer"] else None
-        if branch is not None:
-            load_checkpoint(branch[0], model)
-            model.to(device)
-            rows = branch[1].to_dict("records")
-            epoch = edit_epoch
-            info["branched_from"] = str(branch[0])
-        else:
-            rows.append(eval_row(0, math.nan, 0.0))
-            info["branched_from"] = None
-
-    def save_state(epoch: int) -> None:
-        with atomic_path(resume_path) as tmp:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rows": rows,
-                        "saved": saved, "epoch": epoch, "info": json.dumps(info)}, tmp)
-        if after_epoch is not None:
-            after_epoch(epoch)
-
-    def train_epoch(epoch: int) -> float:
-        return train_one_epoch(model, optimizer, x_train, y, transform, batch_size=hp["batch_size"],
-                               seed=run.seed, epoch=epoch, device=device)
-
-    # epochs 1..E: standard training (skipped when branched from the standard run or resumed past it)
-    while epoch < edit_epoch:
-        epoch += 1
-        t0 = time.perf_counter()
-        loss = train_epoch(epoch)
-        rows.append(eval_row(epoch, loss, time.perf_counter() - t0))
-        save_state(epoch)
-
-    if "pre_edit" not in info:  # the edit, at the end of epoch E
-        save_checkpoint(model, ckpt_dir / PRE_EDIT_FILE.format(epoch=edit_epoch))
-        info["pre_edit"] = {k: rows[-1][k] for k in ("train_acc_corrupted", "train_acc_true", "test_acc")}
-        t0 = time.perf_counter()
-        features = layer_activations(model, x_train, transform, model.last_probe_layer)
-        probe = fit_class_vectors(features, labels.corrupted, sign=icfg["sign"])
-        edit_classifier(model, probe, bias="zero")
-        if icfg["reset_optimizer"]:
-            optimizer = make_optimizer(model, hp)
-        post = eval_row(edit_epoch, rows[-1]["loss"], rows[-1]["seconds"] + time.perf_counter() - t0)
-        rows[-1] = post
-        info["post_edit"] = {k: post[k] for k in ("train_acc_corrupted", "train_acc_true", "test_acc")}
-        save_checkpoint(model, ckpt_dir / f"epoch_{edit_epoch}.pt")
-        saved.append(edit_epoch)
-        save_state(edit_epoch)
-        print(f"{run.path}: edit at epoch {edit_epoch}: test acc {info['pre_edit']['test_acc']:.3f} -> "
-              f"{info['post_edit']['test_acc']:.3f}", flush=True)
-
-    # epochs E+1..E+N: standard training on the corrupted labels, no stopping criterion
-    while epoch < last_epoch:
-        epoch += 1
-        t0 = time.perf_counter()
-        loss = train_epoch(epoch)
-        rows.append(eval_row(epoch, loss, time.perf_counter() - t0))
-        if epoch in schedule:
-            save_checkpoint(model, ckpt_dir / f"epoch_{epoch}.pt")
-            saved.append(epoch)
-        save_state(epoch)
-
-    log = pd.DataFrame(rows, columns=LOG_COLUMNS)
-    for position, (key, value) in enumerate(run.keys().items()):
-        log.insert(position, key, value)
-    meta = provenance(config, sections=("data", "train"), run=run.keys(), hyperparameters=hp,
-                      stop_reason="fixed_epochs", intervention=info,
-                      transfer=json.dumps({"intervention": icfg}, sort_keys=True))
-    write_parquet(log, out_dir / "train_log.parquet", meta)
-    write_json(ckpt_dir / INDEX_FILE, {"epochs": sorted(saved), "final_epoch": last_epoch,
-                                       "stop_reason": "fixed_epochs", "hyperparameters": hp,
-                                       "run": run.keys(), "intervention": info})
-    resume_path.unlink(missing_ok=True)
-    return TrainResult(sorted(saved), last_epoch, "fixed_epochs", log)
-
+    hook = EditHook(icfg)
+    plan = Plan(last_epoch=hook.edit_epoch + int(icfg["extra_epochs"]),
+                schedule=set(intervention_schedule(config, run.model)), stop_at_target=None,
+                stop_reason="fixed_epochs")
+    out_dir = Path(out_dir) if out_dir is not None else rt.run_dir
+    trainer = Trainer(rt, out_dir, plan, hooks=[hook], after_epoch=after_epoch, progress=progress,
+                      provenance_extra={"transfer": json.dumps({"intervention": icfg}, sort_keys=True)})
+    branch = _standard_branch(standard_dir, hook.edit_epoch) if icfg["reset_optimizer"] else None
+    if branch is not None:
+        trainer.start_from(branch[0], branch[1].to_dict("records"))
+    return trainer.run()

@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 
 from pipeline.io import accuracy_row, result_frame, write_json, write_parquet
+from pipeline.runtime import RunRuntime
 from pipeline.probes import MASC
 
 if TYPE_CHECKING:
@@ -72,9 +73,9 @@ AUTHORS_SELECT_FRACTION = 0.2
 
 def relabel_setting(protocol: str, relabel: str, variance) -> str:
     """``probe_setting`` of relabel rows, e.g. ``"protocol=heldout_true,relabel=in_sample,variance=0.99"``."""
-    from pipeline.probes import _format_value
+    from pipeline.probes import format_value
 
-    return f"protocol={protocol},relabel={relabel},variance={_format_value(variance)}"
+    return f"protocol={protocol},relabel={relabel},variance={format_value(variance)}"
 
 
 def split_indices(n: int, fraction: float, seed: int, salt: int) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +132,8 @@ def retrain(model: torch.nn.Module, x: torch.Tensor, y: np.ndarray, val_x: torch
     improvement. Epoch ``i`` shuffles with the training seed of epoch ``epoch_offset + i``."""
     import torch
 
-    from pipeline.train import make_optimizer, predict, train_one_epoch
+    from pipeline.runtime import predict
+    from pipeline.train import make_optimizer, train_one_epoch
 
     optimizer = make_optimizer(model, hp)
     y_t = torch.from_numpy(np.asarray(y, dtype=np.int64))
@@ -226,7 +228,7 @@ def relabel_and_retrain(model: torch.nn.Module, x_train: torch.Tensor, x_test: t
 def relabel_rows(result: RelabelResult, x_train: torch.Tensor, x_test: torch.Tensor, labels, transform, *,
                  run_keys: dict, epoch: int, setting: str, device: torch.device) -> list[dict]:
     """Result rows of one :class:`RelabelResult` (this is where test labels are read)."""
-    from pipeline.train import predict
+    from pipeline.runtime import predict
 
     common = dict(epoch=epoch, layer=result.layer, probe_setting=setting, fit_labels=result.fit_labels)
     rows = []
@@ -245,44 +247,18 @@ def relabel_rows(result: RelabelResult, x_train: torch.Tensor, x_test: torch.Ten
     return rows
 
 
-def relabel_run(config: dict, run, protocol: str, index_path: str | Path, labels_path: str | Path,
-                activations: str | Path, out: str | Path, details_out: str | Path, *,
-                metadata: dict | None = None, labels=None) -> list[dict]:
-    """Relabel-and-retrain one run's final checkpoint under ``protocol``, every label source."""
+def relabel_run(rt: RunRuntime, protocol: str, activations: str | Path, out: str | Path,
+                details_out: str | Path, *, metadata: dict | None = None) -> list[dict]:
+    """Relabel-and-retrain the final checkpoint of the run of ``rt`` under ``protocol``, every label source."""
     from pipeline.activations import ActivationFile
-    from pipeline.data import load_labels, load_run_dataset
+    from pipeline.train import hyperparameters
     from pipeline.transfer.editing import label_sources
-    from pipeline.train import (build_run_model, hyperparameters, input_transform, load_checkpoint,
-                                resolve_device)
 
-    from pipeline.transfer.editing import cpu_threads
-
-    with cpu_threads(config):
-        return _relabel_run(config, run, protocol, index_path, labels_path, activations, out, details_out,
-                            metadata=metadata, labels=labels)
-
-
-def _relabel_run(config, run, protocol, index_path, labels_path, activations, out, details_out, *,
-                 metadata, labels) -> list[dict]:
-    from pipeline.activations import ActivationFile
-    from pipeline.data import load_labels, load_run_dataset
-    from pipeline.transfer.editing import label_sources
-    from pipeline.train import (build_run_model, hyperparameters, input_transform, load_checkpoint,
-                                resolve_device)
-
-    import torch
-
+    config, run, labels, device = rt.config, rt.run, rt.labels, rt.device
     rcfg = config["transfer"]["relabel_retrain"]
-    device = resolve_device(config["train"]["device"])
-    with open(index_path) as fh:
-        epoch = int(json.load(fh)["final_epoch"])
-    arrays = load_run_dataset(config, run.dataset)
-    labels = load_labels(labels_path) if labels is None else labels
-    transform = input_transform(arrays, run.model)
-    model = build_run_model(run, arrays, dropout=config["train"]["dropout"])
-    load_checkpoint(Path(index_path).parent / f"epoch_{epoch}.pt", model)
-    model.to(device)
-    x_train, x_test = torch.from_numpy(arrays.x_train), torch.from_numpy(arrays.x_test)
+    epoch = int(rt.index["final_epoch"])
+    model = rt.model_at(epoch).train()  # retraining starts from the memorized weights
+    transform, x_train, x_test = rt.transform, rt.x_train, rt.x_test
     layers = rcfg["layers"]
     with ActivationFile(activations) as acts:
         layers = [l for l in acts.layers if layers is None or l in layers]
