@@ -6,7 +6,9 @@ JPEGs) and read back through the same loaders the pipeline uses; nothing touches
 
 from __future__ import annotations
 
+import os
 import pickle
+import shlex
 import struct
 from pathlib import Path
 
@@ -197,6 +199,31 @@ def test_mnist_like_round_trip(tmp_path, name, folder):
     np.testing.assert_array_equal(a.y_test, [9, 0, 4])
 
 
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_read_in_place_from_a_flat_folder(tmp_path, gz):
+    """Debian's dataset-fashion-mnist layout: the four IDX files (.gz) right in data.root."""
+    import gzip
+
+    data = write_mnist(tmp_path / "tv", "FashionMNIST", np.random.default_rng(3))
+    flat = tmp_path / "fashion-mnist"
+    flat.mkdir()
+    for f in (tmp_path / "tv" / "FashionMNIST" / "raw").iterdir():
+        if gz:
+            (flat / f"{f.name}.gz").write_bytes(gzip.compress(f.read_bytes()))
+        else:
+            (flat / f.name).write_bytes(f.read_bytes())
+    a = load_dataset("fashion_mnist", flat)
+    assert a.x_train.shape == (7, 1, 28, 28) and a.y_train.dtype == np.int64
+    np.testing.assert_array_equal(a.x_train[:, 0], data["x_train"])
+    np.testing.assert_array_equal(a.y_train, data["y_train"])
+    np.testing.assert_array_equal(a.x_test[:, 0], data["x_test"])
+    # a truncated archive names the file
+    name = "train-images-idx3-ubyte" + (".gz" if gz else "")
+    (flat / name).write_bytes((flat / name).read_bytes()[:-50])
+    with pytest.raises(DatasetCorruptError, match=name):
+        load_dataset("fashion_mnist", flat)
+
+
 def test_mnist_missing_raises_not_found_with_path_and_hint(tmp_path):
     with pytest.raises(DatasetNotFoundError) as err:
         load_dataset("mnist", tmp_path / "nowhere")
@@ -290,6 +317,160 @@ def test_labels_outside_class_range_are_rejected(tmp_path):
             {"data": np.zeros((1, 3072), np.uint8), "labels": [10]})
     with pytest.raises(ValueError, match="outside"):
         load_dataset("cifar10", tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# CIFAR pickles are read with a restricted unpickler (no code execution)
+# ----------------------------------------------------------------------------------------------
+
+
+class _System:
+    """Unpickling calls ``os.system("touch <marker>")``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
+
+
+class _BuiltinOpen:
+    """Unpickling calls ``builtins.open(marker, "w")`` (creates the file)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+class _Touch:
+    """Unpickling calls ``pathlib.Path.touch(marker)``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+_PAYLOADS = {"os.system": _System, "builtins.open": _BuiltinOpen, "pathlib.Path.touch": _Touch}
+
+_CRAFTED = [  # (dataset, writer, file, key the payload hides under)
+    ("cifar10", write_cifar10, "cifar-10-batches-py/data_batch_2", "filenames"),
+    ("cifar10", write_cifar10, "cifar-10-batches-py/test_batch", "labels"),
+    ("cifar10", write_cifar10, "cifar-10-batches-py/batches.meta", "num_vis"),
+    ("cifar100", write_cifar100, "cifar-100-python/train", "coarse_labels"),
+    ("cifar100", write_cifar100, "cifar-100-python/test", "data"),
+    ("cifar100", write_cifar100, "cifar-100-python/meta", "coarse_label_names"),
+]
+
+
+@pytest.mark.parametrize("payload", sorted(_PAYLOADS))
+@pytest.mark.parametrize("name,writer,relpath,key", _CRAFTED, ids=[c[2] for c in _CRAFTED])
+def test_crafted_cifar_pickle_is_refused_without_running_code(tmp_path, payload, name, writer, relpath, key):
+    root = tmp_path / "data"
+    writer(root, np.random.default_rng(0))
+    path = root / relpath
+    with path.open("rb") as f:
+        entry = pickle.load(f)
+    marker = tmp_path / "pwned"
+    entry[key] = _PAYLOADS[payload](marker)
+    _pickle(path, entry)
+    with pytest.raises(DatasetCorruptError) as err:
+        load_dataset(name, root)
+    assert not marker.exists(), "the crafted pickle ran code"
+    assert str(path) in str(err.value) and "not a genuine" in str(err.value)
+    assert "delete it" in str(err.value).lower() or "download" in str(err.value)
+    assert err.value.path == path
+
+
+def test_crafted_cifar_pickle_refused_even_with_download(tmp_path, monkeypatch):
+    """download=True with all files present must not hand them to torchvision's unpickling loader."""
+    write_cifar10(tmp_path, np.random.default_rng(0))
+    marker = tmp_path / "pwned"
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    _pickle(path, {"data": np.zeros((1, 3072), np.uint8), "labels": [0], "x": _System(marker)})
+    with pytest.raises(DatasetCorruptError, match="not a genuine"):
+        load_dataset("cifar10", tmp_path, download=True)
+    assert not marker.exists()
+
+
+def test_cifar_download_uses_torchvision_only_to_fetch(tmp_path, monkeypatch):
+    """download=True: torchvision's download() fetches the files; its unpickling constructor never runs."""
+    import torchvision.datasets as tvd
+
+    fetched = {}
+
+    def fake_download(self):
+        assert Path(self.root) == tmp_path
+        fetched.update(write_cifar100(Path(self.root), np.random.default_rng(9)))
+
+    def no_constructor(self, *args, **kwargs):
+        raise AssertionError("torchvision's CIFAR loader must not read the files")
+
+    monkeypatch.setattr(tvd.CIFAR100, "download", fake_download)
+    monkeypatch.setattr(tvd.CIFAR100, "__init__", no_constructor)
+    a = load_dataset("cifar100", tmp_path, download=True)
+    np.testing.assert_array_equal(a.x_train, fetched["x_train"])
+    np.testing.assert_array_equal(a.y_test, fetched["y_test"])
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_cifar_pickle_protocols_load_identically(tmp_path, protocol):
+    data = write_cifar10(tmp_path, np.random.default_rng(5))
+    folder = tmp_path / "cifar-10-batches-py"
+    for path in folder.iterdir():
+        with path.open("rb") as f:
+            entry = pickle.load(f)
+        entry["filenames"] = [b"x.png"] * len(entry.get("labels", []))  # lists of bytes, as in the real files
+        with path.open("wb") as f:
+            pickle.dump(entry, f, protocol=protocol)
+    a = load_dataset("cifar10", tmp_path)
+    for key in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(a, key), data[key])
+
+
+def _py2_pickle_batch(x: np.ndarray, labels: list[int], filenames: list[bytes]) -> bytes:
+    """A batch as the official archives hold it: written by Python 2's cPickle (protocol 2), keys
+    and raw bytes as py2 ``str`` (BINSTRING), the array via ``numpy.core.multiarray._reconstruct``."""
+
+    def s(b: bytes) -> bytes:
+        return b"T" + struct.pack("<i", len(b)) + b
+
+    n = x.shape[0]
+    out = b"\x80\x02}(" + s(b"batch_label") + s(b"training batch 1 of 5")
+    out += s(b"data") + b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + s(b"b") + b"\x87R"
+    out += b"(K\x01M" + struct.pack("<H", n) + b"M" + struct.pack("<H", 3072) + b"\x86"
+    out += b"cnumpy\ndtype\n" + s(b"u1") + b"K\x00K\x01\x87R"
+    out += b"(K\x03" + s(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    out += b"\x89" + s(x.reshape(n, 3072).tobytes()) + b"tb"
+    out += s(b"labels") + b"](" + b"".join(b"K" + bytes([v]) for v in labels) + b"e"
+    out += s(b"filenames") + b"](" + b"".join(s(f) for f in filenames) + b"e"
+    return out + b"u."
+
+
+def test_cifar_python2_era_pickles_load(tmp_path):
+    """The official files name numpy.core.multiarray (numpy >= 2 has numpy._core) and py2 strings."""
+    data = write_cifar10(tmp_path, np.random.default_rng(6))
+    folder = tmp_path / "cifar-10-batches-py"
+    x_train, y_train = data["x_train"], data["y_train"]
+    for b in range(5):
+        x, y = x_train[2 * b : 2 * b + 2], y_train[2 * b : 2 * b + 2]
+        (folder / f"data_batch_{b + 1}").write_bytes(_py2_pickle_batch(x, y.tolist(), [b"a.png", b"b.png"]))
+    a = load_dataset("cifar10", tmp_path)
+    np.testing.assert_array_equal(a.x_train, x_train)
+    np.testing.assert_array_equal(a.y_train, y_train)
+    np.testing.assert_array_equal(a.x_test, data["x_test"])
+
+
+def test_cifar_meta_must_list_the_classes(tmp_path):
+    write_cifar100(tmp_path, np.random.default_rng(0))
+    meta = tmp_path / "cifar-100-python" / "meta"
+    _pickle(meta, {"fine_label_names": ["a", "b"]})
+    with pytest.raises(DatasetCorruptError, match="100 class names") as err:
+        load_dataset("cifar100", tmp_path)
+    assert err.value.path == meta
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,8 +15,11 @@ Registered datasets (:data:`DATASETS`):
     ``<root>/MNIST/raw/`` or ``<root>/FashionMNIST/raw/`` (``train-images-idx3-ubyte``,
     ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``).
 ``cifar10``, ``cifar100``
-    ``torchvision.datasets.CIFAR10`` / ``CIFAR100``: the python pickle batches in
-    ``<root>/cifar-10-batches-py/`` or ``<root>/cifar-100-python/``.
+    The python pickle batches in ``<root>/cifar-10-batches-py/`` or ``<root>/cifar-100-python/``
+    (the layout ``torchvision.datasets.CIFAR10`` / ``CIFAR100`` download to). torchvision only
+    downloads; the pickles are read here with a restricted unpickler that allows nothing but
+    numpy's array reconstruction, so a crafted file cannot run code (it raises
+    :class:`DatasetCorruptError` naming the file).
 ``tiny_imagenet``
     The standard ``<root>/tiny-imagenet-200/`` folder (``wnids.txt``,
     ``train/<wnid>/images/*.JPEG``, ``val/images/*.JPEG``, ``val/val_annotations.txt``); its
@@ -33,12 +36,12 @@ model inputs.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import pickle
 import struct
 import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,7 +268,57 @@ def _check_idx_file(path: Path, magic: int, ndim: int) -> None:
         )
 
 
+def _flat_idx_files(root: Path) -> dict[str, Path] | None:
+    """The four IDX files directly in ``root`` (``.gz`` or not), as Debian's ``dataset-fashion-mnist``
+    ships them in ``/usr/share/datasets/fashion-mnist/``; ``None`` unless all four are there."""
+    found = {}
+    for fname in _IDX_FILES:
+        for candidate in (root / f"{fname}.gz", root / fname):
+            if candidate.is_file():
+                found[fname] = candidate
+                break
+    return found if len(found) == len(_IDX_FILES) else None
+
+
+def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
+    """A uint8 IDX file (gzipped or not) as an array, header and length checked."""
+    import gzip
+
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as exc:  # a truncated or corrupt .gz
+        raise DatasetCorruptError(f"Corrupt IDX file {path}: {exc} (delete it and reinstall or fetch it again)",
+                                  path) from None
+    header_len = 4 + 4 * ndim
+    if len(raw) < header_len or struct.unpack(">I", raw[:4])[0] != magic:
+        raise DatasetCorruptError(f"Corrupt IDX file {path}: not a uint8 IDX file with {ndim} dimension(s) "
+                                  f"(magic {magic})", path)
+    dims = struct.unpack(f">{ndim}I", raw[4:header_len])
+    if len(raw) != header_len + int(np.prod(dims, dtype=np.int64)):
+        raise DatasetCorruptError(f"Corrupt IDX file {path}: header declares dims {dims} but the data has "
+                                  f"{len(raw) - header_len} bytes (truncated? reinstall or fetch it again)", path)
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(dims)
+
+
+def _load_flat_idx(name: str, files: dict[str, Path]) -> DatasetArrays:
+    arrays = {fname: _read_idx(path, *_IDX_FILES[fname]) for fname, path in files.items()}
+    x_train, y_train = arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"]
+    x_test, y_test = arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"]
+    for x, y, prefix in ((x_train, y_train, "train"), (x_test, y_test, "t10k")):
+        if len(x) != len(y):
+            raise DatasetCorruptError(f"Dataset '{name}': {files[f'{prefix}-images-idx3-ubyte']} holds {len(x)} "
+                                      f"images but {files[f'{prefix}-labels-idx1-ubyte']} holds {len(y)} labels",
+                                      files[f"{prefix}-labels-idx1-ubyte"])
+    return DatasetArrays(name, np.ascontiguousarray(x_train[:, None]), _labels_int64(y_train),
+                         np.ascontiguousarray(x_test[:, None]), _labels_int64(y_test), num_classes=10)
+
+
 def _load_mnist_like(name: str, class_name: str, root: Path, download: bool) -> DatasetArrays:
+    # The four files right in data.root (e.g. Debian's /usr/share/datasets/fashion-mnist): read in
+    # place, no copy, no torchvision, no download path.
+    flat = _flat_idx_files(Path(root))
+    if flat is not None:
+        return _load_flat_idx(name, flat)
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, class_name)
@@ -321,123 +374,224 @@ def _load_mnist(root: Path, download: bool) -> DatasetArrays:
 
 
 def _load_fashion_mnist(root: Path, download: bool) -> DatasetArrays:
-    """Fashion-MNIST through ``torchvision.datasets.FashionMNIST`` (``<root>/FashionMNIST/raw/``)."""
+    """Fashion-MNIST: the four IDX files right in ``root`` (``.gz`` or not; Debian's
+    ``dataset-fashion-mnist`` puts them in ``/usr/share/datasets/fashion-mnist``), else through
+    ``torchvision.datasets.FashionMNIST`` (``<root>/FashionMNIST/raw/``)."""
     return _load_mnist_like("fashion_mnist", "FashionMNIST", root, download)
 
 
 # ----------------------------------------------------------------------------------------------
-# CIFAR-10 / CIFAR-100 (torchvision, python pickle batches)
+# CIFAR-10 / CIFAR-100 (python pickle batches, read with a restricted unpickler)
 # ----------------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _cifar_class(base_name: str) -> type:
-    """A subclass of ``torchvision.datasets.<base_name>`` that checks file presence, not md5 sums.
+@dataclass(frozen=True)
+class _CifarLayout:
+    """Where torchvision's ``CIFAR10`` / ``CIFAR100`` put the python-version files under the root."""
 
-    torchvision compares every batch file (and the meta file) against the md5 sum of the
-    official archive before parsing. We keep torchvision's parsing code unchanged but replace
-    those checks with existence checks because (a) small on-disk fixtures written by the tests can
-    never match the official sums and (b) a damaged file is still caught: it fails to unpickle or
-    yields the wrong shape, and :func:`_load_cifar` then names it. ``download=True`` still fetches
-    the official archive and verifies *its* md5 (``download_and_extract_archive``) when any batch
-    file is absent. Created lazily so importing this module does not import torchvision.
+    title: str
+    tv_class: str  # torchvision.datasets class, used for downloading only
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    meta_file: str
+    meta_key: str  # class names in the meta file
+    label_key: str  # labels in a batch file
+
+
+_CIFAR_LAYOUTS = {
+    "cifar10": _CifarLayout(
+        "CIFAR-10", "CIFAR10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
+        "batches.meta", "label_names", "labels",
+    ),
+    "cifar100": _CifarLayout(
+        "CIFAR-100", "CIFAR100", "cifar-100-python", ("train",), ("test",), "meta", "fine_label_names", "fine_labels",
+    ),
+}
+
+
+def _numpy_attr(modules: Sequence[str], attr: str) -> Any:
+    """``attr`` of the first importable module among ``modules`` (numpy 2 renamed ``core`` to ``_core``)."""
+    import importlib
+
+    for module in modules:
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            continue
+    raise AttributeError(f"numpy provides none of {[f'{m}.{attr}' for m in modules]}")
+
+
+_MULTIARRAY = ("numpy._core.multiarray", "numpy.core.multiarray")
+_NUMERIC = ("numpy._core.numeric", "numpy.core.numeric")
+
+#: The only globals a CIFAR python pickle may name, and what each resolves to. The files hold
+#: dicts of str/bytes keys, lists of ints, lists of bytes/str file names and uint8 numpy arrays.
+#: A numpy array pickles as ``_reconstruct(ndarray, shape, dtype)`` plus its state (protocols
+#: 0-4; the official archives are Python 2 pickles naming ``numpy.core.multiarray``, numpy >= 2
+#: writes ``numpy._core.multiarray``) or as ``_frombuffer(buffer, dtype, shape, order)``
+#: (protocol 5); its dtype as ``numpy.dtype(...)``. Protocol 2 written by Python 3 spells bytes
+#: as ``_codecs.encode(str, "latin1")`` (a pure codec call). Nothing else is allowed: no
+#: ``builtins``, ``os``, ``subprocess``, ``copyreg`` or any other callable.
+_CIFAR_PICKLE_GLOBALS: dict[tuple[str, str], Callable[[], Any]] = {
+    ("numpy.core.multiarray", "_reconstruct"): lambda: _numpy_attr(_MULTIARRAY, "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"): lambda: _numpy_attr(_MULTIARRAY, "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"): lambda: _numpy_attr(_NUMERIC, "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"): lambda: _numpy_attr(_NUMERIC, "_frombuffer"),
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    ("_codecs", "encode"): lambda: __import__("_codecs").encode,
+}
+
+
+class _ForbiddenGlobal(pickle.UnpicklingError):
+    """A pickle names a global outside :data:`_CIFAR_PICKLE_GLOBALS`."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` that resolves only :data:`_CIFAR_PICKLE_GLOBALS` (no code execution)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        resolve = _CIFAR_PICKLE_GLOBALS.get((module, name))
+        if resolve is None:
+            raise _ForbiddenGlobal(f"{module}.{name}")
+        return resolve()
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("persistent ids are not allowed in a CIFAR file")
+
+
+def _unpickle_cifar(path: Path, name: str) -> dict:
+    """Read one CIFAR python pickle (batch or meta) safely; raise DatasetCorruptError naming it.
+
+    Keys are returned as ``str`` whether the file stores them as bytes (the official archives,
+    read with ``encoding="latin1"`` as torchvision does) or as str.
+    """
+    title = _CIFAR_LAYOUTS[name].title
+    try:
+        with path.open("rb") as f:
+            entry = _CifarUnpickler(f, encoding="latin1").load()
+    except _ForbiddenGlobal as exc:
+        raise DatasetCorruptError(
+            f"{path} is not a genuine {title} file: its pickle references the forbidden global "
+            f"{exc} (genuine CIFAR files contain only dicts, lists, strings and numpy uint8 arrays), "
+            f"so it was not loaded. Delete it and download the dataset again (data.download: true).",
+            path,
+        ) from None
+    except Exception as exc:  # truncated, not a pickle, bad numpy state, ...
+        raise DatasetCorruptError(
+            f"Corrupt {name} file {path}: {type(exc).__name__}: {exc} (truncated download? delete it "
+            f"and download the dataset again)",
+            path,
+        ) from exc
+    if not isinstance(entry, dict):
+        raise DatasetCorruptError(
+            f"Corrupt {name} file {path}: unpickled a {type(entry).__name__}, expected a dict", path
+        )
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
+
+
+def _read_cifar_batch(path: Path, name: str, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """One batch file as ``(uint8 (N, 3, 32, 32), int64 (N,))``, validated."""
+    entry = _unpickle_cifar(path, name)
+    if "data" not in entry or label_key not in entry:
+        raise DatasetCorruptError(
+            f"Corrupt {name} file {path}: missing keys: needs 'data' and {label_key!r}, "
+            f"has {sorted(map(str, entry))}",
+            path,
+        )
+    data, labels = entry["data"], entry[label_key]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DatasetCorruptError(
+            f"Corrupt {name} file {path}: 'data' is {type(data).__name__} "
+            f"{getattr(data, 'dtype', '?')} {getattr(data, 'shape', '?')}, expected (N, 3072) uint8 rows",
+            path,
+        )
+    if not isinstance(labels, (list, tuple, np.ndarray)) or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels
+    ):
+        raise DatasetCorruptError(f"Corrupt {name} file {path}: {label_key!r} is not a list of integers", path)
+    if len(labels) != len(data):
+        raise DatasetCorruptError(
+            f"Corrupt {name} file {path}: 'data' has {len(data)} rows for {len(labels)} labels", path
+        )
+    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64).reshape(-1)
+
+
+def _check_cifar_meta(path: Path, name: str, key: str, num_classes: int) -> None:
+    entry = _unpickle_cifar(path, name)
+    names = entry.get(key)
+    if not isinstance(names, (list, tuple)) or len(names) != num_classes:
+        found = f"{len(names)}" if isinstance(names, (list, tuple)) else f"a {type(names).__name__}"
+        raise DatasetCorruptError(
+            f"Corrupt {name} meta file {path}: {key!r} should list {num_classes} class names, got {found}",
+            path,
+        )
+
+
+def _download_cifar(layout: _CifarLayout, root: Path) -> None:
+    """Fetch the official archive with torchvision (md5-verified archive, then extracted).
+
+    Only torchvision's ``download`` runs (it checks the files' md5 sums and downloads the archive
+    unless they all match); its dataset constructor, which unpickles the batches without any
+    restriction, never does.
     """
     import torchvision.datasets as tvd
 
-    base = getattr(tvd, base_name)
-
-    def _check_integrity(self) -> bool:
-        folder = os.path.join(self.root, self.base_folder)
-        return all(os.path.isfile(os.path.join(folder, f)) for f, _ in self.train_list + self.test_list)
-
-    def _load_meta(self) -> None:
-        path = os.path.join(self.root, self.base_folder, self.meta["filename"])
-        if not os.path.isfile(path):
-            raise RuntimeError(f"Dataset metadata file not found: {path}")
-        with open(path, "rb") as infile:
-            data = pickle.load(infile, encoding="latin1")
-        self.classes = data[self.meta["key"]]
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-
-    return type(
-        f"_{base_name}PresenceChecked",
-        (base,),
-        {"_check_integrity": _check_integrity, "_load_meta": _load_meta, "__module__": __name__},
-    )
+    downloader = object.__new__(getattr(tvd, layout.tv_class))
+    downloader.root = str(root)
+    downloader.download()
 
 
-def _find_bad_pickle(paths: Sequence[Path], label_keys: Sequence[str]) -> tuple[Path, str] | None:
-    """Return the first CIFAR pickle that does not parse as a batch/meta dict, with the reason."""
-    for path in paths:
-        try:
-            with path.open("rb") as f:
-                entry = pickle.load(f, encoding="latin1")
-        except Exception as exc:
-            return path, f"{type(exc).__name__}: {exc}"
-        if not isinstance(entry, dict):
-            return path, f"unpickled a {type(entry).__name__}, expected a dict"
-        keys = [k for k in label_keys if k in entry]
-        if label_keys and (not keys or "data" not in entry):
-            return path, f"missing keys: needs 'data' and one of {list(label_keys)}, has {sorted(map(str, entry))}"
-        if "data" in entry:
-            data = np.asarray(entry["data"])
-            if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(entry[keys[0]]):
-                return path, (
-                    f"'data' has shape {data.shape} for {len(entry[keys[0]])} labels, "
-                    f"expected (N, 3072) uint8 rows"
-                )
-    return None
+def _load_cifar(name: str, num_classes: int, root: Path, download: bool) -> DatasetArrays:
+    """Read CIFAR-10/100 from torchvision's python-version layout under ``root``.
 
-
-def _load_cifar(name: str, class_name: str, num_classes: int, root: Path, download: bool) -> DatasetArrays:
-    cls = _cifar_class(class_name)
-    folder = Path(root) / cls.base_folder
-    batch_files = [folder / f for f, _ in cls.train_list + cls.test_list]
-    meta_file = folder / cls.meta["filename"]
-    required = batch_files + [meta_file]
+    Every pickle (batches and meta) is read with :class:`_CifarUnpickler`, which refuses any
+    global but numpy's array reconstruction, so a crafted file cannot run code: it raises
+    :class:`DatasetCorruptError` naming the file. torchvision is used for downloading only.
+    """
+    layout = _CIFAR_LAYOUTS[name]
+    folder = Path(root) / layout.folder
+    train_files = [folder / f for f in layout.train_files]
+    test_files = [folder / f for f in layout.test_files]
+    meta_file = folder / layout.meta_file
+    required = train_files + test_files + [meta_file]
     missing = [p for p in required if not p.is_file()]
     if missing and not download:
         raise _not_found(name, missing if len(missing) < len(required) else folder, fetchable=True)
-
-    def build(train: bool, dl: bool):
+    if missing:
         try:
-            return cls(str(root), train=train, download=dl)
-        except Exception as exc:
+            _download_cifar(layout, root)
+        except Exception as exc:  # network failures, md5 mismatch of the archive
             still_missing = [p for p in required if not p.is_file()]
             if still_missing:
                 raise _not_found(
-                    name, still_missing, fetchable=True,
-                    hint=f"(torchvision: {type(exc).__name__}: {exc})",
+                    name, still_missing, fetchable=True, hint=f"(torchvision: {type(exc).__name__}: {exc})"
                 ) from exc
-            bad = _find_bad_pickle(batch_files, ("labels", "fine_labels")) or _find_bad_pickle(
-                [meta_file], ()
-            )
-            if bad is not None:
-                raise DatasetCorruptError(f"Corrupt {name} file {bad[0]}: {bad[1]}", bad[0]) from exc
-            raise DatasetCorruptError(
-                f"Could not read dataset '{name}' from {folder}: {type(exc).__name__}: {exc}", folder
-            ) from exc
+            raise
+        still_missing = [p for p in required if not p.is_file()]
+        if still_missing:
+            raise _not_found(name, still_missing, fetchable=True)
 
-    train = build(True, download and bool(missing))
-    test = build(False, False)
+    def read_split(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+        parts = [_read_cifar_batch(p, name, layout.label_key) for p in paths]
+        x = np.ascontiguousarray(np.concatenate([x for x, _ in parts]))
+        return x, np.concatenate([y for _, y in parts])
 
-    def to_arrays(ds) -> tuple[np.ndarray, np.ndarray]:
-        x = np.ascontiguousarray(np.asarray(ds.data, dtype=np.uint8).transpose(0, 3, 1, 2))
-        return x, _labels_int64(ds.targets)
-
-    x_train, y_train = to_arrays(train)
-    x_test, y_test = to_arrays(test)
+    x_train, y_train = read_split(train_files)
+    x_test, y_test = read_split(test_files)
+    _check_cifar_meta(meta_file, name, layout.meta_key, num_classes)
     return DatasetArrays(name, x_train, y_train, x_test, y_test, num_classes=num_classes)
 
 
 def _load_cifar10(root: Path, download: bool) -> DatasetArrays:
-    """CIFAR-10 through ``torchvision.datasets.CIFAR10`` (``<root>/cifar-10-batches-py/``)."""
-    return _load_cifar("cifar10", "CIFAR10", 10, root, download)
+    """CIFAR-10 (``<root>/cifar-10-batches-py/``; downloaded by ``torchvision.datasets.CIFAR10``)."""
+    return _load_cifar("cifar10", 10, root, download)
 
 
 def _load_cifar100(root: Path, download: bool) -> DatasetArrays:
-    """CIFAR-100 (fine labels) through ``torchvision.datasets.CIFAR100`` (``<root>/cifar-100-python/``)."""
-    return _load_cifar("cifar100", "CIFAR100", 100, root, download)
+    """CIFAR-100, fine labels (``<root>/cifar-100-python/``; downloaded by ``torchvision.datasets.CIFAR100``)."""
+    return _load_cifar("cifar100", 100, root, download)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -579,7 +733,7 @@ def load_tiny_imagenet(root: str | Path, download: bool = False, *, use_cache: b
                     return DatasetArrays(
                         name, z["x_train"], z["y_train"], z["x_test"], z["y_test"], num_classes=_TINY_NUM_CLASSES
                     )
-        except Exception as exc:  # unreadable cache: rebuild it
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # unreadable: rebuild it
             warnings.warn(f"Ignoring unreadable Tiny ImageNet cache {cache}: {exc}", stacklevel=2)
 
     x_train, y_train = _read_images(train_items)
@@ -587,15 +741,14 @@ def load_tiny_imagenet(root: str | Path, download: bool = False, *, use_cache: b
     arrays = DatasetArrays(name, x_train, y_train, x_test, y_test, num_classes=_TINY_NUM_CLASSES)
 
     if use_cache:
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        from pipeline.io import atomic_path
+
         try:
-            with tmp.open("wb") as f:
+            with atomic_path(cache) as tmp, tmp.open("wb") as f:
                 np.savez(f, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
                          fingerprint=np.array(fingerprint))
-            os.replace(tmp, cache)
         except OSError as exc:
             warnings.warn(f"Could not write Tiny ImageNet cache {cache}: {exc}", stacklevel=2)
-            tmp.unlink(missing_ok=True)
     return arrays
 
 

@@ -1,0 +1,282 @@
+"""pipeline.io: atomic artifacts (mode, fsync, cleanup, stale-temp sweep), reproducible
+checkpoints, and the per-input schema checks of table aggregation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import io
+from pipeline.errors import ArtifactError
+from pipeline.io import (
+    RESULT_COLUMNS,
+    atomic_path,
+    read_tables,
+    result_frame,
+    save_torch,
+    sweep_stale_tmp,
+    write_json,
+    write_parquet,
+)
+
+# ----------------------------------------------------------------------------------------------
+# atomic_path
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test and restore it afterwards."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_files_honour_the_umask(tmp_path, umask, mask, mode):
+    umask(mask)
+    write_json(tmp_path / "a.json", {"x": 1})
+    write_parquet(pd.DataFrame({"x": [1]}), tmp_path / "b.parquet")
+    with atomic_path(tmp_path / "c.bin") as tmp:
+        tmp.write_bytes(b"c")
+    for name in ("a.json", "b.parquet", "c.bin"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+
+
+def test_failed_block_leaves_no_file_and_no_temporary(tmp_path):
+    target = tmp_path / "sub" / "out.json"
+    with pytest.raises(RuntimeError, match="killed"), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert list((tmp_path / "sub").iterdir()) == []
+
+    target.write_text("old")  # an existing artifact survives a failed rewrite
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("new")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old" and list((tmp_path / "sub").iterdir()) == [target]
+
+
+def test_failed_rename_leaves_no_temporary(tmp_path, monkeypatch):
+    def no_rename(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io.os, "replace", no_rename)
+    with pytest.raises(OSError, match="disk full"):
+        write_json(tmp_path / "a.json", {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_data_is_fsynced_before_the_rename(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}") if Path("/proc/self/fd").is_dir() else fd))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(src)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(io.os, "fsync", fsync)
+    monkeypatch.setattr(io.os, "replace", replace)
+    with atomic_path(tmp_path / "a.bin") as tmp:
+        tmp.write_bytes(b"data")
+    kinds = [e[0] for e in events]
+    assert kinds[:2] == ["fsync", "replace"]
+    assert events[1][1] == str(tmp)
+    if Path("/proc/self/fd").is_dir():
+        assert events[0][1] == str(tmp)  # the file's data, before it gets its final name
+        assert ("fsync", str(tmp_path)) in events[2:]  # the folder, after the rename
+
+
+def test_temporary_name_encodes_host_and_pid(tmp_path):
+    with atomic_path(tmp_path / "x.v1.parquet") as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".x.v1.parquet.") and tmp.name.endswith(".tmp")
+        assert io._parse_tmp_name(tmp.name) == (io._host_tag(), os.getpid())
+        tmp.write_bytes(b"")
+
+
+# ----------------------------------------------------------------------------------------------
+# sweep_stale_tmp
+# ----------------------------------------------------------------------------------------------
+
+
+def _killed_job_tmp(folder: Path) -> Path:
+    """Run a job that is SIGKILLed inside atomic_path; return the temporary file it left."""
+    code = (
+        "import os, signal, sys\n"
+        "from pipeline.io import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_bytes(b'partial')\n"
+        "    print(tmp, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(folder / "killed.h5")],
+                          check=False, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    tmp = Path(proc.stdout.strip())
+    assert tmp.exists() and tmp.parent == folder
+    return tmp
+
+
+def test_sweep_removes_dead_jobs_temporaries_and_keeps_live_ones(tmp_path):
+    dead = _killed_job_tmp(tmp_path)
+    other_host_fresh = tmp_path / ".a.parquet.some-other-node.4242.00ff00ff.tmp"
+    other_host_old = tmp_path / ".b.parquet.some-other-node.4242.00ff00ff.tmp"
+    foreign_fresh = tmp_path / ".c.parquet.kx81_3.tmp"  # not named by atomic_path
+    foreign_old = tmp_path / ".d.parquet.kx81_3.tmp"
+    unrelated = [tmp_path / "result.tmp", tmp_path / "e.parquet"]  # not hidden temporaries
+    for p in [other_host_fresh, other_host_old, foreign_fresh, foreign_old, *unrelated]:
+        p.write_bytes(b"x")
+    week_ago = time.time() - 8 * 24 * 3600
+    for p in (other_host_old, foreign_old):
+        os.utime(p, (week_ago, week_ago))
+    (tmp_path / "sub").mkdir()
+    nested_dead = (tmp_path / "sub" / dead.name)
+    nested_dead.write_bytes(b"x")
+
+    with atomic_path(tmp_path / "live.h5") as live:  # this process is alive and still writing
+        live.write_bytes(b"partial")
+        removed = sweep_stale_tmp(tmp_path)
+        assert live.exists()
+    assert sorted(removed) == sorted([dead, other_host_old, foreign_old])
+    for p in (dead, other_host_old, foreign_old):
+        assert not p.exists()
+    for p in (other_host_fresh, foreign_fresh, *unrelated, nested_dead):
+        assert p.exists()
+    assert (tmp_path / "live.h5").read_bytes() == b"partial"
+
+    assert sweep_stale_tmp(tmp_path, recursive=True) == [nested_dead]
+    assert sweep_stale_tmp(tmp_path / "missing") == []
+
+
+# ----------------------------------------------------------------------------------------------
+# save_torch
+# ----------------------------------------------------------------------------------------------
+
+
+def test_save_torch_is_atomic_and_byte_reproducible(tmp_path, umask):
+    torch = pytest.importorskip("torch")
+    umask(0o022)
+    torch.manual_seed(0)
+    state = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2)).state_dict()
+    save_torch(state, tmp_path / "run1" / "epoch_001.pt")
+    save_torch(state, tmp_path / "run2" / "model.pt")
+    a, b = (tmp_path / "run1" / "epoch_001.pt").read_bytes(), (tmp_path / "run2" / "model.pt").read_bytes()
+    assert a == b
+    back = torch.load(tmp_path / "run2" / "model.pt", weights_only=True)
+    assert all(torch.equal(back[k], v) for k, v in state.items())
+    assert sorted(p.name for p in (tmp_path / "run1").iterdir()) == ["epoch_001.pt"]
+    assert (tmp_path / "run1" / "epoch_001.pt").stat().st_mode & 0o777 == 0o644
+
+
+# ----------------------------------------------------------------------------------------------
+# read_tables and stages.aggregate
+# ----------------------------------------------------------------------------------------------
+
+
+def _rows(seed: int, n: int = 2) -> pd.DataFrame:
+    return result_frame([
+        {"dataset": "digits", "model": "mlp", "corruption": 0.5, "seed": seed, "variant": "standard",
+         "epoch": e, "layer": "output", "probe": "model", "probe_setting": "", "fit_labels": "corrupted",
+         "split": "test", "target": "true", "accuracy": 0.5, "n_correct": 1, "n_samples": 2}
+        for e in range(n)
+    ])
+
+
+def _write_results(tmp_path: Path, *frames: pd.DataFrame) -> list[Path]:
+    paths = []
+    for i, df in enumerate(frames):
+        path = tmp_path / f"t{i}.parquet"
+        write_parquet(df, path, {"config": "{}", "pipeline_version": "1"})
+        paths.append(path)
+    return paths
+
+
+def test_aggregate_of_valid_tables(tmp_path):
+    from pipeline.stages import aggregate
+
+    paths = _write_results(tmp_path, _rows(1), _rows(0), _rows(2)[list(reversed(RESULT_COLUMNS))])
+    table = aggregate(paths, tmp_path / "all.parquet")
+    assert list(table.columns) == list(RESULT_COLUMNS) and len(table) == 6
+    assert table["seed"].tolist() == [0, 0, 1, 1, 2, 2]
+    back = pd.read_parquet(tmp_path / "all.parquet")
+    assert all(back[c].dtype == t for c, t in RESULT_COLUMNS.items())
+
+
+@pytest.mark.parametrize("position", [1, 2])
+def test_aggregate_rejects_a_later_table_missing_a_column(tmp_path, position):
+    from pipeline.stages import aggregate
+
+    frames = [_rows(0), _rows(1), _rows(2)]
+    frames[position] = frames[position].drop(columns=["n_correct"])
+    paths = _write_results(tmp_path, *frames)
+    with pytest.raises(ArtifactError) as err:
+        aggregate(paths, tmp_path / "all.parquet")
+    msg = str(err.value)
+    assert str(paths[position]) in msg and "missing columns ['n_correct']" in msg
+    assert not (tmp_path / "all.parquet").exists()
+
+
+def test_aggregate_rejects_mistyped_and_extra_columns(tmp_path):
+    from pipeline.stages import aggregate
+
+    bad = _rows(1)
+    bad["n_correct"] = bad["n_correct"].astype("float64")
+    bad["note"] = "x"
+    paths = _write_results(tmp_path, _rows(0), bad)
+    with pytest.raises(ArtifactError) as err:
+        aggregate(paths, tmp_path / "all.parquet")
+    msg = str(err.value)
+    assert str(paths[1]) in msg and "extra columns ['note']" in msg
+    assert "n_correct is float64, expected int64" in msg
+
+
+def test_aggregate_of_train_logs_checks_every_input_against_the_first(tmp_path):
+    from pipeline.stages import aggregate
+
+    log = pd.DataFrame({"epoch": np.arange(3, dtype=np.int64), "loss": [1.0, 0.5, 0.2], "run": "a"})
+    good = _write_results(tmp_path, log, log.assign(run="b"))
+    table = aggregate(good, tmp_path / "logs.parquet", check_schema=False)
+    assert len(table) == 6 and table["epoch"].dtype == np.int64
+
+    missing = log.drop(columns=["loss"]).assign(run="c")
+    mistyped = log.assign(epoch=log["epoch"].astype("float64"))
+    extra = log.assign(lr=0.1)
+    for i, (bad, expect) in enumerate([(missing, "missing columns ['loss']"),
+                                       (mistyped, "epoch is float64, expected int64"),
+                                       (extra, "extra columns ['lr']")]):
+        folder = tmp_path / f"case{i}"
+        folder.mkdir()
+        paths = _write_results(folder, log, log, bad)
+        with pytest.raises(ArtifactError) as err:
+            aggregate(paths, folder / "logs.parquet", check_schema=False)
+        assert str(paths[2]) in str(err.value) and expect in str(err.value)
+        assert str(paths[0]) in str(err.value)  # the table it was compared with
+
+
+def test_unreadable_input_table_names_the_file(tmp_path):
+    from pipeline.stages import aggregate
+
+    paths = _write_results(tmp_path, _rows(0), _rows(1))
+    paths[1].write_bytes(paths[1].read_bytes()[:40])
+    with pytest.raises(ArtifactError, match="t1.parquet") as err:
+        aggregate(paths, tmp_path / "all.parquet")
+    assert "delete it" in str(err.value)
+    with pytest.raises(ArtifactError, match="t1.parquet"):
+        read_tables(paths, result_schema=False)
+
+
+def test_read_tables_needs_inputs():
+    with pytest.raises(ValueError, match="no input tables"):
+        read_tables([], result_schema=True)
