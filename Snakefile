@@ -3,6 +3,19 @@
 #   snakemake --profile slurm all            a cluster run (see README, "SLURM")
 # Stage rules live one per file in workflow/rules/; all logic lives in src/pipeline/.
 
+# Read config/config.yaml with pipeline.config first: a YAML error then names the file and line
+# (Snakemake's own message names neither). A missing file is reported by `configfile:` itself.
+import os
+
+from pipeline.config import ConfigError, read_config_file
+
+if os.path.exists("config/config.yaml"):
+    try:
+        read_config_file("config/config.yaml")
+    except ConfigError as exc:
+        raise WorkflowError(f"invalid configuration: {exc}") from None
+
+
 configfile: "config/config.yaml"
 
 
@@ -32,4 +45,5 @@ rule all:
         "results/tables/probes.parquet",
         "results/tables/train_log.parquet",
         all_plots(),
+        BENCHMARK_TABLE,
     default_target: True

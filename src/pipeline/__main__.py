@@ -3,15 +3,28 @@
 The Snakemake rules call these same commands. A stage's configuration comes from ``--configfile``
 (a YAML file, validated against the schema) and/or ``--config-json`` (a JSON string, as the rules
 pass their ``params``); the run is named by ``--dataset --model --corruption --seed [--variant]``.
+
+A failure the user can fix (a bad config, a missing or corrupt dataset or artifact, a full disk,
+a file that cannot be written) ends in one line on stderr naming the file or key and what to do,
+with exit status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
+from pathlib import Path
 
-from pipeline.config import BASE_VARIANT, ConfigError, Run, deep_merge, load_config, validate_config
+from pipeline.config import (
+    BASE_VARIANT,
+    ConfigError,
+    Run,
+    deep_merge,
+    read_config_file,
+    validate_config,
+)
 
 
 def _config(args) -> dict:
@@ -19,13 +32,24 @@ def _config(args) -> dict:
     the sections it was given as provenance)."""
     config: dict = {}
     if args.configfile:
-        load_config(args.configfile)  # validates the file, naming its path on error
-        import yaml
-        with open(args.configfile) as fh:
-            config = yaml.safe_load(fh) or {}
+        config = read_config_file(args.configfile)  # names the file if missing or not YAML
     if args.config_json:
-        config = deep_merge(config, json.loads(args.config_json))
-    validate_config(config)
+        try:
+            overrides = json.loads(args.config_json)
+        except ValueError as exc:
+            raise ConfigError(f"--config-json is not valid JSON ({exc}); pass a JSON object such as "
+                              '{"train": {"max_epochs": 3}}') from None
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"--config-json must be a JSON object of config sections, not "
+                              f"{type(overrides).__name__}")
+        config = deep_merge(config, overrides)
+    try:
+        validate_config(config)
+    except ConfigError as exc:
+        given = " and ".join(name for name, value in (
+            (f"config file {args.configfile}", args.configfile), ("--config-json", args.config_json))
+            if value)
+        raise ConfigError(f"{exc} (in {given})" if given else str(exc)) from None
     return config
 
 
@@ -33,15 +57,18 @@ def _run(args) -> Run:
     return Run(args.dataset, args.model, float(args.corruption), int(args.seed), args.variant)
 
 
-def _limit_threads(threads: int | None) -> None:
-    """Cap torch and BLAS threads (Snakemake's ``threads``), so parallel jobs don't oversubscribe."""
-    if not threads:
-        return
-    import torch
-    from threadpoolctl import threadpool_limits
+def _prepare(args) -> None:
+    """Before any stage: the one thread policy (Snakemake's ``threads``), and the temporary files a
+    killed job left in the output folder swept away (``pipeline.io.sweep_stale_tmp``)."""
+    from pipeline.io import sweep_stale_tmp
+    from pipeline.threads import limit_threads
 
-    torch.set_num_threads(threads)
-    threadpool_limits(threads)
+    limit_threads(getattr(args, "threads", None))
+    out = getattr(args, "out", None) or getattr(args, "out_dir", None)
+    if out:
+        folder = Path(out) if getattr(args, "out_dir", None) else Path(out).parent
+        if folder.is_dir():
+            sweep_stale_tmp(folder)
 
 
 def _add_common(p: argparse.ArgumentParser, *, run: bool = True, epoch: bool = False) -> None:
@@ -145,9 +172,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that name a file and its remedy (imported only once something failed)."""
+    from pipeline.datasets import DatasetCorruptError, DatasetNotFoundError
+    from pipeline.errors import ArtifactError
+
+    return (ArtifactError, DatasetNotFoundError, DatasetCorruptError)
+
+
+DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _os_error_message(exc: OSError, args: argparse.Namespace) -> str | None:
+    """One line for a full disk or a file that cannot be written; None for any other OSError."""
+    if exc.errno not in DISK_FULL | NOT_WRITABLE:
+        return None
+    # Writes fail inside libraries (torch, h5py) that often drop the file name: name the output.
+    out = getattr(args, "out", None) or getattr(args, "out_dir", None)
+    path = exc.filename or out or "(unknown file)"
+    if exc.errno in DISK_FULL:
+        what = "no space left on the device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+        folder = Path(str(path)).parent
+        return (f"error: {what} writing {path}: free space on that file system (df -h {folder}) "
+                "and rerun; outputs are written atomically, so nothing was left looking complete "
+                "and the rerun redoes only what is missing")
+    if exc.errno == errno.EROFS:
+        return (f"error: {path} is on a read-only file system: run from a writable folder (or "
+                "point the outputs there) and rerun")
+    return (f"error: permission denied on {path}: make it and its folder writable by you (or run "
+            "from a folder you own) and rerun")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _limit_threads(getattr(args, "threads", None))
+    _prepare(args)
     from pipeline import stages
 
     try:
@@ -184,6 +243,15 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(plan.as_dict(), indent=1) if args.json else format_plan(plan))
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except _user_errors() as exc:  # evaluated only when an exception propagates
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        message = _os_error_message(exc, args)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
         return 2
     return 0
 
