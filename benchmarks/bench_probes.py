@@ -277,8 +277,8 @@ def run_case(K, n, d, args, torch_device):
               f"{f(agree, '8.4f'):>8s}")
     print(f"(scoring includes input checks; one bare matmul X_test @ stacked MASC bases "
           f"({Xt.shape[1]} x {masc.stacked_bases_.shape[1]}): {t_mm:.4f} s)")
-    print(f"(a)'s fit time is one d x d covariance + eigh per class, shared by both probes; "
-          f"fit x / score x = (a) time / ours; agree = fraction of identical test predictions")
+    print("(a)'s fit time is one d x d covariance + eigh per class, shared by both probes; "
+          "fit x / score x = (a) time / ours; agree = fraction of identical test predictions")
     sys.stdout.flush()
 
 

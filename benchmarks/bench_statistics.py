@@ -25,8 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pipeline.probes import make_probe  # noqa: E402
-from pipeline.sufficient import ClassMoments, fit_from_moments, moment_bytes, pays_off  # noqa: E402
+from pipeline.probes import ClassMoments, fit_from_moments, make_probe, moment_bytes, pays_off  # noqa: E402
 
 SETTINGS = [("masc", {"variance": 0.99}), ("masc", {"variance": 1}), ("velpic", {}), ("ncm", {})]
 

@@ -15,8 +15,25 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.neighbors import KNeighborsClassifier
 
 from pipeline import probes
-from pipeline.probes import (PROBES, MASC, KNNProbe, LDAProbe, LinearProbe, NearestClassMean, VeLPIC,
-                             make_probe, probe_from_arrays, probe_to_arrays, setting_id)
+from pipeline.errors import ArtifactError
+from pipeline.probes import (
+    KNN_METRICS,
+    MASC,
+    PROBES,
+    KNNProbe,
+    LDAProbe,
+    LinearProbe,
+    LogisticProbe,
+    NearestClassMean,
+    VeLPIC,
+    fit_subspaces,
+    load_fitted,
+    make_probe,
+    probe_from_arrays,
+    probe_to_arrays,
+    score_probes,
+    setting_id,
+)
 
 EPS = np.finfo(np.float64).eps
 
@@ -107,7 +124,7 @@ def test_masc_matches_direct_definition(case):
     np.testing.assert_array_equal(probe.n_components_, [B.shape[1] for B in ref])
     np.testing.assert_array_equal(probe.predict(Xt), ref_masc_predict(ref, probe.classes_, Xt))
     # same subspaces (projectors) and same scores
-    for B, R in zip(probe.bases_, ref):
+    for B, R in zip(probe.bases_, ref, strict=False):
         assert B.dtype == np.float32
         np.testing.assert_allclose(B.T.astype(np.float64) @ B, np.eye(B.shape[1]), atol=1e-5)
         np.testing.assert_allclose(B @ B.T, R @ R.T, atol=1e-5)
@@ -141,7 +158,7 @@ def test_masc_recovers_true_subspaces_and_classifies():
     X, y, Qs = subspace_data(dims, d=80, n_per_class=40, noise=0.0, seed=4, dtype=np.float64)
     probe = MASC(variance=1.0).fit(X, y)
     np.testing.assert_array_equal(probe.n_components_, dims)
-    for B, Q in zip(probe.bases_, Qs):
+    for B, Q in zip(probe.bases_, Qs, strict=False):
         np.testing.assert_allclose(B @ B.T, Q @ Q.T, atol=1e-5)
     np.testing.assert_allclose(probe.explained_energy_, 1.0)
     # noiseless float32 (rounding noise only) with a near-1 energy cut: same dimensions
@@ -158,7 +175,7 @@ def test_masc_chunked_scoring_and_degenerate_inputs(monkeypatch):
     X, y, _, Xt, _ = subspace_data([3, 5, 4], d=40, n_per_class=30, noise=0.05, n_test=30)
     probe = MASC().fit(X, y)
     full = probe.decision_function(Xt)
-    monkeypatch.setattr(probes, "_CHUNK_ELEMENTS", 64)  # forces many row chunks
+    monkeypatch.setattr("pipeline.probes._common.CHUNK_ELEMENTS", 64)  # forces many row chunks
     np.testing.assert_array_equal(probe.decision_function(Xt), full)
     # an all-zero test row scores 0; an all-zero class gets no components and scores 0
     assert np.all(probe.decision_function(np.zeros((1, 40))) == 0)
@@ -221,7 +238,7 @@ def test_velpic_sign_follows_rule_when_class_negated(sign):
     Xneg[y == 1] *= -1
     for data in (X, Xneg):
         probe = VeLPIC(sign=sign).fit(data, y)
-        for c, v in zip(probe.classes_, probe.class_vectors_.astype(np.float64)):
+        for c, v in zip(probe.classes_, probe.class_vectors_.astype(np.float64), strict=False):
             ref = data[y == c] if sign == "class_mean" else data
             assert ref.astype(np.float64).mean(axis=0) @ v >= 0
     before = VeLPIC(sign=sign).fit(X, y).class_vectors_
@@ -345,7 +362,7 @@ def test_masc_round_trip_preserves_bases(data):
     X, y, _, _ = data
     probe = MASC().fit(X, y)
     restored = probe_from_arrays("masc", {"variance": 0.99}, probe_to_arrays(probe))
-    for a, b in zip(probe.bases_, restored.bases_):
+    for a, b in zip(probe.bases_, restored.bases_, strict=False):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(restored.n_components_, probe.n_components_)
 
@@ -407,3 +424,273 @@ def test_setting_id():
     assert lin == "batch_size=128,epochs=20,lr=0.01,seed=0,weight_decay=0.0" == setting_id("linear", {"lr": 0.01})
     with pytest.raises(ValueError):
         setting_id("masc", {"bogus": 1})
+
+
+# ----------------------------------------------------------------------------------------------
+# logreg: a logistic regression that converges
+# ----------------------------------------------------------------------------------------------
+def huge_norm_data(n_per_class=150, d=60, K=4, informative=3, seed=0):
+    """Rows of norm ~4,500: a large per-feature offset plus noise, the classes differing only in
+    ``informative`` coordinates (by several noise widths); one constant feature. Train/test halves."""
+    rng = np.random.default_rng(seed)
+    offset = rng.uniform(0, 1000, d)
+    means = np.zeros((K, d))
+    means[:, :informative] = rng.normal(scale=200, size=(K, informative))
+    y = np.repeat(np.arange(K), 2 * n_per_class)
+    X = offset + means[y] + rng.normal(scale=30, size=(y.size, d))
+    X[:, -1] = 7.0
+    perm = rng.permutation(y.size)
+    X, y = X[perm].astype(np.float32), y[perm]
+    h = y.size // 2
+    return X[:h], y[:h], X[h:], y[h:]
+
+
+def test_logreg_converges_where_the_authors_probe_does_not():
+    X, y, Xt, yt = huge_norm_data()
+    assert np.linalg.norm(X, axis=1).mean() > 4000
+    probe = LogisticProbe().fit(X, y)
+    assert probe.converged_ and 0 < probe.n_iter_ < probe.max_iter
+    assert probe.score(X, y) >= 0.99 and probe.score(Xt, yt) >= 0.98
+    assert probe.scale_[-1] == 1.0 and np.all(probe.scale_[:-1] > 1)  # constant feature: scale 1
+    np.testing.assert_allclose(probe.mean_, X.astype(np.float64).mean(0), rtol=1e-12)
+    # the authors' Adam probe (no standardisation, 20 epochs) is far from it on the same data
+    assert LinearProbe(device="cpu").fit(X, y).score(Xt, yt) < 0.9
+
+
+@pytest.mark.parametrize("K", [2, 3])
+def test_logreg_is_standardisation_plus_sklearn_lbfgs(K):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = blobs(K=K, sep=1.0, seed=7)  # overlapping: a regularised fit, not separable
+    X = X * 300 + 1000
+    Xt, _ = blobs(K=K, sep=1.0, seed=8)
+    Xt = Xt * 300 + 1000
+    ours = LogisticProbe(C=0.5).fit(X, y)
+    scaler = StandardScaler().fit(X.astype(np.float64))
+    theirs = LogisticRegression(C=0.5, max_iter=1000).fit(scaler.transform(X.astype(np.float64)), y)
+    np.testing.assert_allclose(ours.scale_, scaler.scale_, rtol=1e-6)
+    np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(ours.predict(Xt), theirs.predict(scaler.transform(Xt.astype(np.float64))))
+    assert ours.coef_.shape == ((1, 10) if K == 2 else (K, 10))
+    assert ours.decision_function(Xt).shape == ((len(Xt),) if K == 2 else (len(Xt), K))
+    restored = probe_from_arrays("logreg", ours.get_params(), probe_to_arrays(ours))
+    np.testing.assert_array_equal(restored.decision_function(Xt), ours.decision_function(Xt))
+
+
+def test_logreg_records_non_convergence():
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y, _, _ = huge_norm_data()
+    with pytest.warns(ConvergenceWarning, match="max_iter=2"):
+        probe = LogisticProbe(max_iter=2).fit(X, y)
+    assert not probe.converged_ and probe.n_iter_ == 2
+    restored = probe_from_arrays("logreg", {"max_iter": 2}, probe_to_arrays(probe))
+    assert restored.converged_ is False and restored.n_iter_ == 2
+    # older files without the informational arrays still load
+    arrays = {k: v for k, v in probe_to_arrays(probe).items() if k not in ("n_iter", "converged")}
+    assert probe_from_arrays("logreg", {"max_iter": 2}, arrays).converged_ is None
+
+
+def test_logreg_is_deterministic_across_blas_threads():
+    from threadpoolctl import threadpool_limits
+
+    X, y, Xt, _ = huge_norm_data(n_per_class=400, d=120)
+    fits = []
+    for threads in (1, 2, 1):
+        with threadpool_limits(limits=threads):
+            fits.append(LogisticProbe().fit(X, y))
+    for other in fits[1:]:
+        for name in ("mean_", "scale_", "coef_", "intercept_"):
+            np.testing.assert_array_equal(getattr(other, name), getattr(fits[0], name))
+        np.testing.assert_array_equal(other.decision_function(Xt), fits[0].decision_function(Xt))
+
+
+def test_logreg_setting_id_and_not_from_moments():
+    from pipeline.probes import FROM_MOMENTS
+
+    assert setting_id("logreg", {}) == "C=1.0,max_iter=1000,tol=0.0001"
+    assert "logreg" not in FROM_MOMENTS
+    with pytest.raises(ValueError, match="needs at least 2 classes"):
+        LogisticProbe().fit(*blobs(n=5, K=1))
+
+
+# ----------------------------------------------------------------------------------------------
+# the authors' probe is deterministic whatever the caller's torch thread count
+# ----------------------------------------------------------------------------------------------
+def test_linear_probe_does_not_depend_on_torch_threads():
+    import torch
+
+    rng = np.random.default_rng(0)
+    # wide enough that torch's CPU kernels split work across threads (these gave different
+    # coefficients with 1 and 2 threads before the fit pinned itself to one thread)
+    X = np.maximum(rng.normal(size=(256, 2048)) * 50, 0).astype(np.float32)
+    y = rng.integers(0, 4, 256)
+    before = torch.get_num_threads()
+    try:
+        fits = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            fits.append(LinearProbe(epochs=1, device="cpu").fit(X, y))
+            assert torch.get_num_threads() == threads  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(fits[0].coef_, fits[1].coef_)
+    np.testing.assert_array_equal(fits[0].intercept_, fits[1].intercept_)
+    np.testing.assert_array_equal(fits[0].predict(X), fits[1].predict(X))
+
+
+# ----------------------------------------------------------------------------------------------
+# enumerated parameters are refused when the probe is built
+# ----------------------------------------------------------------------------------------------
+def test_enumerated_params_fail_at_construction():
+    with pytest.raises(ValueError, match=r"metric must be one of \[.*'cosine'.*\]; got 'not_a_metric'"):
+        make_probe("knn", metric="not_a_metric")
+    with pytest.raises(ValueError, match=r"solver must be one of \['svd', 'lsqr', 'eigen'\]; got 'qr'"):
+        make_probe("lda", solver="qr")
+    with pytest.raises(ValueError, match=r"sign must be one of \['class_mean', 'global_mean'\]"):
+        make_probe("velpic", sign="mean")
+    with pytest.raises(ValueError, match=r"device must be None or one of \['cpu', 'cuda', 'mps'\]"):
+        make_probe("linear", device="gpu")
+    make_probe("linear", device="cuda:1")  # an indexed device is fine (not used until fit)
+    for params in ({"C": 0}, {"C": float("inf")}, {"tol": -1.0}, {"max_iter": 0}, {"max_iter": 1.5}):
+        with pytest.raises(ValueError, match=next(iter(params))):
+            make_probe("logreg", **params)
+
+
+@pytest.mark.parametrize("metric", KNN_METRICS)
+def test_every_allowed_knn_metric_fits(metric):
+    X, y = blobs(n=20, seed=1)
+    assert KNNProbe(metric=metric).fit(X, y).score(X, y) > 0.9
+
+
+def test_config_validation_refuses_a_bad_metric_before_any_job():
+    from pipeline.config import ConfigError, validate_config
+
+    with pytest.raises(ConfigError, match="not_a_metric"):
+        validate_config({"probes": {"settings": [{"name": "knn", "params": {"metric": "not_a_metric"}}]}})
+
+
+# ----------------------------------------------------------------------------------------------
+# the package: cheap to import, underscored names stay private
+# ----------------------------------------------------------------------------------------------
+def test_import_is_cheap():
+    import subprocess
+    import sys
+
+    code = "import sys, pipeline.probes; print('torch' in sys.modules, 'h5py' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_no_module_imports_another_modules_private_names():
+    import ast
+    from pathlib import Path
+
+    root = Path(probes.__file__).resolve().parents[1]  # src/pipeline
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        inside = path.parent.name == "probes" and path.parent.parent == root
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or node.module is None:
+                continue
+            if node.module == "pipeline.probes._common" and inside:
+                continue  # the package's one internal module
+            def is_private(name):
+                return name.startswith("_") and not name.startswith("__")
+
+            private = [a.name for a in node.names if is_private(a.name)]
+            if private or is_private(node.module.split(".")[-1]):
+                offenders.append(f"{path.relative_to(root)}: from {node.module} import {private}")
+    assert not offenders
+
+
+# ----------------------------------------------------------------------------------------------
+# stages: unreadable activation and subspace files name themselves
+# ----------------------------------------------------------------------------------------------
+def write_activation_file(path, n=60, m=30, d=8, K=3, seed=0):
+    """A small activation file in the stage's layout (pipeline.activations), two layers."""
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "w") as h5:
+        h5.attrs["layers"] = '["a", "b"]'
+        h5.attrs["layer_dims"] = f'{{"a": {d}, "b": {d}}}'
+        h5.attrs["num_classes"] = K
+        h5.attrs["dtype"] = "float32"
+        for split, rows in (("train", n), ("test", m)):
+            y = np.arange(rows) % K
+            h5[f"predictions/{split}"] = y
+            for layer in ("a", "b"):
+                h5[f"layers/{layer}/{split}"] = (rng.normal(size=(rows, d)) + 3 * np.eye(K, d)[y]).astype(np.float32)
+        h5["labels/train_true"] = np.arange(n) % K
+        h5["labels/train_corrupted"] = rng.integers(0, K, n)
+        h5["labels/test"] = np.arange(m) % K
+        h5.attrs["complete"] = True
+    return path
+
+
+KEYS = {"dataset": "digits", "model": "cnn", "corruption": 0.5, "seed": 0, "variant": "standard"}
+STAGE_SETTINGS = [{"name": "masc", "params": {"variance": 0.99}}, {"name": "logreg", "params": {}}]
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def test_stages_fit_and_score_logreg(tmp_path):
+    import pandas as pd
+
+    acts = write_activation_file(tmp_path / "epoch_0.h5")
+    fit_subspaces(acts, tmp_path / "s.h5", settings=STAGE_SETTINGS)
+    score_probes(acts, tmp_path / "s.h5", tmp_path / "p.parquet", run_keys=KEYS, epoch=0)
+    rows = pd.read_parquet(tmp_path / "p.parquet")
+    logreg = rows[(rows.probe == "logreg") & (rows.split == "test") & (rows.fit_labels == "true")]
+    assert set(logreg.layer) == {"a", "b"} and (logreg.accuracy > 0.8).all()
+    assert load_fitted(tmp_path / "s.h5", "a", "logreg", {}, "true").converged_
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_hdf5", "missing_group"])
+def test_unreadable_activation_file_raises_artifact_error(tmp_path, damage):
+    import h5py
+
+    acts = write_activation_file(tmp_path / "epoch_3.h5")
+    if damage == "truncated":
+        truncate(acts)
+    elif damage == "not_hdf5":
+        acts.write_text("not an HDF5 file")
+    else:
+        with h5py.File(acts, "a") as h5:
+            del h5["labels/train_corrupted"]
+    with pytest.raises(ArtifactError, match=r"epoch_3\.h5.*delete it and rerun the workflow") as info:
+        fit_subspaces(acts, tmp_path / "s.h5", settings=STAGE_SETTINGS)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "s.h5").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_hdf5", "incomplete", "missing_group"])
+def test_unreadable_subspace_file_raises_artifact_error(tmp_path, damage):
+    import h5py
+
+    acts = write_activation_file(tmp_path / "epoch_0.h5")
+    subspaces = fit_subspaces(acts, tmp_path / "subspaces.h5", settings=STAGE_SETTINGS)
+    if damage == "truncated":
+        truncate(subspaces)
+    elif damage == "not_hdf5":
+        subspaces.write_text("garbage")
+    else:
+        with h5py.File(subspaces, "a") as h5:
+            if damage == "incomplete":
+                h5.attrs["complete"] = False
+            else:
+                del h5["b/logreg"]
+    with pytest.raises(ArtifactError, match=r"subspaces\.h5.*delete it and rerun the workflow") as info:
+        score_probes(acts, subspaces, tmp_path / "p.parquet", run_keys=KEYS, epoch=0)
+    assert "\n" not in str(info.value)
+    if damage == "missing_group":
+        assert "b/logreg" in str(info.value)
+    assert not (tmp_path / "p.parquet").exists()
+    if damage in ("truncated", "not_hdf5"):
+        with pytest.raises(ArtifactError, match="subspaces.h5"):
+            load_fitted(subspaces, "a", "masc", {"variance": 0.99}, "true")

@@ -8,16 +8,29 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.activations import extract_activations
+from pipeline.__main__ import main
+from pipeline.activations import ActivationFile, extract_activations
+from pipeline.config import ConfigError, validate_config
 from pipeline.data import make_run_labels
 from pipeline.datasets import load_dataset, subsample
 from pipeline.models import build_model
-from pipeline.probes import fit_subspaces, make_probe, score_probes
-from pipeline.__main__ import main
-from pipeline.activations import ActivationFile
-from pipeline.config import ConfigError, validate_config
-from pipeline.probes import (ClassMoments, fit_from_moments, moment_bytes, moment_layer_choice,
-                             pays_off, reduce_activations)
+from pipeline.probes import (
+    FROM_MOMENTS,
+    MASC,
+    PROBES,
+    ClassMoments,
+    NearestClassMean,
+    VeLPIC,
+    fit_from_moments,
+    fit_subspaces,
+    make_probe,
+    moment_bytes,
+    moment_layer_choice,
+    pays_off,
+    probe_to_arrays,
+    reduce_activations,
+    score_probes,
+)
 from pipeline.runtime import input_transform
 
 
@@ -45,6 +58,26 @@ def test_refit_from_moments_predicts_as_the_raw_fit(n_per_class, d, name, params
                                rtol=1e-4, atol=1e-5)
     if name == "masc":
         assert np.array_equal(raw.n_components_, refit.n_components_)
+
+
+@pytest.mark.parametrize("name, cls, params", [("masc", MASC, {"variance": 0.9}), ("masc", MASC, {"variance": 2}),
+                                               ("velpic", VeLPIC, {"sign": "global_mean"}),
+                                               ("ncm", NearestClassMean, {})])
+def test_estimators_own_their_fit_from_moments(name, cls, params):
+    X, y = relu_data(40, 12)
+    moments = ClassMoments.of(X, y)
+    probe = cls(**params)
+    assert probe.fit_moments(moments) is probe
+    via_registry = probe_to_arrays(fit_from_moments(name, params, moments))
+    for key, array in probe_to_arrays(probe).items():
+        np.testing.assert_array_equal(array, via_registry[key])
+        assert array.dtype == via_registry[key].dtype
+    # FROM_MOMENTS is exactly the probes that have the method
+    assert set(FROM_MOMENTS) == {n for n, c in PROBES.items() if hasattr(c, "fit_moments")}
+    with pytest.raises(ValueError, match="variance"):
+        MASC(variance=1.5).fit_moments(moments)
+    with pytest.raises(ValueError, match="raw activations"):
+        fit_from_moments("logreg", {}, moments)
 
 
 def test_streaming_accumulation_and_round_trip():

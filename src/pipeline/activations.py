@@ -129,21 +129,49 @@ def extract_activations(model: torch.nn.Module, x_train: np.ndarray | torch.Tens
 class ActivationFile:
     """Read access to an activation file; fails with a clear message on a corrupt/partial file."""
 
+    #: what to do with an unreadable activation (or reduced) file
+    REMEDY = "delete it and rerun the workflow; it is regenerated from the checkpoint"
+
     def __init__(self, path: str | Path):
+        from pipeline.errors import ArtifactError
+
         self.path = Path(path)
+        if not self.path.exists():
+            raise ArtifactError(f"activation file {self.path} does not exist; rerun the workflow, "
+                                "which extracts it from the checkpoint")
         try:
             self.h5 = h5py.File(self.path, "r")
-        except (OSError, FileNotFoundError) as exc:
-            raise RuntimeError(f"activation file {self.path} cannot be opened ({exc}); delete it and "
-                               "rerun the extraction job") from None
+        except OSError as exc:  # truncated, not HDF5
+            raise ArtifactError(f"activation file {self.path} cannot be opened as HDF5 "
+                                f"({' '.join(str(exc).split())}); {self.REMEDY}") from None
         if not self.h5.attrs.get("complete", False):
             self.h5.close()
-            raise RuntimeError(f"activation file {self.path} is incomplete; delete it and rerun")
-        self.layers: list[str] = json.loads(self.h5.attrs["layers"])
-        self.layer_dims: dict[str, int] = json.loads(self.h5.attrs["layer_dims"])
-        self.num_classes = int(self.h5.attrs["num_classes"])
-        # layers whose training split is stored as per-class statistics only (reduced files)
-        self.moment_layers: list[str] = json.loads(self.h5.attrs.get("moment_layers", "[]"))
+            raise ArtifactError(f"activation file {self.path} is incomplete; {self.REMEDY}")
+        try:
+            self.layers: list[str] = json.loads(self.h5.attrs["layers"])
+            self.layer_dims: dict[str, int] = json.loads(self.h5.attrs["layer_dims"])
+            self.num_classes = int(self.h5.attrs["num_classes"])
+            # layers whose training split is stored as per-class statistics only (reduced files)
+            self.moment_layers: list[str] = json.loads(self.h5.attrs.get("moment_layers", "[]"))
+        except (KeyError, ValueError, TypeError) as exc:
+            self.h5.close()
+            raise ArtifactError(f"activation file {self.path} lacks or garbles an attribute "
+                                f"({' '.join(str(exc).split())}); {self.REMEDY}") from None
+
+    def _load(self, name: str, selection=()) -> np.ndarray:
+        """``self.h5[name][selection]``; ArtifactError naming the file if it lacks ``name`` or
+        its data cannot be read."""
+        from pipeline.errors import ArtifactError
+
+        try:
+            node = self.h5[name]
+        except KeyError:
+            raise ArtifactError(f"activation file {self.path} lacks {name!r}; {self.REMEDY}") from None
+        try:
+            return node[selection]
+        except OSError as exc:  # corrupt or truncated data
+            raise ArtifactError(f"activation file {self.path} cannot read {name!r} "
+                                f"({' '.join(str(exc).split())}); {self.REMEDY}") from None
 
     def __enter__(self) -> "ActivationFile":
         return self
@@ -157,13 +185,13 @@ class ActivationFile:
     def labels(self, split: str, source: str = "true") -> np.ndarray:
         """Labels of ``split``: for train, ``source`` is "corrupted" or "true"; test is always true."""
         if split == "test":
-            return self.h5["labels/test"][()]
+            return self._load("labels/test")
         if source not in ("corrupted", "true"):
             raise ValueError(f"label source must be 'corrupted' or 'true', got {source!r}")
-        return self.h5[f"labels/train_{source}"][()]
+        return self._load(f"labels/train_{source}")
 
     def predictions(self, split: str) -> np.ndarray:
-        return self.h5[f"predictions/{split}"][()]
+        return self._load(f"predictions/{split}")
 
     def has(self, layer: str, split: str) -> bool:
         """Whether the activations of ``layer`` on ``split`` are stored (not only statistics)."""
@@ -184,18 +212,21 @@ class ActivationFile:
         if layer not in self.moment_layers:
             raise KeyError(f"{self.path} holds no per-class statistics of layer {layer!r}; layers "
                            f"with statistics: {self.moment_layers}")
-        group = self.h5[f"moments/{layer}/{source}"]
-        return ClassMoments.from_arrays({k: group[k][()] for k in group})
+        name = f"moments/{layer}/{source}"
+        arrays = {k: self._load(f"{name}/{k}")
+                  for k in ("classes", "counts", "sums", "second_upper")}
+        return ClassMoments.from_arrays(arrays)
 
     def read(self, layer: str, split: str, rows: np.ndarray | None = None) -> np.ndarray:
         ds = self._dataset(layer, split)
+        name = ds.name.lstrip("/")
         if rows is None:
-            return ds[()]
+            return self._load(name)
         rows = np.sort(np.asarray(rows))
         if len(rows) > ds.shape[0] // 4:
             # h5py's point selection is slow for many rows; one contiguous read is cheaper then.
-            return ds[()][rows]
-        return ds[rows]
+            return self._load(name)[rows]
+        return self._load(name, rows)
 
     def read_class(self, layer: str, split: str, source: str, label: int) -> np.ndarray:
         """Rows of one class (by the given label source) without reading the others' chunks."""

@@ -10,9 +10,10 @@ MASC, VeLPIC and nearest class mean depend on a class's training activations ``X
 per label source (the corrupted and the true training labels give different classes). MASC's
 subspace at *any* energy threshold is the top eigenvectors of ``M_c``; VeLPIC's vector is the top
 one, signed by the mean; NCM needs the means. :class:`ClassMoments` accumulates these in float64
-(batch by batch, so an activation file never has to fit in memory) and the ``fit_*`` functions
-build probes identical to fitting on the raw activations (:mod:`pipeline.probes`; same
-eigenvalue cut-off, float64 eigensolver) that round-trip through the same fitted-probe format.
+(batch by batch, so an activation file never has to fit in memory); each of the three estimators
+fits from them with its own ``fit_moments`` method (same eigenvalue cut-off, float64 eigensolver)
+to a probe identical to one fitted on the raw activations, in the same fitted-probe format.
+:func:`fit_from_moments` dispatches a registry name to it.
 
 Size: ``K * (d(d+1)/2 + d + 1)`` float64 numbers per label source (the upper triangle of ``M_c``)
 against ``n * d`` activations of ``itemsize`` bytes, so the statistics are smaller only where
@@ -30,15 +31,16 @@ statistics against 1.3 / 3.6 / 60.7 s from the activations at d = 250 / 512 / 2,
 identical test predictions. Only where a class has fewer rows than d (small subsets) is the
 activation route's n_c x n_c Gram matrix cheaper.
 
-The logistic-regression, kNN and LDA probes need the raw activations (:func:`fit_from_moments`
-says so). Scoring any probe needs the activations of the split being scored, so the statistics
-cannot give a probe's *training-split* accuracy: a layer kept as statistics has test-split rows
-only (the model's own rows keep both splits; its predictions are stored).
+The logistic-regression (``linear``, ``logreg``), kNN and LDA probes need the raw activations
+(:func:`fit_from_moments` says so; :data:`FROM_MOMENTS` lists the others). Scoring any probe
+needs the activations of the split being scored, so the statistics cannot give a probe's
+*training-split* accuracy: a layer kept as statistics has test-split rows only (the model's own
+rows keep both splits; its predictions are stored).
 
 In the workflow (``storage.persist``), :func:`reduce_activations` turns each checkpoint's
 activation file into a *reduced* file: the same layout, with the training activations of the
 chosen layers replaced by their statistics. The activation file is then temporary; the ``fit``
-and ``score`` stages read the reduced file (:func:`pipeline.probing.fit_subspaces` fits a layer
+and ``score`` stages read the reduced file (:func:`pipeline.probes.fit_subspaces` fits a layer
 from its statistics when its training activations are absent), so a probe-only rerun works on it
 with no extraction. By hand::
 
@@ -50,17 +52,19 @@ with no extraction. By hand::
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
-import h5py
 import numpy as np
 
-from pipeline.io import atomic_path, write_h5_attrs
-from pipeline.probes import _components_for, _descending_eigh, probe_from_arrays
+from pipeline.probes._common import _descending_eigh
+from pipeline.probes.registry import make_probe
 
-#: probes that can be fitted from the statistics alone
+__all__ = ["ClassMoments", "FROM_MOMENTS", "REDUCED_MODES", "SOURCES", "fit_from_moments",
+           "moment_bytes", "pays_off", "moment_layer_choice", "reduce_activations"]
+
+#: probes that can be fitted from the statistics alone (each has a ``fit_moments`` method)
 FROM_MOMENTS = ("masc", "velpic", "ncm")
 _ROW_BLOCK = 4096
 
@@ -83,7 +87,7 @@ class ClassMoments:
         return self._eig[c]
 
     @classmethod
-    def empty(cls, classes: Iterable[int], dim: int) -> "ClassMoments":
+    def empty(cls, classes: Iterable[int], dim: int) -> ClassMoments:
         classes = np.asarray(sorted(int(c) for c in classes), dtype=np.int64)
         k = classes.size
         return cls(classes, np.zeros(k, np.int64), np.zeros((k, dim)), np.zeros((k, dim, dim)))
@@ -92,7 +96,7 @@ class ClassMoments:
     def dim(self) -> int:
         return int(self.sums.shape[1])
 
-    def update(self, X: np.ndarray, y: np.ndarray) -> "ClassMoments":
+    def update(self, X: np.ndarray, y: np.ndarray) -> ClassMoments:
         """Add the rows ``X`` with labels ``y`` (labels must be among :attr:`classes`)."""
         X = np.asarray(X)
         y = np.asarray(y, dtype=np.int64)
@@ -109,7 +113,7 @@ class ClassMoments:
         return self
 
     @classmethod
-    def of(cls, X: np.ndarray, y: np.ndarray, classes: Iterable[int] | None = None) -> "ClassMoments":
+    def of(cls, X: np.ndarray, y: np.ndarray, classes: Iterable[int] | None = None) -> ClassMoments:
         y = np.asarray(y, dtype=np.int64)
         moments = cls.empty(np.unique(y) if classes is None else classes, np.asarray(X).shape[1])
         for start in range(0, len(y), _ROW_BLOCK):
@@ -123,7 +127,7 @@ class ClassMoments:
                 "second_upper": self.second[:, iu[0], iu[1]]}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "ClassMoments":
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ClassMoments:
         sums = np.asarray(arrays["sums"], dtype=np.float64)
         k, d = sums.shape
         iu = np.triu_indices(d)
@@ -148,49 +152,13 @@ def pays_off(dim: int, num_classes: int, n_train: int, itemsize: int, sources: i
 
 # ----------------------------------------------------------------------------- probes
 
-def fit_masc(m: ClassMoments, variance: float | int = 0.99):
-    bases, ks, energy = [], [], []
-    for c in range(m.classes.size):
-        lam, W = m.eig(c)
-        k = _components_for(lam, variance)
-        bases.append(W[:, :k].astype(np.float32))
-        ks.append(k)
-        energy.append(float(lam[:k].sum() / lam.sum()) if lam.size else 0.0)
-    arrays = {"bases": np.concatenate(bases, axis=1), "n_components": np.asarray(ks, np.int64),
-              "explained_energy": np.asarray(energy), "classes": m.classes}
-    return probe_from_arrays("masc", {"variance": variance}, arrays)
-
-
-def fit_velpic(m: ClassMoments, sign: str = "class_mean"):
-    V = np.zeros((m.classes.size, m.dim))
-    global_mean = m.sums.sum(axis=0) / max(int(m.counts.sum()), 1)
-    for c in range(m.classes.size):
-        lam, W = m.eig(c)
-        if lam.size == 0:
-            continue
-        v = W[:, 0]
-        ref = m.sums[c] / max(int(m.counts[c]), 1) if sign == "class_mean" else global_mean
-        V[c] = -v if ref @ v < 0 else v
-    return probe_from_arrays("velpic", {"sign": sign},
-                             {"class_vectors": V.astype(np.float32), "classes": m.classes})
-
-
-def fit_ncm(m: ClassMoments):
-    means = m.sums / np.maximum(m.counts, 1)[:, None]
-    return probe_from_arrays("ncm", {}, {"means": means.astype(np.float32), "classes": m.classes})
-
-
-def fit_from_moments(name: str, params: dict, moments: ClassMoments):
-    """A fitted probe from the statistics; only MASC, VeLPIC and NCM can be."""
-    params = dict(params or {})
-    if name == "masc":
-        return fit_masc(moments, **params)
-    if name == "velpic":
-        return fit_velpic(moments, **params)
-    if name == "ncm":
-        return fit_ncm(moments, **params)
-    raise ValueError(f"probe {name!r} needs the raw activations; from class statistics only "
-                     f"{list(FROM_MOMENTS)} can be fitted")
+def fit_from_moments(name: str, params: dict | None, moments: ClassMoments):
+    """A fitted probe from the statistics: ``make_probe(name, **params).fit_moments(moments)``;
+    only the probes in :data:`FROM_MOMENTS` (MASC, VeLPIC, NCM) can be."""
+    if name not in FROM_MOMENTS:
+        raise ValueError(f"probe {name!r} needs the raw activations; from class statistics only "
+                         f"{list(FROM_MOMENTS)} can be fitted")
+    return make_probe(name, **dict(params or {})).fit_moments(moments)
 
 
 # ----------------------------------------------------------------------------- files
@@ -224,7 +192,10 @@ def reduce_activations(activation_path: str | Path, out_path: str | Path, *, mod
     so changing ``probes.fit_labels`` never needs the activations). Labels, the model's
     predictions and the test split's activations are copied as they are: scoring needs them.
     """
+    import h5py
+
     from pipeline.activations import ActivationFile
+    from pipeline.io import atomic_path, write_h5_attrs
 
     out_path = Path(out_path)
     with ActivationFile(activation_path) as acts, atomic_path(out_path) as tmp, \

@@ -13,31 +13,35 @@ as weight editing) never refits:
 
 Both stages only read activations, never checkpoints or data, so changing a probe setting reruns
 only them (and aggregation and plots). They read a reduced file (``storage.persist: moments|auto``,
-:mod:`pipeline.sufficient`) the same way: a layer whose training activations were replaced by
+:mod:`pipeline.probes.moments`) the same way: a layer whose training activations were replaced by
 per-class statistics is fitted from them (MASC, VeLPIC, NCM only) and scored on the test split only.
+
+A subspace file that cannot be read (truncated, not HDF5, incomplete, lacking a group) raises
+:class:`pipeline.errors.ArtifactError` naming it; activation files do the same
+(:class:`pipeline.activations.ActivationFile`).  h5py, pandas and the activation reader are
+imported when a stage runs, so ``import pipeline.probes`` stays cheap.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-import h5py
-import numpy as np
+from pipeline.errors import ArtifactError
+from pipeline.probes.moments import fit_from_moments
+from pipeline.probes.registry import make_probe, probe_from_arrays, probe_to_arrays, setting_id
 
-from pipeline.activations import ActivationFile
-from pipeline.io import (MODEL_LAYER, MODEL_PROBE, accuracy_row, atomic_path, result_frame,
-                         write_h5_attrs, write_parquet)
-from pipeline.probes import make_probe, probe_from_arrays, probe_to_arrays, setting_id
-from pipeline.sufficient import fit_from_moments
+__all__ = ["probe_layers", "fit_subspaces", "score_probes", "load_fitted", "open_subspaces"]
+
+_SUBSPACE_REMEDY = "delete it and rerun the workflow; it is refitted from the activations"
 
 
 def probe_layers(available: list[str], requested: Iterable[str] | None) -> list[str]:
     if requested is None:
         return list(available)
     requested = list(requested)
-    missing = [l for l in requested if l not in available]
+    missing = [layer for layer in requested if layer not in available]
     if missing:
         raise ValueError(f"probes.layers {missing} were not persisted in the activations; persisted "
                          f"layers: {available} (see activations.layers in the config)")
@@ -49,10 +53,35 @@ def _group_name(layer: str, probe: str, setting: str, fit_labels: str) -> str:
     return f"{layer}/{probe}/{setting or 'default'}/{fit_labels}".replace(".", "_")
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def open_subspaces(subspace_path: str | Path):
+    """The subspace file opened read-only (an ``h5py.File``); ArtifactError if it is not a
+    readable, complete one."""
+    import h5py
+
+    try:
+        h5 = h5py.File(subspace_path, "r")
+    except OSError as exc:  # truncated, not HDF5, missing
+        raise ArtifactError(f"subspace file {subspace_path} cannot be opened ({_one_line(exc)}); "
+                            f"{_SUBSPACE_REMEDY}") from None
+    if not h5.attrs.get("complete", False):
+        h5.close()
+        raise ArtifactError(f"subspace file {subspace_path} is incomplete; {_SUBSPACE_REMEDY}")
+    return h5
+
+
 def fit_subspaces(activation_path: str | Path, out_path: str | Path, *, settings: list[dict],
                   fit_labels: Iterable[str] = ("corrupted", "true"), layers: Iterable[str] | None = None,
                   attrs: dict | None = None) -> Path:
     """Fit every probe setting on every layer and label source; save the fitted state to HDF5."""
+    import h5py
+
+    from pipeline.activations import ActivationFile
+    from pipeline.io import atomic_path, write_h5_attrs
+
     out_path = Path(out_path)
     with ActivationFile(activation_path) as acts, atomic_path(out_path) as tmp, h5py.File(tmp, "w") as out:
         write_h5_attrs(out, attrs or {})
@@ -86,24 +115,49 @@ def fit_subspaces(activation_path: str | Path, out_path: str | Path, *, settings
     return out_path
 
 
+def _read_fitted(h5, subspace_path, layer: str, name: str, params: dict, fit_labels: str):
+    group_name = _group_name(layer, name, setting_id(name, params), fit_labels)
+    try:
+        group = h5[group_name]
+        arrays = {k: group[k][()] for k in group}
+        stored_params = json.loads(group.attrs["params"])
+    except KeyError:
+        raise ArtifactError(f"subspace file {subspace_path} lacks the fitted probe {group_name!r}; "
+                            f"{_SUBSPACE_REMEDY}") from None
+    except OSError as exc:  # truncated or corrupt data
+        raise ArtifactError(f"subspace file {subspace_path} is unreadable at {group_name!r} "
+                            f"({_one_line(exc)}); {_SUBSPACE_REMEDY}") from None
+    return probe_from_arrays(name, stored_params, arrays)
+
+
 def load_fitted(subspace_path: str | Path, layer: str, name: str, params: dict, fit_labels: str):
     """The fitted probe stored for (layer, probe setting, label source)."""
-    with h5py.File(subspace_path, "r") as h5:
-        group = h5[_group_name(layer, name, setting_id(name, params), fit_labels)]
-        arrays = {k: group[k][()] for k in group}
-        return probe_from_arrays(name, json.loads(group.attrs["params"]), arrays)
+    import h5py
+
+    try:
+        h5 = h5py.File(subspace_path, "r")
+    except OSError as exc:
+        raise ArtifactError(f"subspace file {subspace_path} cannot be opened ({_one_line(exc)}); "
+                            f"{_SUBSPACE_REMEDY}") from None
+    with h5:
+        return _read_fitted(h5, subspace_path, layer, name, params, fit_labels)
 
 
 def score_probes(activation_path: str | Path, subspace_path: str | Path, out_path: str | Path, *,
                  run_keys: dict, epoch: int, metadata: dict | None = None) -> Path:
     """Score the fitted probes and the model itself; write rows of the result schema to Parquet."""
+    from pipeline.activations import ActivationFile
+    from pipeline.io import MODEL_LAYER, MODEL_PROBE, accuracy_row, result_frame, write_parquet
+
     rows: list[dict] = []
-    with ActivationFile(activation_path) as acts, h5py.File(subspace_path, "r") as fitted:
-        if not fitted.attrs.get("complete", False):
-            raise RuntimeError(f"subspace file {subspace_path} is incomplete; delete it and rerun")
-        layers = json.loads(fitted.attrs["layers"])
-        settings = json.loads(fitted.attrs["settings"])
-        fit_sources = json.loads(fitted.attrs["fit_labels"])
+    with ActivationFile(activation_path) as acts, open_subspaces(subspace_path) as fitted:
+        try:
+            layers = json.loads(fitted.attrs["layers"])
+            settings = json.loads(fitted.attrs["settings"])
+            fit_sources = json.loads(fitted.attrs["fit_labels"])
+        except KeyError as exc:
+            raise ArtifactError(f"subspace file {subspace_path} lacks the attribute {exc}; "
+                                f"{_SUBSPACE_REMEDY}") from None
         targets = {"train": {"corrupted": acts.labels("train", "corrupted"),
                              "true": acts.labels("train", "true")},
                    "test": {"true": acts.labels("test")}}
@@ -120,7 +174,7 @@ def score_probes(activation_path: str | Path, subspace_path: str | Path, out_pat
                 name, params = entry["name"], entry.get("params", {})
                 sid = setting_id(name, params)
                 for source in fit_sources:
-                    probe = load_fitted(subspace_path, layer, name, params, source)
+                    probe = _read_fitted(fitted, subspace_path, layer, name, params, source)
                     for split, by_target in targets.items():
                         if split not in data:
                             continue
