@@ -51,7 +51,7 @@ def test_round_trip_and_manual_forward(tmp_path, digits):
             x = transform(torch.from_numpy(digits.x_train))
             manual = _manual_mlp(model, x)
             logits = model(x)
-        for layer, expected in zip(model.probe_layers, manual):
+        for layer, expected in zip(model.probe_layers, manual, strict=True):
             got = acts.read(layer, "train")
             assert got.shape == (120, expected.shape[1]) and got.dtype == np.float32
             np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-6)

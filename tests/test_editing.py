@@ -10,14 +10,22 @@ import torch
 from pipeline.activations import ActivationFile, extract_activations
 from pipeline.config import Run, validate_config
 from pipeline.data import load_run_dataset, make_run_labels, save_labels
-from pipeline.transfer.editing import (EDIT_PROBE, edit_checkpoint_rows, edit_classifier, edit_run, edit_setting,
-                              edited_model, fit_class_vectors, label_sources)
-from pipeline.models import build_model
 from pipeline.io import RESULT_COLUMNS, check_result_schema, read_parquet_metadata
+from pipeline.models import build_model
 from pipeline.probes import VeLPIC
 from pipeline.runtime import RunRuntime, build_run_model, input_transform, predict
 from pipeline.runtime import layer_outputs as layer_activations
 from pipeline.train import train_run
+from pipeline.transfer.editing import (
+    EDIT_PROBE,
+    edit_checkpoint_rows,
+    edit_classifier,
+    edit_run,
+    edit_setting,
+    edited_model,
+    fit_class_vectors,
+    label_sources,
+)
 
 CONFIG = {
     "data": {"train_subset": 200, "test_subset": 100},
@@ -154,7 +162,8 @@ def test_edit_run_writes_rows_for_every_probed_checkpoint(trained, tmp_path):
     assert set(table.probe) == {"edited_model"} and set(table.layer) == {"output"}
     assert set(table.probe_setting) == {"bias=zero,sign=class_mean", "bias=keep,sign=class_mean"}
     assert set(table.fit_labels) == {"corrupted", "true"}
-    assert set(zip(table.split, table.target)) == {("train", "corrupted"), ("train", "true"), ("test", "true")}
+    pairs = set(zip(table.split, table.target, strict=True))
+    assert pairs == {("train", "corrupted"), ("train", "true"), ("test", "true")}
     meta = read_parquet_metadata(path)
     assert json.loads(meta["epochs"]) == [0, 2] and "transfer" in meta["config"]
     # storage.epochs selects the probed checkpoints; the edit follows it

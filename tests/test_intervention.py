@@ -9,13 +9,13 @@ import torch
 
 from pipeline.config import Run, validate_config
 from pipeline.data import load_run_dataset, make_run_labels
-from pipeline.transfer.editing import fit_class_vectors
-from pipeline.runtime import layer_outputs as layer_activations
-from pipeline.transfer.intervention import intervene_run
-from pipeline.workflow import intervention_runs, intervention_schedule, intervention_variant, is_intervention
 from pipeline.models import MODELS
 from pipeline.runtime import RunRuntime, build_run_model, input_transform
+from pipeline.runtime import layer_outputs as layer_activations
 from pipeline.train import LOG_COLUMNS, train_run
+from pipeline.transfer.editing import fit_class_vectors
+from pipeline.transfer.intervention import intervene_run
+from pipeline.workflow import intervention_runs, intervention_schedule, intervention_variant, is_intervention
 
 E, N = 2, 3
 
@@ -38,7 +38,8 @@ def setup(tmp_path_factory):
     arrays = load_run_dataset(config, "digits")
     labels = make_run_labels(arrays, dataset="digits", corruption=0.5, seed=0)
     standard = tmp_path_factory.mktemp("standard")
-    train_run(RunRuntime(config, Run("digits", "mlp", 0.5, 0), arrays=arrays, labels=labels, run_dir=standard), progress=False)
+    train_run(RunRuntime(config, Run("digits", "mlp", 0.5, 0), arrays=arrays, labels=labels, run_dir=standard),
+              progress=False)
     return config, arrays, labels, standard
 
 
@@ -47,7 +48,8 @@ def scratch(setup, tmp_path_factory):
     """The intervened run trained from scratch (no standard run to branch from)."""
     config, arrays, labels, _ = setup
     out = tmp_path_factory.mktemp("scratch")
-    result = intervene_run(RunRuntime(config, Run("digits", "mlp", 0.5, 0, "intervene-e2"), arrays=arrays, labels=labels, run_dir=out))
+    run = Run("digits", "mlp", 0.5, 0, "intervene-e2")
+    result = intervene_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=out))
     return result, out
 
 
@@ -106,7 +108,8 @@ def test_branching_from_the_standard_run_equals_training_from_scratch(setup, scr
     config, arrays, labels, standard = setup
     result, out = scratch
     run = Run("digits", "mlp", 0.5, 0, "intervene-e2")
-    branched = intervene_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=tmp_path), standard_dir=standard)
+    branched = intervene_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=tmp_path),
+                             standard_dir=standard)
     index = json.loads((tmp_path / "checkpoints/index.json").read_text())
     assert index["intervention"]["branched_from"].endswith("epoch_2.pt")
     pd.testing.assert_frame_equal(branched.log.drop(columns="seconds"), result.log.drop(columns="seconds"))
@@ -143,13 +146,14 @@ def test_killed_intervention_resumes_to_the_same_weights(setup, scratch, tmp_pat
         pass
 
     for kill_at in (1, 3):  # before and after the edit
-        def after_epoch(epoch):
+        def after_epoch(epoch, kill_at=kill_at):
             if epoch == kill_at:
                 raise Killed
 
         target = tmp_path / f"k{kill_at}"
         with pytest.raises(Killed):
-            intervene_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=target), after_epoch=after_epoch)
+            intervene_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=target),
+                          after_epoch=after_epoch)
         assert not (target / "checkpoints/index.json").exists()
         resumed = intervene_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=target))
         pd.testing.assert_frame_equal(resumed.log.drop(columns="seconds"), result.log.drop(columns="seconds"))

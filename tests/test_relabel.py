@@ -10,13 +10,20 @@ import torch
 
 from pipeline.activations import ActivationFile, extract_activations
 from pipeline.config import Run, validate_config
-from pipeline.data import load_run_dataset, make_run_labels, save_labels
+from pipeline.data import load_labels, load_run_dataset, make_run_labels, save_labels
 from pipeline.io import RESULT_COLUMNS, check_result_schema
-from pipeline.transfer.relabel import (PROTOCOLS, choose, relabel_and_retrain, relabel_run, relabel_set, relabel_setting,
-                              retrain, split_indices)
-from pipeline.data import load_labels
 from pipeline.runtime import RunRuntime, build_run_model, input_transform, load_checkpoint, predict
 from pipeline.train import train_run
+from pipeline.transfer.relabel import (
+    PROTOCOLS,
+    choose,
+    relabel_and_retrain,
+    relabel_run,
+    relabel_set,
+    relabel_setting,
+    retrain,
+    split_indices,
+)
 
 CONFIG = {
     "data": {"train_subset": 250, "test_subset": 100},
@@ -121,7 +128,7 @@ def test_rows_and_details(run_dir, tmp_path):
     assert set(rows.probe) == {"relabel_retrain", "relabel_labels"}
     assert set(rows.fit_labels) == {"corrupted", "true"}
     retrained = rows[rows.probe == "relabel_retrain"]
-    assert set(zip(retrained.split, retrained.target)) == {("test", "true"), ("train", "corrupted"),
+    assert set(zip(retrained.split, retrained.target, strict=True)) == {("test", "true"), ("train", "corrupted"),
                                                           ("train", "true")}
     new = rows[rows.probe == "relabel_labels"]
     assert set(new.split) == {"train"} and (new.n_samples == 200).all()

@@ -1,9 +1,7 @@
 """The Snakemake workflow: lint, dry run, config errors, and an end-to-end run on a tiny config."""
 
 import json
-import os
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -14,77 +12,50 @@ from pipeline.io import RESULT_COLUMNS, read_parquet_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY = {
-    "data": {"train_subset": 300, "test_subset": 150},
-    "datasets": ["digits"],
-    "models": ["mlp"],
-    "corruptions": [0.0, 0.8],
-    "seeds": [0],
-    "train": {"max_epochs": 4, "target_train_accuracy": 1.0, "num_threads": 1,
-              "overrides": {"mlp": {"lr": 0.01}}},
-    "probes": {"settings": [{"name": "masc", "params": {"variance": 0.99}}]},
-}
+def test_lint(tmp_path, snakemake, tiny_config):
+    proc = snakemake("--lint", workdir=tmp_path, config=tiny_config, check=False)
+    assert proc.returncode == 0, proc.output
 
 
-def snakemake(*args, workdir: Path, config: dict | None = None, check: bool = True, timeout: int = 900):
-    """Run snakemake from this interpreter's environment, in ``workdir``."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
-    if config is not None:
-        path = workdir / "config.yaml"
-        path.write_text(yaml.safe_dump(config))
-        cmd += ["--configfile", str(path)]
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    proc = subprocess.run(cmd + list(args), capture_output=True, text=True, env=env, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
-
-
-def jobs_in_dry_run(output: str) -> dict[str, int]:
-    """Rule -> job count from the 'Job stats' table of a dry run."""
-    counts, in_table = {}, False
-    for line in output.splitlines():
-        parts = line.split()
-        if parts[:2] == ["job", "count"]:
-            in_table = True
-            continue
-        if in_table:
-            if len(parts) == 2 and parts[1].isdigit():
-                if parts[0] != "total":
-                    counts[parts[0]] = int(parts[1])
-            elif parts and not set(parts[0]) <= set("-"):
-                in_table = False
-    return counts
-
-
-def test_lint(tmp_path):
-    proc = snakemake("--lint", workdir=tmp_path, config=TINY, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-def test_dry_run_default_config(tmp_path):
+def test_dry_run_default_config(tmp_path, snakemake):
+    """The embedded default's DAG before any training (training is a checkpoint: the per-checkpoint
+    jobs join the DAG once a run has trained): per run its labels, training, probe table and the
+    three transfer experiments (the intervened variant has its own labels and probe table); then
+    the aggregated tables and one plotting job per (dataset, model). Besides, the modular-arithmetic
+    experiment: one job per grid cell, then its tables and figures."""
     default = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    pairs = len(default["datasets"]) * len(default["models"])
+    runs = pairs * len(default["corruptions"]) * len(default["seeds"])
+    assert runs == 3
     proc = snakemake("-n", "--cores", "2", workdir=tmp_path, config=default)
-    out = proc.stdout + proc.stderr
-    assert "corrupt_labels" in out and "train" in out
+    assert proc.job_counts() == {
+        "corrupt_labels": 2 * runs, "train": runs, "edit_model": runs, "intervene": runs,
+        "relabel_retrain": runs, "run_probe_table": 2 * runs,
+        "aggregate_train_logs": 1, "aggregate_probes": 1, "aggregate_benchmarks": 1, "plots": pairs, "all": 1,
+        # 3 widths x 3 noise levels, and the all-random-labels control
+        "arithmetic_cell": 3 * 3 + 1, "arithmetic_tables": 1, "arithmetic_memorization": 1, "arithmetic_figures": 1,
+    }
+    assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.parametrize("bad, culprit", [
-    ({"train": {"max_epoch": 3}}, "max_epoch"),
-    ({"corruptions": [1.5]}, "corruptions"),
-    ({"models": ["vgg"]}, "vgg"),
-    ({"datasets": ["imagenet"]}, "imagenet"),
+@pytest.mark.parametrize("bad, message", [
+    ({"train": {"max_epoch": 3}}, r"unknown config key\(s\) \['max_epoch'\] in 'train'"),
+    ({"corruptions": [1.5]}, r"config key 'corruptions\.0': 1\.5 is greater than the maximum of 1"),
+    ({"models": ["vgg"]}, r"config key 'models\.0' has value 'vgg'"),
+    ({"datasets": ["imagenet"]}, r"config key 'datasets\.0' has value 'imagenet'"),
 ])
-def test_bad_config_stops_before_any_job(tmp_path, bad, culprit):
-    proc = snakemake("-n", workdir=tmp_path, config={**TINY, **bad}, check=False)
+def test_bad_config_stops_before_any_job(tmp_path, snakemake, tiny_config, bad, message):
+    proc = snakemake("-n", workdir=tmp_path, config={**tiny_config, **bad}, check=False)
     assert proc.returncode != 0
-    assert culprit in proc.stderr + proc.stdout
+    # the message names the culprit (not merely mentions it: 'imagenet' is in every dataset list)
+    assert re.search(r"^invalid configuration: " + message, proc.output, re.M), proc.output[-3000:]
+    assert "Job stats" not in proc.output
     assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.slow
-def test_end_to_end_tiny(tmp_path):
-    snakemake("--cores", "2", workdir=tmp_path, config=TINY)
+def test_end_to_end_tiny(tmp_path, snakemake, tiny_config):
+    snakemake("--cores", "2", workdir=tmp_path, config=tiny_config)
     table = pd.read_parquet(tmp_path / "results/tables/probes.parquet")
     assert list(table.columns) == list(RESULT_COLUMNS)
     assert set(table.corruption) == {0.0, 0.8}
@@ -106,28 +77,28 @@ def test_end_to_end_tiny(tmp_path):
     for fig in ("masc_dynamics", "training"):
         assert (tmp_path / f"results/plots/digits/mlp/{fig}.png").stat().st_size > 10_000
     # nothing left to do, and no temporary files left behind
-    proc = snakemake("-n", "--cores", "2", workdir=tmp_path, config=TINY)
-    assert "Nothing to be done" in proc.stdout + proc.stderr
+    proc = snakemake("-n", "--cores", "2", workdir=tmp_path, config=tiny_config)
+    assert proc.job_counts() == {}, proc.output[-3000:]
     assert not list((tmp_path / "results").rglob("*.tmp"))
 
     # Probe-only rerun: a new probe setting and a new layer list rerun fitting, scoring,
     # aggregation and plots on the saved activations, and never training or extraction.
-    changed = {**TINY, "probes": {"layers": ["fc1", "fc4"],
-                                  "settings": [{"name": "masc", "params": {"variance": 0.5}},
-                                               {"name": "ncm"}]}}
+    changed = {**tiny_config, "probes": {"layers": ["fc1", "fc4"],
+                                         "settings": [{"name": "masc", "params": {"variance": 0.5}},
+                                                      {"name": "ncm"}]}}
     proc = snakemake("-n", "--cores", "2", workdir=tmp_path, config=changed)
-    jobs = jobs_in_dry_run(proc.stdout + proc.stderr)
-    assert jobs.get("fit_subspaces") == 6 and jobs.get("score_probes") == 6, jobs
-    assert "aggregate_probes" in jobs
-    assert not {"train", "extract_activations", "corrupt_labels"} & set(jobs), jobs
+    # per run (2) and checkpoint (3) a probe job, joined per run by its probe block and table; the
+    # aggregates and plots that depend on them
+    assert proc.job_counts() == {"probe_checkpoint": 6, "probe_block": 2, "run_probe_table": 2, "aggregate_probes": 1,
+                                 "aggregate_benchmarks": 1, "plots": 1, "all": 1}, proc.output[-3000:]
 
 
 @pytest.mark.slow
-def test_persisted_statistics_serve_the_probe_only_rerun(tmp_path):
+def test_persisted_statistics_serve_the_probe_only_rerun(tmp_path, snakemake, tiny_config):
     """storage.persist: moments keeps reduced files (statistics + test activations), deletes the
     activation files, and a probe-only rerun works on what was kept, with no extraction."""
     # two narrow layers keep it fast: refitting from statistics is a d x d eigendecomposition
-    config = {**TINY, "corruptions": [0.8], "storage": {"persist": "moments"},
+    config = {**tiny_config, "corruptions": [0.8], "storage": {"persist": "moments"},
               "activations": {"layers": ["fc1", "fc2"]},
               "probes": {"settings": [{"name": "masc", "params": {"variance": 0.99}},
                                       {"name": "velpic"}]},
@@ -146,9 +117,9 @@ def test_persisted_statistics_serve_the_probe_only_rerun(tmp_path):
     changed = {**config, "probes": {"settings": [{"name": "masc", "params": {"variance": 0.5}},
                                                  {"name": "ncm"}]}}
     proc = snakemake("-n", "--cores", "2", workdir=tmp_path, config=changed)
-    jobs = jobs_in_dry_run(proc.stdout + proc.stderr)
-    assert jobs.get("fit_subspaces") == 3 and jobs.get("score_probes") == 3, jobs
-    assert not {"train", "extract_activations", "reduce_activations"} & set(jobs), jobs
+    # per checkpoint (3) a probe job (fitting from the statistics, scoring the kept test activations)
+    assert proc.job_counts() == {"probe_checkpoint": 3, "probe_block": 1, "run_probe_table": 1, "aggregate_probes": 1,
+                                 "aggregate_benchmarks": 1, "plots": 1, "all": 1}, proc.output[-3000:]
     snakemake("--cores", "2", workdir=tmp_path, config=changed)
     table = pd.read_parquet(tmp_path / "results/tables/probes.parquet")
     assert set(table.probe) == {"model", "masc", "ncm"}
