@@ -38,12 +38,16 @@ include: "workflow/rules/intervene.smk"
 include: "workflow/rules/relabel.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/plots.smk"
+include: "workflow/rules/arithmetic.smk"
+include: "workflow/rules/dynamics.smk"
 
 
 rule all:
+    default_target: True
     input:
         "results/tables/probes.parquet",
         "results/tables/train_log.parquet",
         all_plots(),
         BENCHMARK_TABLE,
-    default_target: True
+        ARITHMETIC_TARGETS,
+        dynamics_targets(config),

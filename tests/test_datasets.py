@@ -27,7 +27,7 @@ from pipeline.datasets import (
     subsample,
 )
 
-ALL_NAMES = ["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "tiny_imagenet"]
+ALL_NAMES = ["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "tiny_imagenet", "svhn", "stl10"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -133,6 +133,8 @@ def test_registry_names_and_specs():
         assert spec.name == name and callable(spec.loader)
     assert (DATASETS["cifar100"].num_classes, DATASETS["tiny_imagenet"].num_classes) == (100, 200)
     assert DATASETS["tiny_imagenet"].image_size == 64 and DATASETS["tiny_imagenet"].channels == 3
+    assert (DATASETS["svhn"].image_size, DATASETS["svhn"].train_size, DATASETS["svhn"].test_size) == (32, 73257, 26032)
+    assert (DATASETS["stl10"].image_size, DATASETS["stl10"].train_size, DATASETS["stl10"].test_size) == (96, 5000, 8000)
 
 
 def test_unknown_name_lists_allowed_names(tmp_path):
@@ -529,6 +531,183 @@ def test_tiny_imagenet_corrupt_jpeg_names_the_file(tmp_path):
     with pytest.raises(DatasetCorruptError) as err:
         load_dataset("tiny_imagenet", tmp_path)
     assert str(bad) in str(err.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# SVHN (MATLAB v5) and STL-10 (raw binary)
+# ----------------------------------------------------------------------------------------------
+
+
+def write_svhn(root: Path, rng: np.random.Generator, *, y_dtype=np.uint8) -> dict[str, np.ndarray]:
+    """train_32x32.mat / test_32x32.mat as the real ones: X (32, 32, 3, N) uint8, y (N, 1), 10 = digit 0."""
+    import scipy.io
+
+    root.mkdir(parents=True, exist_ok=True)
+    data = {}
+    for split, labels in (("train", [10, 1, 5, 10, 9]), ("test", [3, 10])):
+        x = rng.integers(0, 256, size=(len(labels), 3, 32, 32), dtype=np.uint8)  # N, C, H, W
+        scipy.io.savemat(root / f"{split}_32x32.mat",
+                         {"X": np.transpose(x, (2, 3, 1, 0)),  # H, W, C, N
+                          "y": np.asarray(labels, dtype=y_dtype).reshape(-1, 1)})
+        data[f"x_{split}"], data[f"y_{split}"] = x, np.asarray(labels) % 10
+    return data
+
+
+def write_stl10(root: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """stl10_binary/{train,test}_{X,y}.bin: images column-major (C, W, H) uint8, labels 1..10."""
+    folder = root / "stl10_binary"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {}
+    for split, labels in (("train", [1, 10, 4]), ("test", [2, 7])):
+        x = rng.integers(0, 256, size=(len(labels), 3, 96, 96), dtype=np.uint8)  # N, C, H, W
+        (folder / f"{split}_X.bin").write_bytes(np.ascontiguousarray(x.transpose(0, 1, 3, 2)).tobytes())
+        (folder / f"{split}_y.bin").write_bytes(bytes(labels))
+        data[f"x_{split}"], data[f"y_{split}"] = x, np.asarray(labels) - 1
+    return data
+
+
+@pytest.mark.parametrize("y_dtype", [np.uint8, np.float64])
+def test_svhn_round_trip_label_10_is_0(tmp_path, y_dtype):
+    data = write_svhn(tmp_path, np.random.default_rng(0), y_dtype=y_dtype)
+    a = load_dataset("svhn", tmp_path)
+    assert a.x_train.shape == (5, 3, 32, 32) and a.x_test.shape == (2, 3, 32, 32)
+    assert a.x_train.dtype == np.uint8 and a.y_train.dtype == np.int64 and a.x_train.flags.c_contiguous
+    np.testing.assert_array_equal(a.x_train, data["x_train"])
+    np.testing.assert_array_equal(a.x_test, data["x_test"])
+    np.testing.assert_array_equal(a.y_train, [0, 1, 5, 0, 9])
+    np.testing.assert_array_equal(a.y_test, [3, 0])
+
+
+def test_svhn_pixel_layout_matches_torchvision(tmp_path):
+    """torchvision's SVHN: np.transpose(X, (3, 2, 0, 1)) of the loaded matrix."""
+    import scipy.io
+
+    write_svhn(tmp_path, np.random.default_rng(1))
+    mat = scipy.io.loadmat(tmp_path / "train_32x32.mat")
+    a = load_dataset("svhn", tmp_path)
+    np.testing.assert_array_equal(a.x_train, np.transpose(mat["X"], (3, 2, 0, 1)))
+
+
+def test_svhn_missing_and_corrupt(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset("svhn", tmp_path)
+    assert str(tmp_path / "train_32x32.mat") in str(err.value) and "download" in str(err.value)
+    write_svhn(tmp_path, np.random.default_rng(0))
+    (tmp_path / "test_32x32.mat").unlink()
+    with pytest.raises(DatasetNotFoundError, match="test_32x32.mat"):
+        load_dataset("svhn", tmp_path)
+
+    write_svhn(tmp_path, np.random.default_rng(0))
+    bad = tmp_path / "train_32x32.mat"
+    bad.write_bytes(bad.read_bytes()[:300])  # truncated
+    with pytest.raises(DatasetCorruptError) as err:
+        load_dataset("svhn", tmp_path)
+    assert str(bad) in str(err.value) and err.value.path == bad
+    bad.write_bytes(b"not a MATLAB file at all" * 10)
+    with pytest.raises(DatasetCorruptError, match="train_32x32.mat"):
+        load_dataset("svhn", tmp_path)
+
+
+def test_svhn_wrong_contents_name_the_file(tmp_path):
+    import scipy.io
+
+    write_svhn(tmp_path, np.random.default_rng(0))
+    path = tmp_path / "test_32x32.mat"
+    scipy.io.savemat(path, {"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.array([[0], [3]], np.uint8)})
+    with pytest.raises(DatasetCorruptError, match="1..10") as err:
+        load_dataset("svhn", tmp_path)
+    assert err.value.path == path
+    scipy.io.savemat(path, {"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.array([[1]], np.uint8)})
+    with pytest.raises(DatasetCorruptError, match="labels"):
+        load_dataset("svhn", tmp_path)
+    scipy.io.savemat(path, {"images": np.zeros((2, 2), np.uint8)})
+    with pytest.raises(DatasetCorruptError, match="'X'"):
+        load_dataset("svhn", tmp_path)
+
+
+def test_stl10_round_trip_column_major(tmp_path):
+    data = write_stl10(tmp_path, np.random.default_rng(2))
+    a = load_dataset("stl10", tmp_path)
+    assert a.x_train.shape == (3, 3, 96, 96) and a.x_test.shape == (2, 3, 96, 96)
+    assert a.x_train.dtype == np.uint8 and a.y_train.dtype == np.int64 and a.x_train.flags.c_contiguous
+    assert (a.channels, a.image_size, a.num_classes) == (3, 96, 10)
+    np.testing.assert_array_equal(a.x_train, data["x_train"])
+    np.testing.assert_array_equal(a.x_test, data["x_test"])
+    np.testing.assert_array_equal(a.y_train, [0, 9, 3])
+    np.testing.assert_array_equal(a.y_test, [1, 6])
+    # torchvision's reading: reshape (-1, 3, 96, 96) then transpose (0, 1, 3, 2)
+    raw = np.fromfile(tmp_path / "stl10_binary" / "train_X.bin", dtype=np.uint8)
+    np.testing.assert_array_equal(a.x_train, raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2))
+
+
+def test_stl10_missing_and_corrupt(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset("stl10", tmp_path)
+    assert str(tmp_path / "stl10_binary") in str(err.value) and "download" in str(err.value)
+    write_stl10(tmp_path, np.random.default_rng(0))
+    folder = tmp_path / "stl10_binary"
+    (folder / "test_y.bin").unlink()
+    with pytest.raises(DatasetNotFoundError, match="test_y.bin"):
+        load_dataset("stl10", tmp_path)
+
+    write_stl10(tmp_path, np.random.default_rng(0))
+    bad = folder / "train_X.bin"
+    bad.write_bytes(bad.read_bytes()[:-100])  # truncated mid-image
+    with pytest.raises(DatasetCorruptError) as err:
+        load_dataset("stl10", tmp_path)
+    assert str(bad) in str(err.value) and err.value.path == bad
+    bad.write_bytes(bad.read_bytes()[: 2 * 3 * 96 * 96])  # truncated at an image boundary
+    with pytest.raises(DatasetCorruptError) as err:
+        load_dataset("stl10", tmp_path)
+    assert err.value.path == bad and "truncated" in str(err.value)
+
+    write_stl10(tmp_path, np.random.default_rng(0))
+    (folder / "test_y.bin").write_bytes(bytes([0, 3]))  # label 0 does not exist in STL-10
+    with pytest.raises(DatasetCorruptError, match="1..10") as err:
+        load_dataset("stl10", tmp_path)
+    assert err.value.path == folder / "test_y.bin"
+
+
+@pytest.mark.parametrize("name,tv_class,writer", [("svhn", "SVHN", write_svhn), ("stl10", "STL10", write_stl10)])
+def test_svhn_stl10_download_uses_torchvision_only_to_fetch(tmp_path, monkeypatch, name, tv_class, writer):
+    import torchvision.datasets as tvd
+
+    fetched, calls = {}, []
+
+    def fake_download(self):
+        assert Path(self.root) == tmp_path
+        calls.append(getattr(self, "filename", None))
+        if not fetched:
+            fetched.update(writer(Path(self.root), np.random.default_rng(9)))
+
+    def no_constructor(self, *args, **kwargs):
+        raise AssertionError("torchvision's loader must not read the files")
+
+    monkeypatch.setattr(getattr(tvd, tv_class), "download", fake_download)
+    monkeypatch.setattr(getattr(tvd, tv_class), "__init__", no_constructor)
+    with pytest.raises(DatasetNotFoundError):
+        load_dataset(name, tmp_path, download=False)
+    assert not calls  # download=False never fetches
+    a = load_dataset(name, tmp_path, download=True)
+    np.testing.assert_array_equal(a.x_train, fetched["x_train"])
+    np.testing.assert_array_equal(a.y_test, fetched["y_test"])
+    if name == "svhn":
+        assert calls == ["train_32x32.mat"]  # the test file came with the first fake fetch
+    load_dataset(name, tmp_path, download=True)  # files present: nothing fetched again
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("name,tv_class", [("svhn", "SVHN"), ("stl10", "STL10")])
+def test_svhn_stl10_failed_download_becomes_not_found(tmp_path, monkeypatch, name, tv_class):
+    import torchvision.datasets as tvd
+
+    def no_network(self):
+        raise RuntimeError("Error downloading: <urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(getattr(tvd, tv_class), "download", no_network)
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset(name, tmp_path, download=True)
+    assert str(tmp_path) in str(err.value) and "name resolution" in str(err.value)
 
 
 # ----------------------------------------------------------------------------------------------

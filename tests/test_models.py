@@ -1,13 +1,13 @@
 """Model registry: shapes, probe layers, exact activations, classifier, defaults."""
 
-from functools import lru_cache
+from functools import cache
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models import MODELS, ModelSpec, ProbedModel, build_model, layer_dims
+from pipeline.models import MODELS, PAPER_TABLE2, ModelSpec, ProbedModel, build_model, layer_dims
 
 N = 2  # tiny batches keep the whole file fast
 NUM_CLASSES = 10
@@ -15,18 +15,21 @@ NUM_CLASSES = 10
 # (in_channels, image_size) per dataset shape
 DIGITS, MNIST, CIFAR, TINY = (1, 8), (1, 28), (3, 32), (3, 64)
 SHAPES = {"mlp": (DIGITS, MNIST, CIFAR), "cnn": (DIGITS, MNIST, CIFAR),
-          "alexnet": (DIGITS, MNIST, CIFAR, TINY), "resnet18": (DIGITS, MNIST, CIFAR)}
+          "alexnet": (DIGITS, MNIST, CIFAR, TINY), "resnet18": (DIGITS, MNIST, CIFAR),
+          "resnet20": (DIGITS, MNIST, CIFAR), "bottleneck_mlp": (DIGITS, MNIST, CIFAR)}
 PROBE_LAYERS = {
     "mlp": ("fc1", "fc2", "fc3", "fc4"),
-    "cnn": ("block1", "block2", "block3", "flat", "fc1", "fc2", "fc3"),
+    "cnn": ("block1", "block2", "flat", "fc1", "fc2", "fc3"),  # block3 = flat: probed once
     "alexnet": ("conv1", "conv2", "conv3", "conv4", "conv5", "fc1", "fc2"),
     "resnet18": ("L0", "L1", "L2", "L3", "L4", "avg_pool"),
+    "resnet20": ("stem", "stage1", "stage2", "stage3", "avg_pool"),
+    "bottleneck_mlp": ("fc1", "bottleneck"),
 }
 CASES = [(name, shape, dropout) for name, shapes in SHAPES.items() for shape in shapes
          for dropout in (False, True)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _model(name: str, shape: tuple[int, int], dropout: bool) -> ProbedModel:
     torch.manual_seed(0)
     channels, size = shape
@@ -40,8 +43,14 @@ def _input(shape, n=N, seed=1):
 
 
 def test_registry_keys():
-    assert list(MODELS) == ["mlp", "cnn", "alexnet", "resnet18"]
+    """One registry: the probing papers' four models, then the feature-dynamics paper's two."""
+    assert list(MODELS) == ["mlp", "cnn", "alexnet", "resnet18", "resnet20", "bottleneck_mlp"]
     assert all(isinstance(spec, ModelSpec) and spec.name == key for key, spec in MODELS.items())
+    assert set(MODELS) == set(SHAPES) == set(PROBE_LAYERS)
+    import pipeline.models as models
+
+    for gone in ("DYNAMICS_MODELS", "ALL_MODELS", "get_model_spec"):  # no second registry
+        assert not hasattr(models, gone)
 
 
 @pytest.mark.parametrize("name,shape,dropout", CASES)
@@ -98,7 +107,7 @@ def test_train_mode_consistency_with_dropout(name):
     torch.testing.assert_close(model.classifier(acts[model.last_probe_layer].flatten(1)), logits)
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "alexnet"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "alexnet", "bottleneck_mlp"])
 def test_no_dropout_means_deterministic_training_forward(name):
     model = _model(name, DIGITS, False)  # no BatchNorm in these: train == eval without dropout
     x = _input(DIGITS)
@@ -115,7 +124,7 @@ def test_exact_layer_dims():
     assert mlp == {"fc1": 128, "fc2": 512, "fc3": 2048, "fc4": 2048}
     assert layer_dims("mlp", in_channels=3, image_size=32, num_classes=10) == mlp
     cnn_cifar = layer_dims("cnn", in_channels=3, image_size=32, num_classes=10)
-    assert cnn_cifar["flat"] == 1024 and cnn_cifar["block3"] == 1024
+    assert cnn_cifar["flat"] == 1024 and "block3" not in cnn_cifar  # the same tensor as flat
     assert cnn_cifar["fc1"] == cnn_cifar["fc2"] == cnn_cifar["fc3"] == 250
     assert layer_dims("cnn", in_channels=1, image_size=28, num_classes=10)["flat"] == 576
     assert layer_dims("cnn", in_channels=1, image_size=8, num_classes=10)["flat"] == 64
@@ -128,6 +137,17 @@ def test_exact_layer_dims():
     assert _model("alexnet", TINY, False).fc1.in_features == 256
     # dropout changes no dimension
     assert layer_dims("cnn", in_channels=3, image_size=32, num_classes=10, dropout=True) == cnn_cifar
+    # ResNet-20 on CIFAR-10: 16x32x32, 16x32x32, 32x16x16, 64x8x8, 64
+    r20 = layer_dims("resnet20", in_channels=3, image_size=32, num_classes=10)
+    assert r20 == {"stem": 16384, "stage1": 16384, "stage2": 8192, "stage3": 4096, "avg_pool": 64}
+    # akamaster's resnet20 prints "Total number of params 269722" (He et al.: 0.27M)
+    assert sum(p.numel() for p in _model("resnet20", CIFAR, False).parameters()) == 269722
+    # the bottleneck MLP flattens images of any size: 784 on MNIST, 64 on digits, 3072 on CIFAR
+    for (channels, size), flat in ((MNIST, 784), (DIGITS, 64), (CIFAR, 3072)):
+        model = _model("bottleneck_mlp", (channels, size), False)
+        assert model.fc1.in_features == flat
+        assert layer_dims("bottleneck_mlp", in_channels=channels, image_size=size,
+                          num_classes=10) == {"fc1": 100, "bottleneck": 2}
 
 
 def test_forward_layers_subset_and_unknown_layer():
@@ -239,12 +259,46 @@ def test_model_spec_defaults():
     assert cnn.default_batch_size("digits") == 128
     assert mlp.default_batch_size("cifar10") == 32 and res.default_batch_size("cifar10") == 32
     assert alex.default_batch_size("tiny_imagenet") == 500
-    assert [MODELS[k].late_checkpoint_interval for k in MODELS] == [5, 5, 10, 5]
+    assert [MODELS[k].late_checkpoint_interval for k in MODELS] == [5, 5, 10, 5, 5, 5]
     assert mlp.normalization == "unit"
     assert cnn.normalization == alex.normalization == res.normalization == "standardize"
     for spec in MODELS.values():
         model = spec.build(1, 8, 4, dropout=False)
         assert isinstance(model, ProbedModel)
+    # the probing models: no weight decay, no step decay, the same defaults dict as always
+    for spec in (mlp, cnn, alex, res):
+        assert spec.weight_decay == 0.0 and spec.lr_decay_epochs == () and not spec.by_dataset
+        for dataset in ("digits", "mnist", "cifar10", "svhn", "stl10"):
+            assert list(spec.defaults(dataset)) == ["optimizer", "lr", "momentum", "batch_size", "weight_decay"]
+    assert mlp.defaults("mnist") == {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "batch_size": 32,
+                                     "weight_decay": 0.0}
+
+
+def test_feature_dynamics_recipes():
+    """ResNet-20: SGD 0.1, momentum 0.9, wd 1e-4, batch 128, x0.1 at 100 and 150; Table 2 per dataset.
+    Bottleneck MLP (Experiment 3): lr 0.1, wd 1e-5, unit inputs."""
+    r20, bot = MODELS["resnet20"], MODELS["bottleneck_mlp"]
+    assert r20.normalization == "standardize" and bot.normalization == "unit"
+    assert r20.defaults("cifar10") == {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "batch_size": 128,
+                                       "weight_decay": 1e-4, "lr_decay_epochs": [100, 150],
+                                       "lr_decay_factor": 0.1}
+    assert r20.defaults("cifar100") == r20.defaults("cifar10")
+    assert r20.defaults("digits") == r20.defaults("cifar10")  # no Table 2 row: the CIFAR recipe
+    table2 = {  # dataset: (optimizer, batch size, lr, weight decay, momentum), as printed
+        "svhn": ("adam", 200, 0.001, 0.0, 0.0), "stl10": ("adam", 200, 0.001, 0.001, 0.0),
+        "mnist": ("sgd", 200, 0.01, 0.0001, 0.9), "cifar10": ("sgd", 128, 0.1, 0.0001, 0.9),
+        "cifar100": ("sgd", 128, 0.1, 0.0001, 0.9)}
+    assert set(PAPER_TABLE2) == set(table2)
+    for dataset, (opt, batch, lr, wd, momentum) in table2.items():
+        hp = r20.defaults(dataset)
+        assert (hp["optimizer"], hp["batch_size"], hp["lr"], hp["weight_decay"], hp["momentum"]) == (
+            opt, batch, lr, wd, momentum), dataset
+        assert r20.default_batch_size(dataset) == batch
+        assert r20.paper_epochs(dataset) == 300
+    assert r20.defaults("svhn")["lr_decay_epochs"] == [80, 120]
+    assert bot.defaults("mnist") == {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "batch_size": 200,
+                                     "weight_decay": 1e-5}
+    assert bot.paper_epochs("mnist") == 200 and bot.paper_epochs("cifar10") is None
 
 
 def test_too_small_inputs_are_refused():

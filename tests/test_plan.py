@@ -16,8 +16,8 @@ import yaml
 
 from pipeline.config import validate_config
 from pipeline.plan import make_plan
-from pipeline.workflow import probe_blocks, probed_epochs
 from pipeline.plots import figures_for
+from pipeline.workflow import probe_blocks, probed_epochs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,16 +59,16 @@ def test_plan_numbers_against_a_hand_count():
         assert p.blocks == 4
         assert (p.n_train, p.n_test) == (1257, 540)  # scikit-learn digits, 70/30
     assert sum(by_model["mlp"].layers.values()) == 128 + 512 + 2048 + 2048
-    # CNN on 8x8: 16*4*4, 32*2*2, 64*1*1, flat 64, three FC of 250
-    assert by_model["cnn"].layers == {"block1": 256, "block2": 128, "block3": 64, "flat": 64,
+    # CNN on 8x8: 16*4*4, 32*2*2, flat 64 (= block3, probed once), three FC of 250
+    assert by_model["cnn"].layers == {"block1": 256, "block2": 128, "flat": 64,
                                       "fc1": 250, "fc2": 250, "fc3": 250}
 
     assert plan.jobs["corrupt_labels"] == plan.jobs["train"] == 8
-    assert plan.jobs["extract_activations"] == plan.jobs["fit_subspaces"] == 8 * 7
-    assert plan.jobs["score_probes"] == 56
+    assert plan.jobs["extract_activations"] == plan.jobs["probe_checkpoint"] == 8 * 7
     assert plan.jobs["probe_block"] == 8 * 4
     assert plan.jobs["run_probe_table"] == 8
-    assert plan.jobs["plot"] == 2 * len(figures_for({"masc"}))
+    assert plan.jobs["plots"] == 2  # one job draws every figure of a (dataset, model) pair
+    assert figures_for({"masc"})
     # SLURM: one allocation per training run, per run's extractions, per probe block
     assert plan.allocations == {"train": 8, "extract (group per run, GPU)": 8,
                                 "probe (group per block, CPU)": 32}
@@ -78,10 +78,10 @@ def test_plan_numbers_against_a_hand_count():
     # prediction) per checkpoint
     labels = (1257 * 3 + 540 * 2) * 8
     mlp_act = 4736 * 1797 * 2 + labels
-    cnn_act = 1262 * 1797 * 2 + labels
+    cnn_act = 1198 * 1797 * 2 + labels
     assert by_model["mlp"].activation_bytes == mlp_act == 17_059_992
-    assert by_model["cnn"].activation_bytes == cnn_act == 4_574_436
-    assert plan.disk["activations"] == 4 * 7 * (mlp_act + cnn_act) == 605_763_984
+    assert by_model["cnn"].activation_bytes == cnn_act == 4_344_420
+    assert plan.disk["activations"] == 4 * 7 * (mlp_act + cnn_act) == 599_323_536
     # checkpoints: float32 parameters. MLP 64-128-512-2048-2048-10 with biases; CNN: six 3x3
     # convs (1-16-16-32-32-64-64), FC 64-250-250-250, bias-free output 250-10
     mlp_params = (64 * 128 + 128) + (128 * 512 + 512) + (512 * 2048 + 2048) + (2048 * 2048 + 2048) \
@@ -102,7 +102,7 @@ def test_plan_numbers_against_a_hand_count():
     moments = {d: 2 * 10 * (d * (d + 1) // 2 + d + 1) * 8 for d in (64, 128, 250, 256, 512, 2048)}
     assert moments[250] == 5_060_160
     stats_by_model = {p.model: p for p in stats.pairs}
-    cnn_reduced = cnn_act - 1262 * 1257 * 2 + sum(moments[d] for d in by_model["cnn"].layers.values())
+    cnn_reduced = cnn_act - 1198 * 1257 * 2 + sum(moments[d] for d in by_model["cnn"].layers.values())
     mlp_reduced = mlp_act - 4736 * 1257 * 2 + sum(moments[d] for d in (128, 512, 2048, 2048))
     assert stats_by_model["cnn"].reduced_bytes == cnn_reduced
     assert stats_by_model["mlp"].reduced_bytes == mlp_reduced
@@ -126,7 +126,7 @@ def test_profile_groups_as_the_plan_counts():
     assert profile["group-components"][per_run] >= 10_000  # a whole run in one allocation
     # storage.persist: moments|auto reduces each activation file in the allocation that wrote it
     assert groups["reduce_activations"] == per_run
-    assert groups["fit_subspaces"] == groups["score_probes"] == groups["probe_block"] == "probe"
+    assert groups["probe_checkpoint"] == groups["probe_block"] == "probe"
     assert "probe" not in profile.get("group-components", {})  # blocks are joined by probe_block
     assert "train" not in groups
 
@@ -161,8 +161,8 @@ def test_plan_matches_the_dag_after_training(tmp_path, persist):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
-    for rule in ("extract_activations", "fit_subspaces", "score_probes", "probe_block",
-                 "run_probe_table", "reduce_activations"):
+    for rule in ("extract_activations", "probe_checkpoint", "probe_block", "run_probe_table",
+                 "reduce_activations", "plots", "aggregate_benchmarks"):
         assert int(counts.get(rule, 0)) == plan.jobs.get(rule, 0), (rule, counts)
     groups = re.findall(r"Group job (\S+) \(jobs", out)
     assert sum(g.startswith("extract_") for g in groups) == plan.allocations[
@@ -185,3 +185,100 @@ def test_plan_command_on_the_paper_grid():
                            str(REPO / "config" / "paper.yaml")], capture_output=True, text=True,
                           env=env, timeout=300).stdout
     assert "SLURM allocations" in text and "cifar10/resnet18" in text
+
+
+# ----------------------------------------------------------------------------- measured costs
+
+# Snakemake's benchmark TSV, as it writes it (header and one record; "NA" when no sample was taken)
+BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def _write_bench(root: Path, rule: str, wildcards: dict, wall: float, cpu, rss) -> Path:
+    from pipeline.costs import benchmark_path
+
+    rel = benchmark_path(rule, list(wildcards)).format(**wildcards)
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(BENCH_HEADER + f"{wall}\t0:00:{int(wall):02d}\t{rss}\t900.1\t{rss}\t{rss}\t0.01\t0.02\t"
+                    f"55.3\t{cpu}\n")
+    return path
+
+
+RUN_KEYS = {"dataset": "digits", "model": "mlp", "corruption": "0.8", "seed": "0", "variant": "standard"}
+
+
+def _bench_tree(root: Path) -> None:
+    _write_bench(root, "train", RUN_KEYS, 12.5, 11.75, 310.2)
+    _write_bench(root, "train", {**RUN_KEYS, "corruption": "0.0"}, 7.5, 6.25, 300.0)
+    for epoch, cpu in ((0, 3.0), (4, 5.0)):
+        _write_bench(root, "probe_checkpoint", {**RUN_KEYS, "epoch": epoch}, cpu + 1, cpu, 420.0)
+    _write_bench(root, "probe_block", {**RUN_KEYS, "block": 0}, 0.6, "NA", "NA")
+    _write_bench(root, "relabel_retrain", {**RUN_KEYS, "protocol": "heldout_true"}, 20.0, 19.0, 500.0)
+    _write_bench(root, "plots", {"dataset": "digits", "model": "mlp"}, 4.0, 3.5, 150.0)
+    _write_bench(root, "aggregate_probes", {}, 1.0, 0.75, 120.0)
+
+
+def test_benchmark_table_from_snakemakes_tsv_files(tmp_path):
+    import pandas as pd
+
+    from pipeline.__main__ import main
+    from pipeline.costs import BENCHMARK_DIR
+    from pipeline.io import RUN_KEY_COLUMNS
+
+    root = tmp_path / BENCHMARK_DIR
+    _bench_tree(tmp_path)
+    out = tmp_path / "benchmarks.parquet"
+    assert main(["aggregate", "--benchmarks", "--out", str(out), str(root)]) == 0
+    table = pd.read_parquet(out)
+    assert list(table.columns) == ["rule", *RUN_KEY_COLUMNS, "epoch", "other", "wall_s", "cpu_s",
+                                   "max_rss_mib"]
+    assert len(table) == 8
+    assert str(table.corruption.dtype) == "Float64" and str(table.epoch.dtype) == "Int64"
+    train = table[table.rule == "train"].set_index("corruption")
+    assert train.loc[0.8, "wall_s"] == 12.5 and train.loc[0.8, "cpu_s"] == 11.75
+    assert train.loc[0.8, "max_rss_mib"] == pytest.approx(310.2)
+    assert (train.dataset == "digits").all() and (train.variant == "standard").all()
+    assert (train.seed == 0).all() and train.epoch.isna().all() and train.other.isna().all()
+    probe = table[table.rule == "probe_checkpoint"]
+    assert probe.epoch.tolist() == [0, 4] and probe.cpu_s.tolist() == [3.0, 5.0]
+    block = table[table.rule == "probe_block"].iloc[0]
+    assert block.other == "block=0" and pd.isna(block.cpu_s) and block.wall_s == 0.6
+    relabel = table[table.rule == "relabel_retrain"].iloc[0]
+    assert relabel.other == "protocol=heldout_true"
+    plots = table[table.rule == "plots"].iloc[0]
+    assert plots.dataset == "digits" and pd.isna(plots.corruption) and pd.isna(plots.seed)
+    agg = table[table.rule == "aggregate_probes"].iloc[0]
+    assert pd.isna(agg.dataset) and agg.cpu_s == 0.75
+
+
+def test_plan_uses_measured_figures_when_there_are_any(tmp_path, monkeypatch):
+    from pipeline.costs import BENCHMARK_DIR
+    from pipeline.plan import format_plan
+
+    config = validate_config(SMALL)
+    monkeypatch.chdir(tmp_path)  # no results/ here: the plan has no measurements
+    plain = make_plan(config)
+    assert plain.costs == {} and plain.costs_source is None
+    assert "no measured figures" in format_plan(plain)
+
+    _bench_tree(tmp_path)
+    measured = make_plan(config)  # finds results/benchmarks/ on its own
+    assert measured.costs_source == BENCHMARK_DIR
+    totals = measured.cost_totals()
+    assert totals["train"]["cpu_s_per_job"] == pytest.approx((11.75 + 6.25) / 2)
+    assert totals["train"]["cpu_s_total"] == pytest.approx(8 * 9.0)
+    assert totals["probe_checkpoint"]["jobs"] == 56
+    assert totals["probe_checkpoint"]["cpu_s_total"] == pytest.approx(56 * 4.0)
+    assert totals["probe_checkpoint"]["max_rss_mib"] == pytest.approx(420.0)
+    assert totals["probe_block"]["cpu_s_per_job"] == 0.0  # NA: the job was shorter than a sample
+    text = format_plan(measured)
+    assert f"measured per-job figures from {BENCHMARK_DIR}" in text and "no measured figures" not in text
+    assert "not measured" in text and "extract_activations" in text.split("not measured")[1]
+
+    # the aggregated table takes precedence over the files, and --benchmarks names any other
+    from pipeline.__main__ import main
+
+    assert main(["aggregate", "--benchmarks", "--out", "results/tables/benchmarks.parquet",
+                 BENCHMARK_DIR]) == 0
+    assert make_plan(config).costs_source == "results/tables/benchmarks.parquet"
+    assert make_plan(config, benchmarks=BENCHMARK_DIR).costs == measured.costs

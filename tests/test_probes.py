@@ -370,7 +370,7 @@ def test_masc_round_trip_preserves_bases(data):
 def test_make_probe_errors():
     with pytest.raises(ValueError, match=r"unknown probe 'svm'.*masc"):
         make_probe("svm")
-    with pytest.raises(ValueError, match=r"\['varience'\].*allowed: \['variance'\]"):
+    with pytest.raises(ValueError, match=r"\['varience'\].*allowed: \['device', 'variance'\]"):
         make_probe("masc", varience=0.9)
     for bad in (0, 0.0, 1.5, -1, True, "0.9"):
         with pytest.raises(ValueError, match="variance"):

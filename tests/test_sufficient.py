@@ -122,10 +122,10 @@ SETTINGS = [{"name": "masc", "params": {"variance": 0.99}}, {"name": "masc", "pa
 KEYS = {"dataset": "digits", "model": "cnn", "corruption": 0.5, "seed": 0, "variant": "standard"}
 
 
-def fit_and_score(source, tmp_path, name, settings=SETTINGS):
-    fit_subspaces(source, tmp_path / f"{name}_subspaces.h5", settings=settings)
+def fit_and_score(source, tmp_path, name, settings=SETTINGS, device=None):
+    fit_subspaces(source, tmp_path / f"{name}_subspaces.h5", settings=settings, device=device)
     score_probes(source, tmp_path / f"{name}_subspaces.h5", tmp_path / f"{name}.parquet",
-                 run_keys=KEYS, epoch=0)
+                 run_keys=KEYS, epoch=0, device=device)
     return pd.read_parquet(tmp_path / f"{name}.parquet")
 
 
@@ -152,6 +152,29 @@ def test_reduced_file_scores_like_the_activation_file(tmp_path):
     pd.testing.assert_frame_equal(direct[keep].reset_index(drop=True), refit.reset_index(drop=True))
     # the model's own rows keep both splits (its predictions are stored)
     assert set(refit[refit.probe == "model"].split) == {"train", "test"}
+
+
+def test_probe_device_gives_the_same_rows_on_activations_and_statistics(tmp_path):
+    # probes.device "cpu": layers with activations fit and score with torch, layers kept as
+    # statistics fit from them with numpy and score with torch; the rows are those of the
+    # numpy route (device null) either way.  The untrained CNN's fc1 activations are nearly
+    # collinear: one test row's two best NCM cosines (0.99998987 vs 0.99998975) differ by 2 float32
+    # ulps, which two BLAS libraries' float32 products may order differently -- the one place
+    # the routes may disagree (one prediction of 100; exactly equal everywhere else)
+    acts = digits_activations(tmp_path)
+    reduced = reduce_activations(acts, tmp_path / "reduced.h5", mode="moments")
+    for source, tag in ((acts, "acts"), (reduced, "reduced")):
+        ref = fit_and_score(source, tmp_path, f"{tag}_numpy")
+        ours = fit_and_score(source, tmp_path, f"{tag}_cpu", device="cpu")
+        counts = ["accuracy", "n_correct"]
+        pd.testing.assert_frame_equal(ref.drop(columns=counts), ours.drop(columns=counts))
+        differ = ref.accuracy != ours.accuracy
+        assert set(ref.probe[differ]) <= {"ncm"} and differ.sum() <= 2
+        assert ((ref.accuracy - ours.accuracy).abs()[differ] <= 1 / 100 + 1e-12).all()
+    with h5py.File(tmp_path / "reduced_cpu_subspaces.h5", "r") as h5:
+        assert h5["fc1/masc/variance=0_99/true"].attrs["device"] == "numpy"  # fitted from statistics
+    with h5py.File(tmp_path / "acts_cpu_subspaces.h5", "r") as h5:
+        assert h5["fc1/masc/variance=0_99/true"].attrs["device"] == "cpu"
 
 
 def test_auto_keeps_training_activations_where_statistics_are_larger(tmp_path):

@@ -12,13 +12,21 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.runtime import RunRuntime
 from pipeline.config import Run, validate_config
 from pipeline.data import make_run_labels
 from pipeline.datasets import load_dataset, subsample
 from pipeline.io import read_parquet_metadata
-from pipeline.train import hyperparameters, train_run
-from pipeline.workflow import checkpoint_schedule, schedule_for
+from pipeline.runtime import RunRuntime
+from pipeline.train import (
+    crop_flip,
+    crop_flip_draws,
+    hyperparameters,
+    lr_at_epoch,
+    make_optimizer,
+    train_one_epoch,
+    train_run,
+)
+from pipeline.workflow import checkpoint_schedule, checkpoint_windows, schedule_for
 
 
 def test_schedule_matches_the_papers():
@@ -100,7 +108,8 @@ KILL_SCRIPT = textwrap.dedent("""
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     config, arrays, run, labels = _tiny_inputs()
-    reference = train_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=tmp_path / "ref"), progress=False)
+    reference = train_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=tmp_path / "ref"),
+                          progress=False)
 
     out = tmp_path / "killed"
     script = KILL_SCRIPT.format(tests=os.path.dirname(__file__), out=str(out), json_config="config")
@@ -174,3 +183,159 @@ def test_cuda_request_without_gpu_is_a_clear_error(tmp_path):
     config["train"]["device"] = "cuda"
     with pytest.raises(RuntimeError, match="no GPU"):
         train_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=tmp_path), progress=False)
+
+
+# ----------------------------------------------------------------------------- feature-dynamics recipes (issue 9)
+
+
+
+def test_recipes_of_the_feature_dynamics_paper():
+    config = validate_config({})
+    assert hyperparameters(config, "resnet20", "cifar10") == {
+        "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "batch_size": 128, "weight_decay": 1e-4,
+        "lr_decay_epochs": [100, 150], "lr_decay_factor": 0.1}
+    svhn = hyperparameters(config, "resnet20", "svhn")  # Table 2: Adam 1e-3, batch 200, no wd
+    assert (svhn["optimizer"], svhn["lr"], svhn["batch_size"], svhn["weight_decay"]) == ("adam", 0.001, 200, 0.0)
+    assert hyperparameters(config, "resnet20", "stl10")["weight_decay"] == 0.001
+    assert hyperparameters(config, "resnet20", "mnist")["lr"] == 0.01
+    assert hyperparameters(config, "bottleneck_mlp", "mnist") == {
+        "optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "batch_size": 200, "weight_decay": 1e-5}
+    # decay epochs and factor are config, recorded in the hyperparameters; [] turns the decay off
+    config = validate_config({"train": {"overrides": {
+        "resnet20": {"lr_decay_epochs": [225, 150], "lr_decay_factor": 0.2},
+        "mlp": {"lr_decay_epochs": [3]}}}})
+    hp = hyperparameters(config, "resnet20", "cifar10")
+    assert hp["lr_decay_epochs"] == [150, 225] and hp["lr_decay_factor"] == 0.2
+    assert hyperparameters(config, "mlp", "digits")["lr_decay_epochs"] == [3]
+    assert hyperparameters(config, "mlp", "digits")["lr_decay_factor"] == 0.1
+    off = validate_config({"train": {"overrides": {"resnet20": {"lr_decay_epochs": []}}}})
+    assert "lr_decay_epochs" not in hyperparameters(off, "resnet20", "cifar10")
+    assert [lr_at_epoch(hp, e) for e in (0, 1, 150, 151, 225, 226)] == pytest.approx(
+        [0.1, 0.1, 0.1, 0.02, 0.02, 0.004])
+    # weight decay reaches the optimizer
+    opt = make_optimizer(torch.nn.Linear(2, 2), hyperparameters(validate_config({}), "resnet20", "cifar10"))
+    assert opt.param_groups[0]["weight_decay"] == 1e-4
+
+
+def _reference_epoch(model, optimizer, x_uint8, y, transform, *, batch_size, seed, epoch):
+    """The training epoch as it was before augmentation and lr schedules existed (verbatim logic)."""
+    model.train()
+    torch.manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(x_uint8.shape[0], generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    starts = list(range(0, len(order), batch_size))
+    if len(starts) > 1 and len(order) - starts[-1] == 1:
+        starts.pop()
+    for i, start in enumerate(starts):
+        stop = starts[i + 1] if i + 1 < len(starts) else len(order)
+        idx = order[start:stop]
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(transform(x_uint8[idx])), y[idx]).backward()
+        optimizer.step()
+
+
+def _epoch_weights(augmentation, reference=False, epochs=2):
+    config, arrays, run, labels = _tiny_inputs()
+    rt = RunRuntime(config, run, arrays=arrays, labels=labels)
+    model = rt.new_model()
+    opt = make_optimizer(model, hyperparameters(config, "mlp", "digits"))
+    y = torch.from_numpy(labels.corrupted)
+    for epoch in range(1, epochs + 1):
+        if reference:
+            _reference_epoch(model, opt, rt.x_train, y, rt.transform, batch_size=32, seed=0, epoch=epoch)
+        else:
+            train_one_epoch(model, opt, rt.x_train, y, rt.transform, batch_size=32, seed=0, epoch=epoch,
+                            device=torch.device("cpu"), augmentation=augmentation)
+    return model.state_dict()
+
+
+def test_augmentation_none_is_the_old_epoch_and_crop_flip_is_deterministic():
+    before = _epoch_weights(None, reference=True)
+    none = _epoch_weights("none")
+    assert all(torch.equal(before[k], none[k]) for k in before)  # bit-identical to before
+    a, b = _epoch_weights("crop_flip"), _epoch_weights("crop_flip")
+    assert all(torch.equal(a[k], b[k]) for k in a)                # a function of the seed
+    assert not all(torch.equal(a[k], none[k]) for k in a)         # and it does augment
+    with pytest.raises(ValueError, match="crop_flip"):
+        _epoch_weights("mixup", epochs=1)
+
+
+def test_crop_flip_matches_a_hand_written_pad_crop_flip():
+    x = torch.randint(0, 256, (6, 3, 5, 7), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    offsets, flips = crop_flip_draws(6, seed=3, epoch=2)
+    assert offsets.shape == (6, 2) and offsets.min() >= 0 and offsets.max() <= 8
+    again = crop_flip_draws(6, seed=3, epoch=2)
+    assert torch.equal(offsets, again[0]) and torch.equal(flips, again[1])
+    assert not torch.equal(offsets, crop_flip_draws(6, seed=3, epoch=3)[0])
+    out = crop_flip(x, offsets, flips)
+    assert out.dtype == torch.uint8 and out.shape == x.shape
+    for b in range(6):
+        padded = torch.zeros(3, 5 + 8, 7 + 8, dtype=torch.uint8)
+        padded[:, 4:9, 4:11] = x[b]
+        top, left = offsets[b].tolist()
+        crop = padded[:, top:top + 5, left:left + 7]
+        expected = crop.flip(-1) if flips[b] else crop
+        assert torch.equal(out[b], expected), b
+    # no shift, no flip: the identity; full flip: a mirror
+    zero = torch.full((6, 2), 4)
+    assert torch.equal(crop_flip(x, zero, torch.zeros(6, dtype=torch.bool)), x)
+    assert torch.equal(crop_flip(x, zero, torch.ones(6, dtype=torch.bool)), x.flip(-1))
+
+
+def test_checkpoint_windows_add_every_epoch():
+    base = validate_config({"train": {"max_epochs": 60}})
+    assert checkpoint_windows(base) == [] and "windows" not in base["train"]["checkpoints"]
+    dense = validate_config({"train": {"max_epochs": 60, "checkpoints": {"windows": [[31, 34], [58, 70]]}}})
+    assert schedule_for(dense, "mlp") == sorted(set(schedule_for(base, "mlp")) | {31, 32, 33, 34, 58, 59, 60})
+    assert schedule_for(validate_config({"train": {"max_epochs": 60, "checkpoints": {"windows": []}}}),
+                        "alexnet") == schedule_for(base, "alexnet")
+    with pytest.raises(ValueError, match="t_a <= t_b"):
+        schedule_for(validate_config({"train": {"checkpoints": {"windows": [[5, 3]]}}}), "mlp")
+
+
+DECAY = {"lr": 0.01, "lr_decay_epochs": [3, 5], "lr_decay_factor": 0.5}
+DECAY_CONFIG = ("dict(config, train=dict(config['train'], augmentation='crop_flip', "
+                f"overrides={{'mlp': {DECAY!r}}}, checkpoints=dict(config['train']['checkpoints'], "
+                "windows=[[1, 3]])))")
+
+
+def test_step_decay_augmentation_and_windows_in_training_and_resume(tmp_path, capsys):
+    """The log's lr column is each epoch's actual lr; the scheduler and the augmentation survive a
+    kill: resumed == uninterrupted, checkpoint by checkpoint and row by row."""
+    config, arrays, run, labels = _tiny_inputs()
+    config = eval(DECAY_CONFIG)
+    reference = train_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=tmp_path / "ref"),
+                          progress=False)
+    assert reference.epochs == [0, 1, 2, 3, 4, 6, 7]  # window [1, 3] added
+    assert list(reference.log.lr) == pytest.approx([0.01, 0.01, 0.01, 0.01, 0.005, 0.005, 0.0025, 0.0025])
+    hp = json.loads(read_parquet_metadata(tmp_path / "ref/train_log.parquet")["hyperparameters"])
+    assert hp["lr_decay_epochs"] == [3, 5] and hp["lr_decay_factor"] == 0.5
+    index = json.loads((tmp_path / "ref/checkpoints/index.json").read_text())
+    assert index["hyperparameters"]["lr_decay_epochs"] == [3, 5]
+
+    out = _killed_at_epoch_4(tmp_path, DECAY_CONFIG)
+    assert "scheduler" in torch.load(out / "resume.pt", weights_only=True)
+    capsys.readouterr()
+    resumed = train_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=out), progress=False)
+    printed = capsys.readouterr().out
+    assert "resuming" in printed and "discarding" not in printed  # really resumed, not retrained
+    assert resumed.epochs == reference.epochs
+    for epoch in reference.epochs:
+        a = torch.load(tmp_path / f"ref/checkpoints/epoch_{epoch}.pt", weights_only=True)
+        b = torch.load(out / f"checkpoints/epoch_{epoch}.pt", weights_only=True)
+        assert all(torch.equal(a[k], b[k]) for k in a), epoch
+    pd.testing.assert_frame_equal(reference.log.drop(columns="seconds"), resumed.log.drop(columns="seconds"))
+
+
+def test_new_optimizer_keeps_the_lr_schedule(tmp_path):
+    """A hook that resets the optimizer (the intervention) continues the step decay where it was."""
+    from pipeline.train import Trainer, current_lr, standard_plan
+
+    config, arrays, run, labels = _tiny_inputs()
+    config = eval(DECAY_CONFIG)
+    trainer = Trainer(RunRuntime(config, run, arrays=arrays, labels=labels), tmp_path,
+                      standard_plan(config, "mlp"), progress=False)
+    for done in (0, 2, 3, 4, 5, 6):
+        trainer.epoch = done
+        trainer.new_optimizer()
+        assert current_lr(trainer.optimizer) == pytest.approx(lr_at_epoch(trainer.hp, done + 1)), done

@@ -17,6 +17,21 @@ def test_lint(tmp_path, snakemake, tiny_config):
     assert proc.returncode == 0, proc.output
 
 
+def _dynamics_jobs(default: dict, runs: int) -> dict:
+    dyn = default.get("dynamics", {})
+    if not dyn.get("enabled"):
+        return {}, 0
+    pairs = dyn.get("pairs") or [[d, m] for d in default["datasets"] for m in default["models"]]
+    extra = sum(1 for d, m in pairs if d not in default["datasets"] or m not in default["models"])
+    extra_runs = extra * len(default["corruptions"]) * len(default["seeds"])
+    n = runs + extra_runs
+    jobs = {"dynamics_composite": n, "dynamics_tables": 1}
+    jobs.update({f"dynamics_figures_{d}_{m}": 1 for d, m in pairs})
+    if dyn.get("sgd_noise", {}).get("enabled"):
+        jobs.update({"dynamics_sgd_noise": n, "dynamics_sgd_table": 1})
+    return jobs, extra_runs
+
+
 def test_dry_run_default_config(tmp_path, snakemake):
     """The embedded default's DAG before any training (training is a checkpoint: the per-checkpoint
     jobs join the DAG once a run has trained): per run its labels, training, probe table and the
@@ -28,12 +43,16 @@ def test_dry_run_default_config(tmp_path, snakemake):
     runs = pairs * len(default["corruptions"]) * len(default["seeds"])
     assert runs == 3
     proc = snakemake("-n", "--cores", "2", workdir=tmp_path, config=default)
+    dynamics, extra = _dynamics_jobs(default, runs)
     assert proc.job_counts() == {
-        "corrupt_labels": 2 * runs, "train": runs, "edit_model": runs, "intervene": runs,
+        "corrupt_labels": 2 * runs + extra, "train": runs + extra, "edit_model": runs, "intervene": runs,
         "relabel_retrain": runs, "run_probe_table": 2 * runs,
         "aggregate_train_logs": 1, "aggregate_probes": 1, "aggregate_benchmarks": 1, "plots": pairs, "all": 1,
         # 3 widths x 3 noise levels, and the all-random-labels control
         "arithmetic_cell": 3 * 3 + 1, "arithmetic_tables": 1, "arithmetic_memorization": 1, "arithmetic_figures": 1,
+        # feature dynamics (dynamics.smk): the digits MLP runs and the 2-D bottleneck MLP's own runs
+        # (labels, training), a composite and an SGD-noise job per run, two tables, one figures job per pair
+        **dynamics,
     }
     assert not (tmp_path / "results").exists()
 

@@ -53,6 +53,16 @@ def _config(args) -> dict:
     return config
 
 
+def _json_object(text: str, option: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{option} is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{option} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
 def _run(args) -> Run:
     return Run(args.dataset, args.model, float(args.corruption), int(args.seed), args.variant)
 
@@ -65,8 +75,9 @@ def _prepare(args) -> None:
 
     limit_threads(getattr(args, "threads", None))
     out = getattr(args, "out", None) or getattr(args, "out_dir", None)
-    if out:
-        folder = Path(out) if getattr(args, "out_dir", None) else Path(out).parent
+    outs = out if isinstance(out, list) else [out] if out else []  # `plot` takes several --out
+    folders = {Path(o) if getattr(args, "out_dir", None) else Path(o).parent for o in outs}
+    for folder in sorted(folders):
         if folder.is_dir():
             sweep_stale_tmp(folder)
 
@@ -119,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subspaces", required=True)
     p.add_argument("--out", required=True)
 
+    p = sub.add_parser("probe", help="fit and score the probes of one checkpoint in one process "
+                                     "(`fit`, then `score`; what the workflow runs)")
+    _add_common(p, epoch=True)
+    p.add_argument("--activations", required=True)
+    p.add_argument("--subspaces", required=True, help="the fitted probes (written)")
+    p.add_argument("--out", required=True, help="the probe table (written)")
+
     p = sub.add_parser("edit", help="weight editing: a run's probed checkpoints with VeLPIC "
                                     "pre-softmax weights (section 8)")
     _add_common(p)
@@ -153,15 +171,95 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("aggregate", help="concatenate tidy tables into one")
     p.add_argument("--out", required=True)
     p.add_argument("--no-schema-check", action="store_true", help="inputs are not result tables")
+    p.add_argument("--benchmarks", action="store_true",
+                   help="inputs are Snakemake benchmark files or folders of them (results/benchmarks): "
+                        "write the per-job cost table (pipeline.costs)")
     p.add_argument("inputs", nargs="+")
 
-    p = sub.add_parser("plot", help="draw one figure from the aggregated tables")
-    p.add_argument("--figure", required=True)
+    p = sub.add_parser("plot", help="draw figures from the aggregated tables (one --out per --figure)")
+    p.add_argument("--figure", required=True, nargs="+")
     p.add_argument("--table", required=True)
     p.add_argument("--train-log", required=True)
     p.add_argument("--dataset", required=True)
     p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True, nargs="+")
+    p.add_argument("--dpi", type=int, default=120)
+
+    p = sub.add_parser("arithmetic-cell", help="train and analyse one cell of the arithmetic grid "
+                                               "(issue 10; pipeline.arithmetic.run_cell)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and BLAS")
+    p.add_argument("--settings-json", required=True,
+                   help='the cell as JSON, e.g. {"P": 31, "width": 257, "alpha": 0.8}; missing keys '
+                        "take pipeline.arithmetic.DEFAULTS")
+    p.add_argument("--out-dir", required=True)
+
+    p = sub.add_parser("arithmetic-tables", help="gather the arithmetic cells into their three tables")
+    p.add_argument("--results", required=True)
+    p.add_argument("--neurons", required=True)
+    p.add_argument("--log", required=True)
+    p.add_argument("indexes", nargs="+", help="the cells' index.json files")
+
+    p = sub.add_parser("arithmetic-memorization", help="the memorization-order check on digits "
+                                                       "(3-layer MLP, full batch, label noise)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and BLAS")
+    p.add_argument("--settings-json", default="{}", help="the config's arithmetic.memorization as JSON")
+    p.add_argument("--data-root", default="data")
     p.add_argument("--out", required=True)
+
+    p = sub.add_parser("arithmetic-figures", help="draw the arithmetic figures from the tables "
+                                                  "(one --out per --figure)")
+    p.add_argument("--figure", required=True, nargs="+")
+    p.add_argument("--outputs", required=True, nargs="+", help="one path per --figure")
+    p.add_argument("--results", required=True)
+    p.add_argument("--neurons", required=True)
+    p.add_argument("--log", required=True)
+    p.add_argument("--memorization")
+    p.add_argument("--dpi", type=int, default=120)
+
+    p = sub.add_parser("dynamics-composite", help="feature dynamics (issue 9): the composite grid, "
+                                                  "controls, point-wise consistency and 2-D trajectories "
+                                                  "of one run")
+    _add_common(p)
+    p.add_argument("--index", required=True, help="the run's checkpoints/index.json")
+    p.add_argument("--labels", required=True)
+    p.add_argument("--out", required=True, help="the run's composite table (written)")
+    p.add_argument("--pointwise", required=True, help="the run's point-wise consistency table (written)")
+    p.add_argument("--trajectories", required=True, help="the run's 2-D trajectory table (written)")
+
+    p = sub.add_parser("dynamics-sgd-noise", help="feature dynamics: one-step SGD noise and its "
+                                                  "isotropic controls at one checkpoint of one run")
+    _add_common(p)
+    p.add_argument("--index", required=True)
+    p.add_argument("--labels", required=True)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("dynamics-ablation", help="feature dynamics: train a freeze/reinit ablation run "
+                                                 "variant from the standard run's epoch-E checkpoint")
+    _add_common(p)
+    p.add_argument("--labels", required=True)
+    p.add_argument("--standard-dir", required=True)
+    p.add_argument("--out-dir", required=True)
+
+    p = sub.add_parser("dynamics-tables", help="gather the dynamics per-run tables into results/tables")
+    p.add_argument("--kind", required=True, choices=["composite", "sgd_noise", "ablations"])
+    p.add_argument("--out", help="the table (sgd_noise, ablations)")
+    p.add_argument("--composite")
+    p.add_argument("--pointwise")
+    p.add_argument("--trajectories")
+    p.add_argument("--welch")
+    p.add_argument("inputs", nargs="+")
+
+    p = sub.add_parser("dynamics-figures", help="draw the dynamics figures of one (dataset, model) pair "
+                                                "from the tables (one --outputs path per --figure)")
+    p.add_argument("--figure", required=True, nargs="+")
+    p.add_argument("--outputs", required=True, nargs="+")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--composite", required=True)
+    p.add_argument("--pointwise", required=True)
+    p.add_argument("--trajectories")
+    p.add_argument("--sgd-noise")
+    p.add_argument("--depth", help="depth of the heatmap (default: the first in the table)")
     p.add_argument("--dpi", type=int, default=120)
 
     p = sub.add_parser("plan", help="runs, jobs, SLURM allocations and disk a config costs "
@@ -169,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configfile", action="extend", nargs="+",
                    help="YAML config(s) merged over config/config.yaml, as snakemake does")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--benchmarks", help="measured per-job costs: a benchmark table or a folder of "
+                                        "benchmark files (default: results/tables/benchmarks.parquet, "
+                                        "else results/benchmarks/, when present)")
     return parser
 
 
@@ -232,14 +333,47 @@ def main(argv: list[str] | None = None) -> int:
                            args.activations, args.out, args.details)
         elif args.command == "reduce":
             stages.reduce(_config(args), _run(args), args.epoch, args.activations, args.out)
+        elif args.command == "probe":
+            stages.probe(_config(args), _run(args), args.epoch, args.activations, args.subspaces, args.out)
+        elif args.command == "aggregate" and args.benchmarks:
+            stages.benchmarks(args.inputs, args.out)
         elif args.command == "aggregate":
             stages.aggregate(args.inputs, args.out, check_schema=not args.no_schema_check)
         elif args.command == "plot":
             stages.plot(args.figure, args.table, args.train_log, args.dataset, args.model, args.out,
                         dpi=args.dpi)
+        elif args.command == "arithmetic-cell":
+            stages.arithmetic_cell(_json_object(args.settings_json, "--settings-json"), args.out_dir)
+        elif args.command == "arithmetic-tables":
+            stages.arithmetic_tables(args.indexes, args.results, args.neurons, args.log)
+        elif args.command == "arithmetic-memorization":
+            stages.arithmetic_memorization(_json_object(args.settings_json, "--settings-json"), args.out,
+                                           root=args.data_root)
+        elif args.command == "arithmetic-figures":
+            stages.arithmetic_figures(args.figure, args.outputs, results=args.results, neurons=args.neurons,
+                                      log=args.log, memorization=args.memorization, dpi=args.dpi)
+        elif args.command == "dynamics-composite":
+            stages.dynamics_composite(_config(args), _run(args), args.index, args.labels, args.out,
+                                      args.pointwise, args.trajectories, threads=args.threads)
+        elif args.command == "dynamics-sgd-noise":
+            stages.dynamics_sgd_noise(_config(args), _run(args), args.index, args.labels, args.out,
+                                      threads=args.threads)
+        elif args.command == "dynamics-ablation":
+            stages.dynamics_ablation(_config(args), _run(args), args.labels, args.standard_dir,
+                                     args.out_dir, threads=args.threads)
+        elif args.command == "dynamics-tables":
+            stages.dynamics_tables(args.kind, args.inputs,
+                                   {"out": args.out, "composite": args.composite,
+                                    "pointwise": args.pointwise, "trajectories": args.trajectories,
+                                    "welch": args.welch})
+        elif args.command == "dynamics-figures":
+            stages.dynamics_figures(args.figure, args.outputs, dataset=args.dataset, model=args.model,
+                                    composite=args.composite, pointwise=args.pointwise,
+                                    trajectories=args.trajectories, sgd_noise=args.sgd_noise,
+                                    depth=args.depth, dpi=args.dpi)
         elif args.command == "plan":
             from pipeline.plan import format_plan, make_plan, workflow_config
-            plan = make_plan(workflow_config(args.configfile or []))
+            plan = make_plan(workflow_config(args.configfile or []), benchmarks=args.benchmarks)
             print(json.dumps(plan.as_dict(), indent=1) if args.json else format_plan(plan))
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

@@ -28,14 +28,17 @@ in-place ReLU or residual addition cannot overwrite what was recorded.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
-import torch
 
-from pipeline.data import RunLabels
+if TYPE_CHECKING:  # torch and pipeline.data (the dataset registry, torch): not for reading files
+    import torch
+
+    from pipeline.data import RunLabels
 from pipeline.io import atomic_path, write_h5_attrs
 
 CHUNK_BYTES = 1 << 16
@@ -81,6 +84,8 @@ def extract_activations(model: torch.nn.Module, x_train: np.ndarray | torch.Tens
                         compression: str | None = None, batch_size: int = 512,
                         attrs: dict | None = None) -> Path:
     """Write the activations of ``layers`` (default: all probe layers) for both splits to ``out_path``."""
+    import torch  # here, not at the top: the probe stages read activation files without torch
+
     layers = list(layers) if layers is not None else list(model.probe_layers)
     unknown = [l for l in layers if l not in model.probe_layers]
     if unknown:

@@ -263,6 +263,19 @@ def _check_semantics(config: dict) -> None:
                               f"from probes.settings or set storage.persist: activations")
     _check_layers(config)
     _check_epochs(config)
+    _check_arithmetic(config)
+
+
+def _check_arithmetic(config: dict) -> None:
+    """The arithmetic grid (issue 10): odd P, one folder per cell (pipeline.arithmetic.grid)."""
+    section = config.get("arithmetic", {})
+    if not section.get("enabled"):
+        return
+    from pipeline.arithmetic.grid import check_cells
+
+    problems = check_cells(section)
+    if problems:
+        raise ConfigError(f"config key 'arithmetic': {problems[0]}")
 
 
 def _grid_models(config: dict) -> list[str]:

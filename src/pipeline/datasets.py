@@ -20,6 +20,16 @@ Registered datasets (:data:`DATASETS`):
     downloads; the pickles are read here with a restricted unpickler that allows nothing but
     numpy's array reconstruction, so a crafted file cannot run code (it raises
     :class:`DatasetCorruptError` naming the file).
+``svhn``
+    The Street View House Numbers, cropped digits: ``<root>/train_32x32.mat`` and
+    ``<root>/test_32x32.mat`` (MATLAB v5 files, ``X`` of shape 32x32x3xN uint8 and ``y`` of shape
+    Nx1; torchvision's ``SVHN`` layout), read with ``scipy.io.loadmat`` (plain data, no code).
+    Label 10 is the digit 0 and becomes 0, as in torchvision. The ``extra`` split is not used.
+``stl10``
+    STL-10's binary files in ``<root>/stl10_binary/`` (torchvision's ``STL10`` layout):
+    ``train_X.bin`` / ``test_X.bin`` (uint8, each image 3x96x96 stored column-major, i.e. channel
+    by channel, each channel transposed) and ``train_y.bin`` / ``test_y.bin`` (one uint8 label per
+    image, 1..10, shifted to 0..9). The 100,000 unlabelled images are not used.
 ``tiny_imagenet``
     The standard ``<root>/tiny-imagenet-200/`` folder (``wnids.txt``,
     ``train/<wnid>/images/*.JPEG``, ``val/images/*.JPEG``, ``val/val_annotations.txt``); its
@@ -32,6 +42,10 @@ parsed raises :class:`DatasetCorruptError` naming the file; an unknown name rais
 
 The helpers :func:`normalize`, :func:`channel_stats` and :func:`subsample` turn the arrays into
 model inputs.
+
+Downloads (``download=True``, only for files that are missing) go through torchvision's own
+``download`` methods, which verify the files' md5 sums (MNIST, CIFAR, SVHN, STL-10); reading is
+always ours: torchvision's dataset constructors never read a file here for CIFAR, SVHN or STL-10.
 """
 
 from __future__ import annotations
@@ -595,6 +609,137 @@ def _load_cifar100(root: Path, download: bool) -> DatasetArrays:
 
 
 # ----------------------------------------------------------------------------------------------
+# SVHN (MATLAB v5 .mat files) and STL-10 (raw binary files)
+# ----------------------------------------------------------------------------------------------
+
+_SVHN_SPLITS = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
+
+
+def _download_with_torchvision(tv_class: str, root: Path, **attrs: Any) -> None:
+    """Run only ``torchvision.datasets.<tv_class>.download`` (md5-verified), never its constructor."""
+    import torchvision.datasets as tvd
+
+    downloader = object.__new__(getattr(tvd, tv_class))
+    downloader.root = str(root)
+    for key, value in attrs.items():
+        setattr(downloader, key, value)
+    downloader.download()
+
+
+def _fetch_missing(name: str, required: list[Path], folder: Path | None, download: bool,
+                   fetch: Callable[[], None]) -> None:
+    """Raise DatasetNotFoundError for missing files unless ``download``; then ``fetch`` and re-check.
+
+    The error names the missing files (or ``folder`` when every file of it is missing)."""
+    missing = [p for p in required if not p.is_file()]
+    if not missing:
+        return
+    if not download:
+        whole = folder is not None and len(missing) == len(required)
+        raise _not_found(name, folder if whole else missing, fetchable=True)
+    try:
+        fetch()
+    except Exception as exc:  # network failures, md5 mismatch
+        still_missing = [p for p in required if not p.is_file()]
+        if still_missing:
+            raise _not_found(name, still_missing, fetchable=True,
+                             hint=f"(torchvision: {type(exc).__name__}: {exc})") from exc
+        raise
+    still_missing = [p for p in required if not p.is_file()]
+    if still_missing:
+        raise _not_found(name, still_missing, fetchable=True)
+
+
+def _read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One SVHN ``.mat`` file as ``(uint8 (N, 3, 32, 32), int64 (N,))`` with labels 10 -> 0."""
+    import scipy.io
+
+    try:
+        mat = scipy.io.loadmat(str(path), variable_names=["X", "y"])
+    except Exception as exc:  # truncated, not a MATLAB file, v7.3 (HDF5), ...
+        raise DatasetCorruptError(
+            f"Corrupt SVHN file {path}: {type(exc).__name__}: {exc} (truncated download? delete it "
+            f"and download it again)", path) from None
+    x, y = mat.get("X"), mat.get("y")
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3):
+        raise DatasetCorruptError(
+            f"Corrupt SVHN file {path}: 'X' is {type(x).__name__} {getattr(x, 'dtype', '')} "
+            f"{getattr(x, 'shape', '')}, expected uint8 of shape (32, 32, 3, N)", path)
+    n = x.shape[3]
+    if (not isinstance(y, np.ndarray) or y.size != n or y.dtype.kind not in "uif"
+            or (y.ndim == 2 and 1 not in y.shape) or y.ndim > 2):
+        raise DatasetCorruptError(
+            f"Corrupt SVHN file {path}: 'y' is {type(y).__name__} {getattr(y, 'dtype', '')} "
+            f"{getattr(y, 'shape', '')}, expected {n} labels (N x 1)", path)
+    labels = y.reshape(-1)
+    if labels.size and (not np.all(labels == np.round(labels)) or labels.min() < 1 or labels.max() > 10):
+        raise DatasetCorruptError(
+            f"Corrupt SVHN file {path}: labels must be integers 1..10 (10 = digit 0), found "
+            f"[{labels.min()}, {labels.max()}]", path)
+    labels = labels.astype(np.int64)
+    labels[labels == 10] = 0
+    return np.ascontiguousarray(np.transpose(x, (3, 2, 0, 1))), labels
+
+
+def _load_svhn(root: Path, download: bool) -> DatasetArrays:
+    """SVHN from ``<root>/train_32x32.mat`` and ``<root>/test_32x32.mat`` (torchvision's layout)."""
+    root = Path(root)
+    files = {split: root / fname for split, fname in _SVHN_SPLITS.items()}
+
+    def fetch() -> None:
+        import torchvision.datasets as tvd
+
+        for split, path in files.items():
+            if not path.is_file():
+                url, filename, md5 = tvd.SVHN.split_list[split]
+                _download_with_torchvision("SVHN", root, split=split, url=url, filename=filename, file_md5=md5)
+
+    _fetch_missing("svhn", list(files.values()), None, download, fetch)
+    x_train, y_train = _read_svhn_mat(files["train"])
+    x_test, y_test = _read_svhn_mat(files["test"])
+    return DatasetArrays("svhn", x_train, y_train, x_test, y_test, num_classes=10)
+
+
+STL10_FOLDER = "stl10_binary"
+_STL10_SIZE = 96
+_STL10_IMAGE_BYTES = 3 * _STL10_SIZE * _STL10_SIZE
+
+
+def _read_stl10_split(x_path: Path, y_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One STL-10 split: images (column-major 3x96x96 each) and labels 1..10 -> 0..9."""
+    x_size, y_size = x_path.stat().st_size, y_path.stat().st_size
+    if x_size == 0 or x_size % _STL10_IMAGE_BYTES:
+        raise DatasetCorruptError(
+            f"Corrupt STL-10 file {x_path}: {x_size} bytes, not a positive multiple of one image "
+            f"({_STL10_IMAGE_BYTES} bytes: 3x96x96 uint8) (truncated download? delete it and fetch again)",
+            x_path)
+    n = x_size // _STL10_IMAGE_BYTES
+    if y_size != n:
+        shorter = y_path if y_size < n else x_path
+        raise DatasetCorruptError(
+            f"Corrupt STL-10 files: {x_path} holds {n} images but {y_path} holds {y_size} labels; "
+            f"{shorter} looks truncated (delete the files and fetch them again)", shorter)
+    labels = np.fromfile(y_path, dtype=np.uint8).astype(np.int64)
+    if labels.min() < 1 or labels.max() > 10:
+        raise DatasetCorruptError(
+            f"Corrupt STL-10 file {y_path}: labels must be 1..10, found [{labels.min()}, {labels.max()}]",
+            y_path)
+    images = np.fromfile(x_path, dtype=np.uint8).reshape(n, 3, _STL10_SIZE, _STL10_SIZE)
+    return np.ascontiguousarray(images.transpose(0, 1, 3, 2)), labels - 1
+
+
+def _load_stl10(root: Path, download: bool) -> DatasetArrays:
+    """STL-10's labelled train/test splits from ``<root>/stl10_binary/`` (torchvision's layout)."""
+    folder = Path(root) / STL10_FOLDER
+    files = {f"{split}_{kind}": folder / f"{split}_{kind}.bin" for split in ("train", "test") for kind in ("X", "y")}
+    _fetch_missing("stl10", list(files.values()), folder, download,
+                   lambda: _download_with_torchvision("STL10", Path(root)))
+    x_train, y_train = _read_stl10_split(files["train_X"], files["train_y"])
+    x_test, y_test = _read_stl10_split(files["test_X"], files["test_y"])
+    return DatasetArrays("stl10", x_train, y_train, x_test, y_test, num_classes=10)
+
+
+# ----------------------------------------------------------------------------------------------
 # Tiny ImageNet (folder of JPEGs, read with PIL)
 # ----------------------------------------------------------------------------------------------
 
@@ -769,6 +914,8 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("cifar10", num_classes=10, channels=3, image_size=32, train_size=50000, test_size=10000, loader=_load_cifar10),
         DatasetSpec("cifar100", num_classes=100, channels=3, image_size=32, train_size=50000, test_size=10000, loader=_load_cifar100),
         DatasetSpec("tiny_imagenet", num_classes=200, channels=3, image_size=64, train_size=100000, test_size=10000, loader=_load_tiny_imagenet),
+        DatasetSpec("svhn", num_classes=10, channels=3, image_size=32, train_size=73257, test_size=26032, loader=_load_svhn),
+        DatasetSpec("stl10", num_classes=10, channels=3, image_size=96, train_size=5000, test_size=8000, loader=_load_stl10),
     )
 }
 """Every dataset the pipeline knows, by registry name."""
@@ -780,7 +927,8 @@ def load_dataset(name: str, root: str | Path = "data", download: bool = False) -
     Args:
         name: a key of :data:`DATASETS`.
         root: data root folder the on-disk formats live under (ignored by ``digits``).
-        download: let torchvision fetch MNIST / Fashion-MNIST / CIFAR files that are missing.
+        download: let torchvision fetch MNIST / Fashion-MNIST / CIFAR / SVHN / STL-10 files that
+            are missing (md5-verified).
             With ``False`` (the default) nothing touches the network.
 
     Raises:

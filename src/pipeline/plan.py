@@ -25,9 +25,8 @@ is the one the workflow uses, so the plan and the DAG agree by construction.
 from __future__ import annotations
 
 import functools
-import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from pipeline.workflow import GPU_RULES, LOCAL_RULES, probe_blocks, probed_epochs, schedule_for  # noqa: F401
 
@@ -36,7 +35,7 @@ _ITEMSIZE = {"float32": 4, "float16": 2}
 
 # ----------------------------------------------------------------------------- sizes
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model_facts(model: str, channels: int, image_size: int, num_classes: int) -> tuple:
     """(probe layer dims, checkpoint bytes, parameter bytes) of a model on images of this shape."""
     import torch
@@ -109,6 +108,22 @@ class Plan:
     allocations: dict[str, int] = field(default_factory=dict)
     local_jobs: int = 0
     disk: dict[str, int] = field(default_factory=dict)
+    #: measured per-job costs by rule (:func:`pipeline.costs.measured_costs`), and where they came
+    #: from; empty / None when nothing was measured
+    costs: dict[str, dict] = field(default_factory=dict)
+    costs_source: str | None = None
+
+    def cost_totals(self) -> dict[str, dict]:
+        """Per rule with a measurement: the plan's jobs times the measured per-job figures."""
+        totals = {}
+        for rule, n in self.jobs.items():
+            measured = self.costs.get(rule)
+            if measured and n:
+                totals[rule] = {"jobs": n, "measured_jobs": measured["jobs"],
+                                "wall_s_per_job": measured["wall_s"], "cpu_s_per_job": measured["cpu_s"],
+                                "max_rss_mib": measured["max_rss_mib"],
+                                "cpu_s_total": n * measured["cpu_s"], "wall_s_total": n * measured["wall_s"]}
+        return totals
 
     @property
     def total_jobs(self) -> int:
@@ -138,6 +153,8 @@ class Plan:
             "total_slurm_allocations": self.total_allocations,
             "local_jobs": self.local_jobs,
             "disk_bytes": dict(self.disk),
+            "measured_costs_source": self.costs_source,
+            "measured_costs": self.cost_totals(),
         }
 
 
@@ -147,12 +164,12 @@ def _persisted_layers(config: dict, dims: dict[str, int], model: str) -> dict[st
     wanted = persisted_layers(config["activations"].get("layers"), model)
     if wanted is None:
         return dict(dims)
-    unknown = [l for l in wanted if l not in dims]
+    unknown = [name for name in wanted if name not in dims]
     if unknown:
         from pipeline.config import ConfigError
         raise ConfigError(f"config key 'activations.layers': {unknown} are not probe layers of "
                           f"this model; its probe layers are {list(dims)}")
-    return {l: dims[l] for l in wanted}
+    return {name: dims[name] for name in wanted}
 
 
 def _probe_bytes(config: dict, layers: dict[str, int], num_classes: int) -> int:
@@ -175,12 +192,16 @@ def _probe_bytes(config: dict, layers: dict[str, int], num_classes: int) -> int:
     return per_layer * n_sources + 64 * 1024
 
 
-def make_plan(config: dict) -> Plan:
-    """The plan of a validated config (see the module docstring)."""
+def make_plan(config: dict, benchmarks: str | None = None) -> Plan:
+    """The plan of a validated config (see the module docstring).
+
+    ``benchmarks``: measured per-job costs (a benchmark table or folder of Snakemake benchmark
+    files, :mod:`pipeline.costs`); by default ``results/tables/benchmarks.parquet`` or
+    ``results/benchmarks/`` when present. Without any, the plan has no time figures."""
     from pipeline.config import iter_runs, pairs
     from pipeline.datasets import DATASETS
     from pipeline.plots import FIGURES, figures_for
-    from pipeline.sufficient import moment_bytes, moment_layer_choice
+    from pipeline.probes import moment_bytes, moment_layer_choice
 
     runs = list(iter_runs(config))
     per_pair_runs = len(config["corruptions"]) * len(config["seeds"])
@@ -205,8 +226,8 @@ def make_plan(config: dict) -> Plan:
         as_moments = [] if persist == "activations" else moment_layer_choice(
             layers, persist, num_classes=spec.num_classes, n_train=n_train, itemsize=itemsize)
         reduced = 0 if persist == "activations" else act - sum(
-            layers[l] * n_train * itemsize - moment_bytes(layers[l], spec.num_classes)
-            for l in as_moments)
+            layers[name] * n_train * itemsize - moment_bytes(layers[name], spec.num_classes)
+            for name in as_moments)
         # resume.pt: model + optimizer state (momentum: one buffer; Adam: two)
         from pipeline.train import hyperparameters
         hp = hyperparameters(config, model, dataset)
@@ -231,13 +252,13 @@ def make_plan(config: dict) -> Plan:
         "train": n_runs,
         "extract_activations": probed_total,
         **({"reduce_activations": probed_total} if reduced_storage else {}),
-        "fit_subspaces": probed_total,
-        "score_probes": probed_total,
+        "probe_checkpoint": probed_total,
         "probe_block": blocks_total,
         "run_probe_table": n_runs,
         "aggregate_probes": 1,
         "aggregate_train_logs": 1,
-        "plot": len(pairs(config)) * n_figures,
+        "plots": len(pairs(config)) if n_figures else 0,
+        "aggregate_benchmarks": 1,
         "all": 1,
     }
     # Allocations under slurm/config.yaml's grouping (see tests/test_plan.py for the check that
@@ -249,6 +270,11 @@ def make_plan(config: dict) -> Plan:
         "probe (group per block, CPU)": blocks_total,
     }
     plan.local_jobs = sum(plan.jobs[r] for r in LOCAL_RULES if r in plan.jobs)
+
+    from pipeline.costs import load_measurements, measured_costs
+
+    table, plan.costs_source = load_measurements(benchmarks)
+    plan.costs = measured_costs(table)
 
     ckpt = sum(p.checkpoint_total for p in pair_plans)
     acts = sum(p.activation_total for p in pair_plans)
@@ -325,13 +351,93 @@ def format_plan(plan: Plan) -> str:
     add(f"  {'total':<32} {plan.total_allocations:>6}   (+{plan.local_jobs} jobs on the "
         "submitting host)")
     add("")
+    add("time per rule:")
+    totals = plan.cost_totals()
+    if totals:
+        add(f"  measured per-job figures from {plan.costs_source} (Snakemake benchmark files; CPU s "
+            "and RSS are sampled once a second: lower bounds for short jobs), times the jobs above")
+        add(f"  {'rule':<22} {'jobs':>8} {'wall s/job':>10} {'CPU s/job':>10} {'max RSS':>10} "
+            f"{'CPU h total':>11}")
+        for rule, t in totals.items():
+            add(f"  {rule:<22} {t['jobs']:>8} {t['wall_s_per_job']:>10.1f} {t['cpu_s_per_job']:>10.1f} "
+                f"{t['max_rss_mib']:>6.0f} MiB {t['cpu_s_total'] / 3600:>11.2f}")
+        unmeasured = [r for r, n in plan.jobs.items() if n and r not in totals and r != "all"]
+        if unmeasured:
+            add(f"  not measured (no benchmark rows): {', '.join(unmeasured)}")
+        add(f"  {'total':<22} {'':>8} {'':>10} {'':>10} {'':>10} "
+            f"{sum(t['cpu_s_total'] for t in totals.values()) / 3600:>11.2f}")
+        add("  (measured at the scale of that run: the figures scale with data, model and epochs)")
+    else:
+        add("  no measured figures (no results/tables/benchmarks.parquet or results/benchmarks/): "
+            "estimates are the SLURM profile's per-job runtime limits (slurm/config.yaml); run the "
+            "workflow once at a small scale, then `plan` uses the measured per-rule figures")
+    add("")
     add("disk (uncompressed upper bounds):")
     for what, n in plan.disk.items():
         add(f"  {what:<38} {human_bytes(n):>12}")
     if not cfg["storage"]["keep_activations"] or cfg["storage"]["persist"] != "activations":
         add("  (activations are temporary: deleted once probed or reduced; the peak is per run "
             "in flight)")
+    lines += format_arithmetic_plan(arithmetic_plan(cfg))
+    lines += format_dynamics_plan(dynamics_plan(cfg))
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- arithmetic (issue 10)
+
+#: assumed sustained throughput for the time figure of the arithmetic plan (FLOP/s): small dense
+#: matmuls (M x P with P ~ 100) run far below a GPU's peak
+ARITHMETIC_FLOPS_PER_S = 1e13
+
+
+def arithmetic_plan(config: dict) -> dict | None:
+    """Cells, epochs, compute and checkpoint disk of the config's ``arithmetic`` grid (None if off).
+
+    Compute assumption, per cell: one full-batch step costs 6 M P n_train FLOPs (forward 2 M P per
+    pair for W phi(h), backward twice that; the embedding look-ups, phi and the optimizer's
+    O(3 M P) update are smaller), plus the training log's evaluation of all P^2 pairs every
+    ``log_every`` epochs (2 M P^3 / log_every per epoch). A mini-batch epoch costs the same as a
+    full-batch one. The frequency analysis after training is negligible next to it.
+    """
+    from pipeline.arithmetic.grid import cells_by_path, figure_names
+    from pipeline.arithmetic.train import checkpoint_epochs
+
+    section = config.get("arithmetic", {})
+    if not section.get("enabled"):
+        return None
+    cells = list(cells_by_path(section).values())
+    flops, ckpt_bytes = 0.0, 0
+    for c in cells:
+        M, P = int(c["width"]), int(c["P"])
+        n_train = round(c["train_fraction"] * P * P)
+        per_epoch = 6.0 * M * P * n_train + 2.0 * M * P ** 3 / section["log_every"]
+        flops += section["epochs"] * per_epoch
+        params = 3 * M * P + P
+        ckpt_bytes += 4 * params * len(checkpoint_epochs(section["epochs"], section["checkpoint_every"]))
+    memo = section["memorization"]["enabled"]
+    return {"cells": len(cells), "epochs": section["epochs"], "flops": flops,
+            "hours_at_assumed_rate": flops / ARITHMETIC_FLOPS_PER_S / 3600,
+            "checkpoint_bytes": ckpt_bytes, "device": section["device"],
+            "widths": sorted({int(c["width"]) for c in cells}),
+            "jobs": {"arithmetic_cell": len(cells), "arithmetic_tables": 1,
+                     "arithmetic_memorization": int(memo), "arithmetic_figures": 1},
+            "figures": figure_names(section)}
+
+
+def format_arithmetic_plan(ap: dict | None) -> list[str]:
+    if ap is None:
+        return []
+    return [
+        "",
+        f"arithmetic (issue 10): {ap['cells']} cells x {ap['epochs']} epochs, widths {ap['widths']}, "
+        f"device {ap['device']}",
+        f"  compute: {ap['flops']:.3g} FLOPs (6 M P n_train per full-batch step + the log's evaluation "
+        f"of all P^2 pairs), about {ap['hours_at_assumed_rate']:.3g} h at an assumed sustained "
+        f"{ARITHMETIC_FLOPS_PER_S:.0e} FLOP/s",
+        f"  checkpoints: {human_bytes(ap['checkpoint_bytes'])} (float32 U, V, W, mu)",
+        "  jobs: " + ", ".join(f"{k} {v}" for k, v in ap["jobs"].items()),
+        f"  figures (results/plots/arithmetic/): {', '.join(ap['figures'])}",
+    ]
 
 
 def workflow_config(configfiles: Iterable[str] = ()) -> dict:
@@ -361,3 +467,110 @@ def workflow_config(configfiles: Iterable[str] = ()) -> dict:
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
     return validate_config(config)
+
+
+# ----------------------------------------------------------------------------- feature dynamics (issue 9)
+
+#: assumed eval-mode throughput (images per second through one full forward pass, batch 512) for the
+#: time figure of the dynamics plan: ResNet-20 on one H100 in float32; the MLPs are far cheaper
+DYNAMICS_IMAGES_PER_S = {"resnet20": 25_000, "resnet18": 8_000, "alexnet": 20_000}
+DYNAMICS_DEFAULT_IMAGES_PER_S = 200_000
+
+
+def dynamics_plan(config: dict) -> dict | None:
+    """Jobs and compute of the ``dynamics`` section (None if off).
+
+    Per run (upper bounds: every run trains to ``max_epochs``, so every scheduled checkpoint exists):
+    composites = |deep epochs| x |shallow epochs| (+ the (T2, t) pairs of the windows) per depth;
+    forward passes = composites x samples of every input set (train, test, blurred test), plus one
+    more per composite on the control's input sets, plus one per checkpoint and input (the full
+    networks). Assumption: one composite evaluation costs at most one full forward pass (the deep part
+    runs per composite, the shallow features once per shallow epoch). SGD noise: per depth,
+    N one-step updates (a forward-backward of one mini-batch, ~3 forward passes per image) and
+    2 N + 1 forward passes of the input set.
+    """
+    from pipeline.workflow import ablation_runs, dynamics_figures, dynamics_pairs, dynamics_runs, schedule_for
+
+    section = config.get("dynamics", {})
+    if not section.get("enabled"):
+        return None
+    runs = dynamics_runs(config)
+    max_epochs = int(config["train"]["max_epochs"])
+    per_pair = []
+    total_passes, total_seconds = 0.0, 0.0
+    for dataset, model in dynamics_pairs(config):
+        n_runs = sum(1 for r in runs if (r.dataset, r.model) == (dataset, model))
+        saved = sorted(set(schedule_for(config, model)) | {max_epochs})
+
+        def epochs(spec, saved=saved):
+            if spec == "all":
+                return saved
+            if spec == "final":
+                return [max_epochs]
+            return sorted({max_epochs if v == "final" else int(v) for v in spec} & set(saved))
+
+        deep, shallow = epochs(section["deep_epochs"]), epochs(section["shallow_epochs"])
+        pairs = {(T, t) for T in deep for t in shallow}
+        windows = section.get("windows")
+        if windows is None:
+            windows = [[a, b] for a, b in config["train"]["checkpoints"].get("windows") or []]
+        for t1, t2 in windows:
+            T1 = max_epochs if t1 == "final" else int(t1)
+            T2 = max_epochs if t2 == "final" else int(t2)
+            pairs |= {(T2, t) for t in range(min(T1, T2), max(T1, T2) + 1) if t in saved}
+        from pipeline.dynamics.stage import run_depths
+
+        depths = run_depths(section, model)
+        n_train, n_test = dataset_sizes(config, dataset)
+        cap = section.get("max_samples") or 10 ** 12
+        sizes = {"train": min(n_train, cap), "test": min(n_test, cap), "test_blur": min(n_test, cap)}
+        samples = sum(sizes[s] for s in section["splits"])
+        control = (sum(sizes[s] for s in section["control"]["splits"] if s in section["splits"])
+                   if section["control"]["enabled"] else 0)
+        composites = len(pairs) * len(depths)
+        checkpoints = len({e for p in pairs for e in p})
+        passes = composites * (samples + control) + checkpoints * samples
+        sn = section["sgd_noise"]
+        sgd_passes = 0
+        if sn["enabled"]:
+            from pipeline.train import hyperparameters
+
+            batch = sn["batch_size"] or hyperparameters(config, model, dataset)["batch_size"]
+            n_depths = len((sn.get("depths") or {}).get(model) or depths)
+            sgd_passes = n_depths * (sn["n_updates"] * 3 * batch + (2 * sn["n_updates"] + 1) * sn["n_inputs"])
+        rate = DYNAMICS_IMAGES_PER_S.get(model, DYNAMICS_DEFAULT_IMAGES_PER_S)
+        seconds = n_runs * (passes + sgd_passes) / rate
+        total_passes += n_runs * (passes + sgd_passes)
+        total_seconds += seconds
+        per_pair.append({"pair": f"{dataset}/{model}", "runs": n_runs, "depths": depths,
+                         "deep_epochs": len(deep), "shallow_epochs": len(shallow),
+                         "composites_per_run": composites, "samples": samples,
+                         "forward_passes_per_run": passes, "sgd_forward_passes_per_run": sgd_passes,
+                         "images_per_s": rate, "hours": seconds / 3600,
+                         "figures": dynamics_figures(config, model)})
+    n_abl = len(ablation_runs(config))
+    jobs = {"dynamics_composite": len(runs),
+            "dynamics_sgd_noise": len(runs) if section["sgd_noise"]["enabled"] else 0,
+            "dynamics_ablation": n_abl, "dynamics_tables": 1,
+            "dynamics_sgd_table": int(section["sgd_noise"]["enabled"]),
+            "dynamics_ablation_table": int(n_abl > 0), "dynamics_figures": len(dynamics_pairs(config))}
+    return {"runs": len(runs), "pairs": per_pair, "jobs": jobs, "forward_passes": total_passes,
+            "hours_at_assumed_rate": total_seconds / 3600}
+
+
+def format_dynamics_plan(dp: dict | None) -> list[str]:
+    if dp is None:
+        return []
+    lines = ["", f"feature dynamics (issue 9): {dp['runs']} runs analysed"]
+    for p in dp["pairs"]:
+        lines.append(
+            f"  {p['pair']:<22} {p['runs']} runs x {p['composites_per_run']} composites "
+            f"({p['deep_epochs']} deep x {p['shallow_epochs']} shallow epochs + windows, depths "
+            f"{','.join(p['depths'])}) x {p['samples']} samples = {p['forward_passes_per_run']:.3g} "
+            f"forward passes/run (+{p['sgd_forward_passes_per_run']:.3g} SGD noise); "
+            f"~{p['hours']:.2f} h at {p['images_per_s']:,} images/s")
+    lines.append(f"  compute: {dp['forward_passes']:.3g} forward passes in all, about "
+                 f"{dp['hours_at_assumed_rate']:.2f} h (assumption: one composite evaluation <= one full "
+                 "forward pass; the throughputs above, pipeline.plan.DYNAMICS_IMAGES_PER_S)")
+    lines.append("  jobs: " + ", ".join(f"{k} {v}" for k, v in dp["jobs"].items() if v))
+    return lines

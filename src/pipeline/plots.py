@@ -8,22 +8,41 @@ the mean over seeds with the min-max range over seeds shaded, as in the papers.
 from __future__ import annotations
 
 import re
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
-import matplotlib
+from pipeline.config import BASE_VARIANT
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+if TYPE_CHECKING:  # imported for real only when a figure is drawn (the Snakefile imports this module)
+    import matplotlib.pyplot as plt
+    import pandas as pd
 
-from pipeline.config import BASE_VARIANT  # noqa: E402
-from pipeline.io import MODEL_PROBE, atomic_path  # noqa: E402
+#: The model's own rows in the table (``pipeline.io.MODEL_PROBE``; not imported: pandas).
+MODEL_PROBE = "model"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
 
 FIGURES: dict[str, Callable] = {}
 #: What each figure needs in the table: probe names (and/or "edited_model", "intervention").
 FIGURE_NEEDS: dict[str, tuple[str, ...]] = {}
+
+#: Layer names in forward order, by name pattern (torch-free: :mod:`pipeline.models` imports
+#: torch, and a plot job has no use for it): stems, convolutional blocks, the flattened map,
+#: fully connected layers, pooling, then the output; a trailing number orders within a kind.
+_LAYER_KINDS = ("L", "block", "conv", "flat", "fc", "avg_pool", "output")
+#: Panel width (inches) and the suptitle font size; titles wrap to the figure's width.
+PANEL_WIDTH, PANEL_HEIGHT = 4.0, 3.4
+TITLE_SIZE = 11
 
 
 def figure(name: str, needs: tuple[str, ...] = ()):
@@ -46,11 +65,14 @@ def seed_band(df: pd.DataFrame, x: str = "epoch", y: str = "accuracy") -> pd.Dat
 
 
 def draw_band(ax, df: pd.DataFrame, label: str, color=None, style: str = "-", x: str = "epoch",
-              y: str = "accuracy") -> None:
+              y: str = "accuracy", gid: str | None = None):
+    """The mean over seeds as a line (labelled ``label``; ``gid`` tags it for tests), the min-max
+    range over seeds shaded when there are several seeds."""
     band = seed_band(df, x, y)
-    line, = ax.plot(band[x], band["mean"], style, label=label, color=color, lw=1.5)
+    line, = ax.plot(band[x], band["mean"], style, label=label, color=color, lw=1.5, gid=gid or label)
     if df["seed"].nunique() > 1:
         ax.fill_between(band[x], band["min"], band["max"], color=line.get_color(), alpha=0.2, lw=0)
+    return line
 
 
 def default_setting(table: pd.DataFrame, probe: str) -> str | None:
@@ -71,15 +93,74 @@ def _select(table: pd.DataFrame, dataset: str, model: str, variant: str = BASE_V
     return sel
 
 
+def _layer_key(name: str) -> tuple:
+    match = re.fullmatch(r"(.*?)(\d*)", str(name))
+    stem, number = match.group(1), match.group(2)
+    kind = _LAYER_KINDS.index(stem) if stem in _LAYER_KINDS else len(_LAYER_KINDS)
+    return kind, int(number) if number else -1, str(name)
+
+
 def layer_order(rows: pd.DataFrame) -> list[str]:
     """The table's layers in the network's forward order (the table itself is sorted by name)."""
-    from pipeline.models import MODELS
+    return sorted(dict.fromkeys(rows["layer"]), key=_layer_key)
 
-    layers = list(dict.fromkeys(rows["layer"]))
-    model = rows["model"].iloc[0] if len(rows) else None
-    order = list(MODELS[model].build.probe_layers) if model in MODELS else []
-    return [l for l in order if l in layers] + [l for l in layers if l not in order]
 
+# ----------------------------------------------------------------------------- layout
+
+def _panels(n: int, width: float = PANEL_WIDTH, height: float = PANEL_HEIGHT):
+    """One row of ``n`` panels sharing y, with constrained layout (titles and legends outside
+    the panels are given room instead of being cut off)."""
+    plt = _pyplot()
+    n = max(n, 1)
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False, sharey=True,
+                             layout="constrained")
+    return fig, list(axes[0])
+
+
+def wrap_title(fig, text: str, fontsize: float = TITLE_SIZE) -> str:
+    """``text`` wrapped to lines that fit the figure's width (average glyph ~0.6 em, a margin)."""
+    width_pt = fig.get_figwidth() * 72 * 0.92
+    chars = max(int(width_pt / (0.6 * fontsize)), 20)
+    return "\n".join(textwrap.wrap(text, chars, break_long_words=True, break_on_hyphens=False))
+
+
+def suptitle(fig, text: str) -> None:
+    fig.suptitle(wrap_title(fig, text), fontsize=TITLE_SIZE)
+
+
+def legend_outside(fig, axes) -> None:
+    """One legend for the figure, below the panels (never over a curve or a bar): the labels of
+    every panel, each once."""
+    handles, labels = {}, []
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in handles:
+                handles[label] = handle
+                labels.append(label)
+    if labels:
+        width_in = fig.get_figwidth()
+        ncol = max(1, min(len(labels), int(width_in / 1.6)))
+        fig.legend([handles[label] for label in labels], labels, loc="outside lower center", ncol=ncol,
+                   fontsize=7, frameon=False)
+
+
+def _finish(fig, axes, ylabel: str, title: str, xlabel: str = "epoch"):
+    for ax in axes:
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    legend_outside(fig, axes)
+    suptitle(fig, title)
+    return fig
+
+
+def _colors(n: int):
+    import numpy as np
+
+    return _pyplot().cm.viridis(np.linspace(0, 0.9, max(n, 1)))
+
+
+# ----------------------------------------------------------------------------- figures
 
 def probe_dynamics(table: pd.DataFrame, dataset: str, model: str, probe: str, title: str,
                    fit_labels: str = "corrupted") -> plt.Figure:
@@ -90,12 +171,10 @@ def probe_dynamics(table: pd.DataFrame, dataset: str, model: str, probe: str, ti
     probe_rows = test[(test.probe == probe) & (test.probe_setting == setting) & (test.fit_labels == fit_labels)]
     model_rows = test[test.probe == MODEL_PROBE]
     corruptions = sorted(test.corruption.unique())
-    fig, axes = plt.subplots(1, len(corruptions), figsize=(4 * len(corruptions), 3.4), squeeze=False,
-                             sharey=True)
+    fig, axes = _panels(len(corruptions))
     layers = layer_order(probe_rows) if not probe_rows.empty else []
-    colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(layers), 1)))
-    for ax, corruption in zip(axes[0], corruptions):
-        for layer, color in zip(layers, colors):
+    for ax, corruption in zip(axes, corruptions, strict=False):
+        for layer, color in zip(layers, _colors(len(layers)), strict=False):
             rows = probe_rows[(probe_rows.corruption == corruption) & (probe_rows.layer == layer)]
             if not rows.empty:
                 draw_band(ax, rows, f"{probe.upper()} {layer}", color=color)
@@ -103,13 +182,8 @@ def probe_dynamics(table: pd.DataFrame, dataset: str, model: str, probe: str, ti
         if not rows.empty:
             draw_band(ax, rows, "model", color="black", style="--")
         ax.set_title(f"{corruption:.0%} corruption")
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy (true labels)")
-    axes[0][-1].legend(fontsize=7, loc="best")
-    fig.suptitle(f"{title}: {model.upper()} on {dataset}" + (f" ({setting})" if setting else ""))
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes, "test accuracy (true labels)",
+                   f"{title}: {model.upper()} on {dataset}" + (f" ({setting})" if setting else ""))
 
 
 @figure("masc_dynamics", needs=("masc",))
@@ -136,6 +210,38 @@ def masc_true_labels(table, train_log, dataset, model):
     return probe_dynamics(table, dataset, model, "masc", "MASC (true-label subspaces)", fit_labels="true")
 
 
+@figure("linear_vs_logreg", needs=("linear", "logreg"))
+def linear_vs_logreg(table, train_log, dataset, model):
+    """The authors' logistic-regression probe (``linear``: a fixed number of Adam epochs) next to
+    the converging baseline (``logreg``) on each layer, with the model: how much of the linear
+    probe's accuracy depends on its training budget. Same colour per layer, solid = linear,
+    dotted = logreg."""
+    sel = _select(table, dataset, model)
+    test = sel[(sel.split == "test") & (sel.target == "true") & (sel.fit_labels == "corrupted")]
+    rows = {probe: test[(test.probe == probe) & (test.probe_setting == default_setting(test, probe))]
+            for probe in ("linear", "logreg")}
+    model_rows = test[test.probe == MODEL_PROBE]
+    corruptions = sorted(test.corruption.unique())
+    layers = layer_order(test[test.probe.isin(["linear", "logreg"])])
+    fig, axes = _panels(len(corruptions))
+    for ax, corruption in zip(axes, corruptions, strict=False):
+        for layer, color in zip(layers, _colors(len(layers)), strict=False):
+            for probe, style in (("linear", "-"), ("logreg", ":")):
+                at = rows[probe][(rows[probe].corruption == corruption) & (rows[probe].layer == layer)]
+                if not at.empty:
+                    draw_band(ax, at, f"{'LR probe' if probe == 'linear' else 'logreg'} {layer}",
+                              color=color, style=style)
+        at = model_rows[model_rows.corruption == corruption]
+        if not at.empty:
+            draw_band(ax, at, "model", color="black", style="--")
+        ax.set_title(f"{corruption:.0%} corruption")
+    settings = ", ".join(f"{p}: {default_setting(test, p)}" for p in ("linear", "logreg")
+                         if default_setting(test, p))
+    return _finish(fig, axes, "test accuracy (true labels)",
+                   f"LR probe (authors') vs converged logistic regression: {model.upper()} on {dataset}"
+                   + (f" ({settings})" if settings else ""))
+
+
 def probe_difference(table: pd.DataFrame, dataset: str, model: str, first: str, second: str) -> plt.Figure:
     """Test accuracy of ``first`` minus ``second`` per layer over epochs (papers' Figs. 3, 5, 6)."""
     sel = _select(table, dataset, model)
@@ -146,24 +252,17 @@ def probe_difference(table: pd.DataFrame, dataset: str, model: str, first: str, 
         parts.append(rows.set_index(["corruption", "seed", "epoch", "layer"])["accuracy"])
     diff = (parts[0] - parts[1]).dropna().rename("accuracy").reset_index()
     corruptions = sorted(diff.corruption.unique())
-    fig, axes = plt.subplots(1, max(len(corruptions), 1), figsize=(4 * max(len(corruptions), 1), 3.4),
-                             squeeze=False, sharey=True)
-    layers = layer_order(sel[sel.layer.isin(diff.layer.unique())]) if len(diff) else []
-    colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(layers), 1)))
-    for ax, corruption in zip(axes[0], corruptions):
-        for layer, color in zip(layers, colors):
+    fig, axes = _panels(len(corruptions))
+    layers = layer_order(diff) if len(diff) else []
+    for ax, corruption in zip(axes, corruptions, strict=False):
+        for layer, color in zip(layers, _colors(len(layers)), strict=False):
             rows = diff[(diff.corruption == corruption) & (diff.layer == layer)]
             if not rows.empty:
                 draw_band(ax, rows, layer, color=color)
         ax.axhline(0, color="black", lw=0.8)
         ax.set_title(f"{corruption:.0%} corruption")
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"{first} - {second} test accuracy")
-    axes[0][-1].legend(fontsize=7)
-    fig.suptitle(f"{first.upper()} minus {second.upper()}: {model.upper()} on {dataset}")
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes, f"{first} - {second} test accuracy",
+                   f"{first.upper()} minus {second.upper()}: {model.upper()} on {dataset}")
 
 
 @figure("velpic_minus_masc", needs=("velpic", "masc"))
@@ -181,10 +280,23 @@ def linear_minus_velpic(table, train_log, dataset, model):
     return probe_difference(table, dataset, model, "linear", "velpic")
 
 
+def _bars(pivot: pd.DataFrame, columns: list[str], colors, title: str, ylabel: str) -> plt.Figure:
+    """Grouped bars (one group per corruption degree), legend below the axes."""
+    fig, axes = _panels(1, width=7.0, height=3.6)
+    ax = axes[0]
+    pivot[columns].plot.bar(ax=ax, width=0.8, color=colors, legend=False)
+    ax.set_xticklabels([f"{c:.0%}" for c in pivot.index], rotation=0)
+    ax.set_ylim(0, 1.0)
+    ax.grid(alpha=0.3, axis="y")
+    return _finish(fig, axes, ylabel, title, xlabel="corruption")
+
+
 @figure("init_vs_trained", needs=("masc", "velpic"))
 def init_vs_trained(table, train_log, dataset, model):
     """Papers' Figure 20: model, best-layer MASC and best-layer VeLPIC at initialization (epoch 0)
     and at the end of training, per corruption degree (best layer = highest test accuracy)."""
+    import pandas as pd
+
     sel = _select(table, dataset, model)
     test = sel[(sel.split == "test") & (sel.fit_labels == "corrupted")]
     final = test.groupby(["corruption", "seed"])["epoch"].transform("max")
@@ -199,36 +311,11 @@ def init_vs_trained(table, train_log, dataset, model):
             best = rows.groupby(["corruption", "seed"])["accuracy"].max().groupby("corruption").mean()
             for corruption, acc in best.items():
                 bars.append({"corruption": corruption, "what": f"{probe} ({when})", "accuracy": acc})
-    bars = pd.DataFrame(bars)
-    pivot = bars.pivot(index="corruption", columns="what", values="accuracy")
+    pivot = pd.DataFrame(bars).pivot(index="corruption", columns="what", values="accuracy")
     order = [c for p in ("model", "masc", "velpic") for c in (f"{p} (init)", f"{p} (trained)") if c in pivot]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    pivot[order].plot.bar(ax=ax, width=0.8,
-                          color=[plt.cm.tab20(i) for i in range(len(order))])
-    ax.set_xticklabels([f"{c:.0%}" for c in pivot.index], rotation=0)
-    ax.set_xlabel("corruption")
-    ax.set_ylabel("test accuracy (best layer)")
-    ax.set_ylim(0, 1.2)  # room for the legend above the bars
-    ax.legend(fontsize=7, ncol=3)
-    ax.set_title(f"Random init vs trained: {model.upper()} on {dataset}")
-    fig.tight_layout()
-    return fig
-
-
-def _panels(n: int, width: float = 4.0):
-    fig, axes = plt.subplots(1, max(n, 1), figsize=(width * max(n, 1), 3.4), squeeze=False, sharey=True)
-    return fig, axes[0]
-
-
-def _finish(fig, axes, ylabel: str, title: str) -> plt.Figure:
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(ylabel)
-    axes[-1].legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    plt = _pyplot()
+    return _bars(pivot, order, [plt.cm.tab20(i) for i in range(len(order))],
+                 f"Random init vs trained: {model.upper()} on {dataset}", "test accuracy (best layer)")
 
 
 @figure("edited_model", needs=("edited_model",))
@@ -239,7 +326,7 @@ def edited_model(table, train_log, dataset, model):
     test = sel[(sel.split == "test") & (sel.target == "true")]
     corruptions = sorted(test.corruption.unique())
     fig, axes = _panels(len(corruptions))
-    for ax, corruption in zip(axes, corruptions):
+    for ax, corruption in zip(axes, corruptions, strict=False):
         at = test[test.corruption == corruption]
         draw_band(ax, at[at.probe == MODEL_PROBE], "model", color="black", style="--")
         edited = at[(at.probe == "edited_model") & (at.fit_labels == "corrupted")]
@@ -260,7 +347,7 @@ def intervention(table, train_log, dataset, model):
     log = train_log[(train_log.dataset == dataset) & (train_log.model == model)]
     corruptions = sorted(log.corruption.unique())
     fig, axes = _panels(len(corruptions))
-    for ax, corruption in zip(axes, corruptions):
+    for ax, corruption in zip(axes, corruptions, strict=False):
         at = log[log.corruption == corruption]
         draw_band(ax, at[at.variant == BASE_VARIANT], "no intervention", color="black", y="test_acc")
         for variant in _intervention_variants(at):
@@ -286,10 +373,9 @@ def intervention_velpic(table, train_log, dataset, model):
     model_rows = test[test.probe == MODEL_PROBE]
     corruptions = sorted(test.corruption.unique())
     layers = layer_order(rows)
-    colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(layers), 1)))
     fig, axes = _panels(len(corruptions))
-    for ax, corruption in zip(axes, corruptions):
-        for layer, color in zip(layers, colors):
+    for ax, corruption in zip(axes, corruptions, strict=False):
+        for layer, color in zip(layers, _colors(len(layers)), strict=False):
             draw_band(ax, rows[(rows.corruption == corruption) & (rows.layer == layer)],
                       f"VeLPIC {layer}", color=color)
         draw_band(ax, model_rows[model_rows.corruption == corruption], "model", color="black", style="--")
@@ -302,6 +388,8 @@ def intervention_velpic(table, train_log, dataset, model):
 def relabel_retrain(table, train_log, dataset, model):
     """MASC relabel-and-retrain: test accuracy of the retrained model per protocol and subspace
     label source, next to the memorized model it started from."""
+    import pandas as pd
+
     sel = _select(table, dataset, model)
     test = sel[(sel.split == "test") & (sel.target == "true")]
     retrained = test[test.probe == "relabel_retrain"]
@@ -316,16 +404,9 @@ def relabel_retrain(table, train_log, dataset, model):
         bars.append({"corruption": corruption, "what": "memorized model", "accuracy": rows.accuracy.mean()})
     pivot = pd.DataFrame(bars).pivot(index="corruption", columns="what", values="accuracy")
     cols = ["memorized model"] + [c for c in pivot.columns if c != "memorized model"]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    pivot[cols].plot.bar(ax=ax, width=0.8, color=["black"] + [plt.cm.tab10(i) for i in range(len(cols) - 1)])
-    ax.set_xticklabels([f"{c:.0%}" for c in pivot.index], rotation=0)
-    ax.set_xlabel("corruption")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1.2)  # room for the legend above the bars
-    ax.legend(fontsize=7)
-    ax.set_title(f"Relabel with MASC and retrain: {model.upper()} on {dataset}")
-    fig.tight_layout()
-    return fig
+    plt = _pyplot()
+    return _bars(pivot, cols, ["black"] + [plt.cm.tab10(i) for i in range(len(cols) - 1)],
+                 f"Relabel with MASC and retrain: {model.upper()} on {dataset}", "test accuracy")
 
 
 @figure("training")
@@ -334,30 +415,48 @@ def training_curves(table: pd.DataFrame, train_log: pd.DataFrame, dataset: str, 
     log = train_log[(train_log.dataset == dataset) & (train_log.model == model)
                     & (train_log.variant == BASE_VARIANT)]
     corruptions = sorted(log.corruption.unique())
-    fig, axes = plt.subplots(1, len(corruptions), figsize=(4 * len(corruptions), 3.4), squeeze=False,
-                             sharey=True)
-    for ax, corruption in zip(axes[0], corruptions):
+    fig, axes = _panels(len(corruptions))
+    for ax, corruption in zip(axes, corruptions, strict=False):
         rows = log[log.corruption == corruption]
         for column, label in (("train_acc_corrupted", "train (corrupted labels)"),
                               ("train_acc_true", "train (true labels)"), ("test_acc", "test")):
             draw_band(ax, rows, label, y=column)
         ax.set_title(f"{corruption:.0%} corruption")
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("accuracy")
-    axes[0][-1].legend(fontsize=7)
-    fig.suptitle(f"Training: {model.upper()} on {dataset}")
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes, "accuracy", f"Training: {model.upper()} on {dataset}")
+
+
+# ----------------------------------------------------------------------------- drawing
+
+def render(name: str, table: pd.DataFrame, train_log: pd.DataFrame, dataset: str, model: str) -> plt.Figure:
+    """The figure ``name`` of the (already read) tables, not saved."""
+    if name not in FIGURES:
+        raise ValueError(f"unknown figure {name!r}; known figures: {sorted(FIGURES)}")
+    return FIGURES[name](table, train_log, dataset, model)
+
+
+def draw_figures(outputs: dict[str, str | Path], table: str | Path, train_log: str | Path, dataset: str,
+                 model: str, *, dpi: int = 120) -> list[Path]:
+    """Draw each figure of ``outputs`` (figure name -> path) from one read of the two tables."""
+    import pandas as pd
+
+    from pipeline.io import atomic_path
+
+    unknown = sorted(set(outputs) - set(FIGURES))
+    if unknown:
+        raise ValueError(f"unknown figure {unknown[0]!r}; known figures: {sorted(FIGURES)}")
+    plt = _pyplot()
+    table, train_log = pd.read_parquet(table), pd.read_parquet(train_log)
+    written = []
+    for name, out in outputs.items():
+        fig = render(name, table, train_log, dataset, model)
+        out = Path(out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=out.suffix.lstrip(".") or "png")
+        plt.close(fig)
+        written.append(out)
+    return written
 
 
 def draw_figure(name: str, table: str | Path, train_log: str | Path, dataset: str, model: str,
                 out: str | Path, *, dpi: int = 120) -> Path:
-    if name not in FIGURES:
-        raise ValueError(f"unknown figure {name!r}; known figures: {sorted(FIGURES)}")
-    fig = FIGURES[name](pd.read_parquet(table), pd.read_parquet(train_log), dataset, model)
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=dpi, format=out.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    return out
+    return draw_figures({name: out}, table, train_log, dataset, model, dpi=dpi)[0]

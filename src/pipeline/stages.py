@@ -169,8 +169,140 @@ def aggregate(inputs: list[str | Path], out: str | Path, *, check_schema: bool =
     return table
 
 
-def plot(figure: str, table: str | Path, train_log: str | Path, dataset: str, model: str,
-         out: str | Path, *, dpi: int = 120) -> Path:
-    from pipeline.plots import draw_figure
+def plot(figure: str | list[str], table: str | Path, train_log: str | Path, dataset: str, model: str,
+         out: str | Path | list[str | Path], *, dpi: int = 120) -> list[Path]:
+    """Draw one figure, or several (``figure`` and ``out`` lists of the same length) from one read
+    of the tables: the workflow draws every figure of a (dataset, model) pair in one job."""
+    from pipeline.plots import draw_figures
 
-    return draw_figure(figure, table, train_log, dataset, model, out, dpi=dpi)
+    figures = [figure] if isinstance(figure, str) else list(figure)
+    outs = [out] if isinstance(out, (str, Path)) else list(out)
+    if len(figures) != len(outs):
+        raise ValueError(f"{len(figures)} figures but {len(outs)} output paths; give one --out per --figure")
+    return draw_figures(dict(zip(figures, outs, strict=True)), table, train_log, dataset, model, dpi=dpi)
+
+
+def benchmarks(inputs: list[str | Path], out: str | Path):
+    """Gather Snakemake benchmark files (or folders of them) into one table (:mod:`pipeline.costs`)."""
+    from pipeline.costs import write_benchmark_table
+
+    return write_benchmark_table(inputs, out)
+
+
+def probe(config: dict, run: Run, epoch: int, activations: str | Path, subspaces: str | Path,
+          out: str | Path) -> None:
+    """Fit the probes of one checkpoint (``subspaces``) and score them (``out``) in one process."""
+    fit(config, run, epoch, activations, subspaces)
+    score(config, run, epoch, activations, subspaces, out)
+
+
+# ----------------------------------------------------------------------------- arithmetic (issue 10)
+
+def arithmetic_cell(settings: dict, out_dir: str | Path) -> None:
+    """Train and analyse one cell of the ``arithmetic`` grid (:func:`pipeline.arithmetic.run_cell`);
+    ``settings`` is one cell (grid values and the section's common settings)."""
+    from pipeline.arithmetic import cell_path, run_cell
+
+    paths = run_cell(settings, out_dir)
+    res = pd.read_parquet(paths["results"])
+    last = res[(res["epoch"] == res["epoch"].max()) & (res["score"] == "none") & (res["split"] == "test")]
+    acc = last.set_index("network")["accuracy"]
+    print(f"{cell_path(settings)}: test accuracy raw {acc.get('raw', float('nan')):.3f}, "
+          f"G {acc.get('G', float('nan')):.3f}, R {acc.get('R', float('nan')):.3f}")
+
+
+def arithmetic_tables(indexes: list[str | Path], results: str | Path, neurons: str | Path,
+                      log: str | Path) -> None:
+    """Concatenate the cells' tables (each cell named by its index.json, the done marker) into the
+    three arithmetic tables, validated against their schemas and sorted by their keys."""
+    from pipeline.arithmetic.cell import FILES
+    from pipeline.arithmetic.tables import (
+        LOG_KEYS,
+        NEURON_KEYS,
+        RESULT_KEYS,
+        log_frame,
+        neuron_frame,
+        result_frame,
+    )
+
+    folders = [Path(p).parent for p in indexes]
+    meta = {"sources": json.dumps([str(f) for f in folders])}
+    for name, out, frame, keys in (("results", results, result_frame, RESULT_KEYS),
+                                   ("neurons", neurons, neuron_frame, NEURON_KEYS),
+                                   ("train_log", log, log_frame, LOG_KEYS)):
+        table = frame(pd.concat([pd.read_parquet(f / FILES[name]) for f in folders], ignore_index=True))
+        table = table.sort_values(keys, kind="stable").reset_index(drop=True)
+        write_parquet(table, out, {**read_parquet_metadata(folders[0] / FILES[name]), **meta})
+    print(f"{len(folders)} arithmetic cells -> {results}, {neurons}, {log}")
+
+
+def arithmetic_memorization(settings: dict, out: str | Path, *, root: str = "data") -> None:
+    """The memorization-order check on a small image set (:mod:`pipeline.arithmetic.memorization`)."""
+    from pipeline.arithmetic.memorization import memorization_table
+
+    table = memorization_table(settings, root=root)
+    write_parquet(table, out, provenance({"arithmetic": {"memorization": settings}}))
+    print(f"memorization order: {len(table)} rows -> {out}")
+
+
+def arithmetic_figures(figures: list[str], outs: list[str | Path], *, results: str | Path,
+                       neurons: str | Path, log: str | Path, memorization: str | Path | None = None,
+                       dpi: int = 120) -> list[Path]:
+    """Draw the arithmetic figures (:mod:`pipeline.arithmetic.figures`) from the tables."""
+    from pipeline.arithmetic.figures import draw, read_tables
+
+    tables = read_tables(results=results, neurons=neurons, log=log, memorization=memorization)
+    return draw(list(figures), list(outs), tables, dpi=dpi)
+
+
+# ----------------------------------------------------------------------------- feature dynamics (issue 9)
+
+def dynamics_composite(config: dict, run: Run, index: str | Path, labels_path: str | Path, out: str | Path,
+                       pointwise: str | Path, trajectories: str | Path, threads: int | None = None) -> None:
+    """Composite grid, controls, point-wise consistency and trajectories of one run
+    (:func:`pipeline.dynamics.stage.composite_run`)."""
+    from pipeline.dynamics.stage import composite_run
+
+    composite_run(_full(config), run, index=index, labels_path=labels_path, out_composite=out,
+                  out_pointwise=pointwise, out_trajectories=trajectories, threads=threads)
+
+
+def dynamics_sgd_noise(config: dict, run: Run, index: str | Path, labels_path: str | Path, out: str | Path,
+                       threads: int | None = None) -> None:
+    from pipeline.dynamics.stage import sgd_noise_run
+
+    sgd_noise_run(_full(config), run, index=index, labels_path=labels_path, out=out, threads=threads)
+
+
+def dynamics_ablation(config: dict, run: Run, labels_path: str | Path, standard_dir: str | Path,
+                      out_dir: str | Path, threads: int | None = None) -> None:
+    from pipeline.dynamics.stage import ablation_run
+
+    ablation_run(_full(config), run, labels_path=labels_path, standard_dir=standard_dir, out_dir=out_dir,
+                 threads=threads)
+
+
+def dynamics_tables(kind: str, inputs: list[str | Path], outs: dict) -> None:
+    """Aggregate the dynamics family's per-run tables (``kind``: composite, sgd_noise, ablations)."""
+    from pipeline.dynamics import stage
+
+    if kind == "composite":
+        stage.aggregate_tables(inputs, out_composite=outs["composite"], out_pointwise=outs["pointwise"],
+                               out_trajectories=outs["trajectories"], out_welch=outs["welch"])
+    elif kind == "sgd_noise":
+        stage.aggregate_sgd_noise(inputs, outs["out"])
+    elif kind == "ablations":
+        stage.aggregate_ablations(inputs, outs["out"])
+    else:
+        raise ValueError(f"unknown dynamics table kind {kind!r}")
+
+
+def dynamics_figures(figures: list[str], outs: list[str | Path], *, dataset: str, model: str,
+                     composite: str | Path, pointwise: str | Path, trajectories: str | Path | None = None,
+                     sgd_noise: str | Path | None = None, depth: str | None = None, dpi: int = 120) -> list[Path]:
+    """Draw the dynamics figures of one (dataset, model) pair from the tables only."""
+    from pipeline.dynamics.figures import draw, read_tables
+
+    tables = read_tables(composite=composite, pointwise=pointwise, trajectories=trajectories,
+                         sgd_noise=sgd_noise)
+    return draw(list(figures), list(outs), tables, dataset=dataset, model=model, depth=depth, dpi=dpi)

@@ -13,6 +13,18 @@
   records what it was made from (the ``data`` and ``train`` config sections, the hyperparameters,
   the run keys, a digest of the training labels, and whatever the hooks add); when any of that
   differs on restart it is discarded, with a log line, and training starts afresh.
+* Step decay of the learning rate (``lr_decay_epochs`` / ``lr_decay_factor`` in the model's defaults
+  or ``train.overrides.<model>``; ResNet-20 has it, the four probing models do not): a
+  ``MultiStepLR`` stepped after every epoch, so epoch ``e`` (1-based) trains with
+  ``lr * factor ** #{m in lr_decay_epochs : m < e}`` (:func:`lr_at_epoch`); the log's ``lr`` column
+  is the lr the epoch actually trained with, and the scheduler is part of the resume state. Without
+  decay epochs there is no scheduler and nothing changes.
+* ``train.augmentation``: ``none`` (absent = none: no random draw, identical to before) or
+  ``crop_flip``: each training image is zero-padded by 4 pixels, randomly cropped back to its size
+  and flipped horizontally with probability 1/2 (the CIFAR recipe of He et al. / akamaster), on the
+  uint8 images before normalization, inside :func:`train_one_epoch` only (evaluation never
+  augments). The draws come from a generator seeded by (seed, epoch), like the shuffling, so a
+  resumed run stays exact.
 * :class:`Trainer` is the one training loop. Hooks (:class:`Hook`) run at the end of an epoch and
   may change the model or the optimizer (the intervention experiment is training plus one hook,
   :mod:`pipeline.transfer.intervention`).
@@ -24,12 +36,14 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -44,13 +58,43 @@ LOG_COLUMNS = ["epoch", "loss", "train_acc_corrupted", "train_acc_true", "test_a
 
 # ----------------------------------------------------------------------------- settings
 
+AUGMENTATIONS = ("none", "crop_flip")
+#: zero padding (pixels per side) of the ``crop_flip`` augmentation
+CROP_PADDING = 4
+
+
 def hyperparameters(config: dict, model: str, dataset: str) -> dict:
-    """The optimizer settings a run uses: the model's published defaults, then config overrides."""
-    spec = MODELS[model]
-    hp = {"optimizer": spec.optimizer, "lr": spec.lr, "momentum": spec.momentum,
-          "batch_size": spec.default_batch_size(dataset), "weight_decay": 0.0}
+    """The optimizer settings a run uses: the model's published defaults for ``dataset``
+    (:meth:`pipeline.models.ModelSpec.defaults`: its weight decay, per-dataset defaults, step decay),
+    then ``train.overrides.<model>``.
+
+    ``optimizer, lr, momentum, batch_size, weight_decay`` always; ``lr_decay_epochs`` (sorted list)
+    and ``lr_decay_factor`` only when there is a step decay (an override ``lr_decay_epochs: []``
+    turns it off), so a model without decay gets the same dict as before they existed.
+    """
+    hp = MODELS[model].defaults(dataset)
     hp.update(config["train"].get("overrides", {}).get(model, {}))
+    decay = hp.pop("lr_decay_epochs", None) or []
+    factor = hp.pop("lr_decay_factor", 0.1)
+    if decay:
+        hp["lr_decay_epochs"] = sorted({int(e) for e in decay})
+        hp["lr_decay_factor"] = float(factor)
     return hp
+
+
+def augmentation(config: dict) -> str:
+    """``train.augmentation`` (absent: ``"none"``)."""
+    name = config["train"].get("augmentation") or "none"
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"unknown train.augmentation {name!r}; allowed: {', '.join(AUGMENTATIONS)}")
+    return name
+
+
+def lr_at_epoch(hp: dict, epoch: int) -> float:
+    """The learning rate epoch ``epoch`` (1-based) trains with; epoch 0 (the initialization) gets
+    the initial lr. Closed form of what the Trainer's ``MultiStepLR`` does."""
+    drops = sum(1 for m in hp.get("lr_decay_epochs", ()) if m < epoch)
+    return hp["lr"] * hp.get("lr_decay_factor", 0.1) ** drops if drops else hp["lr"]
 
 
 def make_optimizer(model: nn.Module, hp: dict) -> torch.optim.Optimizer:
@@ -62,19 +106,75 @@ def make_optimizer(model: nn.Module, hp: dict) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {hp['optimizer']!r}; allowed: sgd, adam")
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, hp: dict, epochs_done: int = 0):
+    """``MultiStepLR(milestones=lr_decay_epochs, gamma=lr_decay_factor)`` for ``optimizer`` (fresh,
+    at ``hp['lr']``), advanced past ``epochs_done`` finished epochs; None without decay epochs."""
+    if not hp.get("lr_decay_epochs"):
+        return None
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(hp["lr_decay_epochs"]),
+                                                     gamma=hp.get("lr_decay_factor", 0.1))
+    with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": intended here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(epochs_done):
+            scheduler.step()
+    return scheduler
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
 # ----------------------------------------------------------------------------- one epoch
 
 def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
+def _augmentation_seed(seed: int, epoch: int) -> int:
+    return _epoch_seed(seed, epoch) + (1 << 40)  # a stream apart from the shuffling's
+
+
+def crop_flip_draws(n: int, *, seed: int, epoch: int, padding: int = CROP_PADDING
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per training image (by index): crop offsets ``(top, left)`` in ``[0, 2 * padding]`` and a
+    horizontal-flip flag; a function of (seed, epoch) only."""
+    g = torch.Generator().manual_seed(_augmentation_seed(seed, epoch))
+    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=g)
+    flips = torch.randint(0, 2, (n,), generator=g).bool()
+    return offsets, flips
+
+
+def crop_flip(x_uint8: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
+              padding: int = CROP_PADDING) -> torch.Tensor:
+    """Zero-pad ``(B, C, H, W)`` images by ``padding``, crop ``H x W`` at ``offsets[b] = (top, left)``,
+    then mirror left-right where ``flips[b]`` (torchvision's ``RandomCrop(padding)`` followed by
+    ``RandomHorizontalFlip``): ``out[b, :, i, j] = padded[b, :, top + i, left + (W-1-j if flip else j)]``."""
+    b, _, h, w = x_uint8.shape
+    dev = x_uint8.device
+    offsets, flips = offsets.to(dev), flips.to(dev)
+    padded = F.pad(x_uint8, (padding, padding, padding, padding)).permute(0, 2, 3, 1)  # B, H', W', C
+    j = torch.arange(w, device=dev)
+    rows = offsets[:, :1] + torch.arange(h, device=dev)                           # B, H
+    cols = offsets[:, 1:] + torch.where(flips[:, None], w - 1 - j, j)             # B, W
+    out = padded[torch.arange(b, device=dev)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x_uint8: torch.Tensor,
                     y: torch.Tensor, transform, *, batch_size: int, seed: int,
-                    epoch: int, device: torch.device) -> float:
-    """One pass over the training set in a (seed, epoch)-determined order; returns mean loss."""
+                    epoch: int, device: torch.device, augmentation: str = "none") -> float:
+    """One pass over the training set in a (seed, epoch)-determined order; returns mean loss.
+
+    ``augmentation="crop_flip"`` pads/crops/flips each batch's uint8 images (:func:`crop_flip`) with
+    draws seeded by (seed, epoch); ``"none"`` draws nothing.
+    """
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augmentation!r}; allowed: {', '.join(AUGMENTATIONS)}")
     model.train()
     torch.manual_seed(_epoch_seed(seed, epoch))  # dropout masks: a function of (seed, epoch) only
     order = torch.randperm(x_uint8.shape[0], generator=torch.Generator().manual_seed(_epoch_seed(seed, epoch)))
+    draws = (crop_flip_draws(x_uint8.shape[0], seed=seed, epoch=epoch)
+             if augmentation == "crop_flip" else None)
     loss_fn = nn.CrossEntropyLoss()
     total, count = 0.0, 0
     starts = list(range(0, len(order), batch_size))
@@ -83,7 +183,10 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x_uint8:
     for i, start in enumerate(starts):
         stop = starts[i + 1] if i + 1 < len(starts) else len(order)
         idx = order[start:stop]
-        xb = transform(x_uint8[idx].to(device, non_blocking=True))
+        xb = x_uint8[idx].to(device, non_blocking=True)
+        if draws is not None:
+            xb = crop_flip(xb, draws[0][idx], draws[1][idx])
+        xb = transform(xb)
         yb = y[idx].to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(xb), yb)
@@ -154,8 +257,11 @@ class Trainer:
         self.after_epoch, self.progress = after_epoch, progress
         self.provenance_extra = provenance_extra or {}
         self.hp = hyperparameters(rt.config, rt.run.model, rt.run.dataset)
+        self.augmentation = augmentation(rt.config)
         self.model = rt.new_model()  # seeded: the initialization is a function of the seed only
         self.optimizer = make_optimizer(self.model, self.hp)
+        self.scheduler = make_scheduler(self.optimizer, self.hp)  # None without lr_decay_epochs
+        self.epoch_lr = self._lr_now()  # the lr the latest logged epoch trained with
         self.y = torch.from_numpy(rt.labels.corrupted)
         if rt.device.type == "cuda":
             self.y = self.y.to(rt.device)
@@ -170,15 +276,21 @@ class Trainer:
         return self.rt.accuracies(self.model)
 
     def log_row(self, epoch: int, loss: float, seconds: float) -> dict:
-        return {"epoch": epoch, "loss": loss, **self.evaluate(), "lr": self.hp["lr"], "seconds": seconds}
+        return {"epoch": epoch, "loss": loss, **self.evaluate(), "lr": self.epoch_lr, "seconds": seconds}
 
     def save_checkpoint(self, epoch: int, name: str | None = None) -> None:
         save_checkpoint(self.model, self.ckpt_dir / (name or f"epoch_{epoch}.pt"))
         if name is None and epoch not in self.saved:
             self.saved.append(epoch)
 
+    def _lr_now(self) -> float:
+        """The lr the next epoch trains with (``hp['lr']`` itself when there is no schedule)."""
+        return self.hp["lr"] if self.scheduler is None else current_lr(self.optimizer)
+
     def new_optimizer(self) -> None:
+        """A fresh optimizer (no momentum/Adam state); the lr schedule continues where it is."""
         self.optimizer = make_optimizer(self.model, self.hp)
+        self.scheduler = make_scheduler(self.optimizer, self.hp, epochs_done=self.epoch)
 
     # -- resume state ---------------------------------------------------------------------
     def fingerprint(self) -> str:
@@ -193,11 +305,13 @@ class Trainer:
     def _save_state(self) -> None:
         from pipeline.io import save_torch
 
-        save_torch({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "rows": self.rows, "saved": self.saved, "epoch": self.epoch,
-                    "fingerprint": self.fingerprint(),
-                    "hooks": json.dumps({h.name: h.info for h in self.hooks}, default=str)},
-                   self.resume_path)
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "rows": self.rows, "saved": self.saved, "epoch": self.epoch,
+                 "fingerprint": self.fingerprint(),
+                 "hooks": json.dumps({h.name: h.info for h in self.hooks}, default=str)}
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        save_torch(state, self.resume_path)
 
     def _load_state(self) -> bool:
         """Restore a resume state made from the same inputs; discard any other, saying why."""
@@ -217,6 +331,12 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.rows, self.saved, self.epoch = state["rows"], state["saved"], state["epoch"]
+        if self.scheduler is not None:
+            if "scheduler" in state:
+                self.scheduler.load_state_dict(state["scheduler"])
+            else:  # not expected (the fingerprint holds the decay epochs); rebuild from the epoch
+                self.scheduler = make_scheduler(self.optimizer, self.hp, epochs_done=self.epoch)
+        self.epoch_lr = self.rows[-1]["lr"]
         infos = json.loads(state["hooks"])
         for hook in self.hooks:
             hook.info = infos.get(hook.name, {})
@@ -252,6 +372,8 @@ class Trainer:
         self.model.to(self.rt.device)
         self.rows, self.epoch = rows, int(rows[-1]["epoch"])
         self.branched_from = checkpoint
+        self.scheduler = make_scheduler(self.optimizer, self.hp, epochs_done=self.epoch)
+        self.epoch_lr = rows[-1]["lr"]
         return True
 
     def run(self) -> TrainResult:
@@ -261,7 +383,7 @@ class Trainer:
         for hook in self.hooks:
             hook.on_start(self, resumed)
         if not resumed and not branched:
-            self.rows = [{"epoch": 0, "loss": math.nan, **self.evaluate(), "lr": self.hp["lr"],
+            self.rows = [{"epoch": 0, "loss": math.nan, **self.evaluate(), "lr": self.epoch_lr,
                           "seconds": 0.0}]
             if 0 in self.plan.schedule:
                 self.save_checkpoint(0)
@@ -278,9 +400,13 @@ class Trainer:
                        unit="epoch", disable=not self.progress, mininterval=5.0)
             for epoch in bar:
                 t0 = time.perf_counter()
+                self.epoch_lr = self._lr_now()
                 loss = train_one_epoch(self.model, self.optimizer, self.rt.x_train, self.y,
                                        self.rt.transform, batch_size=self.hp["batch_size"],
-                                       seed=self.rt.run.seed, epoch=epoch, device=self.rt.device)
+                                       seed=self.rt.run.seed, epoch=epoch, device=self.rt.device,
+                                       augmentation=self.augmentation)
+                if self.scheduler is not None:
+                    self.scheduler.step()
                 self.rows.append(self.log_row(epoch, loss, time.perf_counter() - t0))
                 self.epoch = epoch
                 last = self.rows[-1]

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from pipeline.config import BASE_VARIANT, RUN_PATH, Run, iter_runs
 
@@ -34,7 +34,7 @@ RESUME_NAME = "resume.pt"     # state of an interrupted training, removed when t
 
 #: Rules that run on the submitting host under the SLURM profile (cheap bookkeeping).
 LOCAL_RULES = ("all", "corrupt_labels", "run_probe_table", "aggregate_probes",
-               "aggregate_train_logs", "plot")
+               "aggregate_train_logs", "plots", "aggregate_benchmarks")
 #: Rules that need a GPU on a cluster (training, extraction, and the transfer experiments).
 GPU_RULES = ("train", "extract_activations", "intervene", "edit_model", "relabel_retrain")
 
@@ -99,10 +99,40 @@ def late_interval(config: dict, model: str) -> int:
     return MODELS[model].late_checkpoint_interval
 
 
+def checkpoint_windows(config: dict) -> list[tuple[int, int]]:
+    """``train.checkpoints.windows``: dense windows ``[t_a, t_b]`` (inclusive) saved at every epoch.
+
+    Absent or ``[]``: none (the schedule is the papers'). Each window needs ``0 <= t_a <= t_b``.
+    """
+    windows = config["train"]["checkpoints"].get("windows") or []
+    out = []
+    for i, window in enumerate(windows):
+        if (not isinstance(window, (list, tuple)) or len(window) != 2
+                or not all(isinstance(t, int) and not isinstance(t, bool) for t in window)):
+            raise ValueError(f"config key 'train.checkpoints.windows.{i}' is {window!r}; "
+                             "expected a pair of epochs [t_a, t_b]")
+        a, b = window
+        if not 0 <= a <= b:
+            raise ValueError(f"config key 'train.checkpoints.windows.{i}' is {list(window)}; "
+                             "expected 0 <= t_a <= t_b")
+        out.append((a, b))
+    return out
+
+
+def window_epochs(windows: Iterable[tuple[int, int]], max_epochs: int) -> list[int]:
+    """Every epoch of the windows, up to ``max_epochs``, sorted."""
+    return sorted({e for a, b in windows for e in range(a, min(b, max_epochs) + 1)})
+
+
 def schedule_for(config: dict, model: str) -> list[int]:
+    """The checkpoint schedule of a standard run: :func:`checkpoint_schedule` with the config's
+    intervals, plus every epoch of the dense windows (:func:`checkpoint_windows`)."""
     ck = config["train"]["checkpoints"]
-    return checkpoint_schedule(config["train"]["max_epochs"], early_every=ck["early_every"],
-                               early_until=ck["early_until"], late_every=late_interval(config, model))
+    max_epochs = config["train"]["max_epochs"]
+    epochs = checkpoint_schedule(max_epochs, early_every=ck["early_every"],
+                                 early_until=ck["early_until"], late_every=late_interval(config, model))
+    dense = window_epochs(checkpoint_windows(config), max_epochs)
+    return sorted(set(epochs).union(dense)) if dense else epochs
 
 
 # ----------------------------------------------------------------------------- probed epochs
@@ -220,3 +250,102 @@ def final_activations(run_dir: str, wildcards: Mapping[str, str], index_path: st
     """Activation file of a run's final checkpoint (``index_path``: its ``checkpoints/index.json``)."""
     final = read_index(index_path)["final_epoch"]
     return f"{run_dir.format(**dict(wildcards))}/activations/epoch_{final}.h5"
+
+
+# ----------------------------------------------------------------------------- feature dynamics (issue 9)
+
+#: per-run outputs of the dynamics rules (``workflow/rules/dynamics.smk``), under the run folder
+DYNAMICS_RUN_FILES = {"composite": "dynamics/composite.parquet",
+                      "pointwise": "dynamics/composite_pointwise.parquet",
+                      "trajectories": "dynamics/trajectories.parquet",
+                      "sgd_noise": "dynamics/sgd_noise.parquet"}
+#: the aggregated tables
+DYNAMICS_TABLES = {"composite": "results/tables/composite.parquet",
+                   "pointwise": "results/tables/composite_pointwise.parquet",
+                   "trajectories": "results/tables/dynamics_trajectories.parquet",
+                   "welch": "results/tables/dynamics_welch.parquet",
+                   "sgd_noise": "results/tables/sgd_noise.parquet",
+                   "ablations": "results/tables/dynamics_ablations.parquet"}
+DYNAMICS_PLOT_DIR = "results/plots/dynamics"
+#: figures of every (dataset, model) pair; ``eigen_spectra`` needs sgd_noise, ``trajectories`` a 2-D
+#: boundary (the bottleneck model)
+DYNAMICS_FIGURES = ("composite_curves", "consistency_heatmap", "consistency_ecdf")
+#: models with a 2-D boundary whose feature trajectories and decision regions are drawn (Fig. 6)
+TRAJECTORY_MODELS = ("bottleneck_mlp",)
+ABLATION_PATTERN = r"(freeze|reinit)-[A-Za-z0-9_]+-e[0-9]+"
+
+
+def dynamics_pairs(config: dict) -> list[tuple[str, str]]:
+    """(dataset, model) pairs of the dynamics family ([] when it is off)."""
+    from pipeline.config import pairs
+
+    section = config.get("dynamics", {})
+    if not section.get("enabled"):
+        return []
+    chosen = section.get("pairs")
+    return [tuple(p) for p in chosen] if chosen is not None else pairs(config)
+
+
+def dynamics_runs(config: dict) -> list[Run]:
+    """Standard runs analysed by the dynamics family (its pairs x corruptions x seeds)."""
+    section = config.get("dynamics", {})
+    corruptions = section.get("corruptions") or config["corruptions"]
+    return [Run(d, m, float(c), int(s)) for d, m in dynamics_pairs(config)
+            for c in corruptions for s in config["seeds"]]
+
+
+def dynamics_figures(config: dict, model: str) -> list[str]:
+    """Figure names drawn for a (dataset, ``model``) pair."""
+    section = config.get("dynamics", {})
+    names = list(DYNAMICS_FIGURES)
+    if section.get("sgd_noise", {}).get("enabled"):
+        names.append("eigen_spectra")
+    if model in TRAJECTORY_MODELS:
+        names.append("trajectories")
+    return names
+
+
+def dynamics_plots(config: dict, fmt: str | None = None) -> list[str]:
+    fmt = fmt or config.get("plots", {}).get("format", "png")
+    return [f"{DYNAMICS_PLOT_DIR}/{d}/{m}/{name}.{fmt}" for d, m in dynamics_pairs(config)
+            for name in dynamics_figures(config, m)]
+
+
+def _depth_slug(depth: str) -> str:
+    return depth.replace(".", "_")
+
+
+def ablation_variants(config: dict, model: str) -> list[str]:
+    """Run variants of the enabled ablations for ``model``: ``freeze-<depth>-e<E>``,
+    ``reinit-<depth>-e<E>`` (dots of a depth name written as underscores)."""
+    section = config.get("dynamics", {})
+    abl = section.get("ablations", {})
+    if not section.get("enabled") or not abl.get("enabled"):
+        return []
+    chosen = (abl.get("depths") or {}).get(model)
+    if not chosen:
+        depths = (section.get("depths") or {}).get(model)
+        if not depths:
+            from pipeline.dynamics.stage import default_depths  # torch: only when the config leaves it
+
+            depths = default_depths(model)
+        chosen = [depths[0]]
+    return [f"{kind}-{_depth_slug(d)}-e{int(abl['epoch'])}" for kind in abl["kinds"] for d in chosen]
+
+
+def ablation_runs(config: dict) -> list[Run]:
+    return [Run(r.dataset, r.model, r.corruption, r.seed, v) for r in dynamics_runs(config)
+            for v in ablation_variants(config, r.model)]
+
+
+def dynamics_targets(config: dict, results: str = "results") -> list[str]:
+    """What `all` (and the `dynamics` target) asks for; nothing unless dynamics.enabled."""
+    if not config.get("dynamics", {}).get("enabled"):
+        return []
+    section = config["dynamics"]
+    tables = [DYNAMICS_TABLES[k] for k in ("composite", "pointwise", "trajectories", "welch")]
+    if section["sgd_noise"]["enabled"]:
+        tables.append(DYNAMICS_TABLES["sgd_noise"])
+    if ablation_runs(config):
+        tables.append(DYNAMICS_TABLES["ablations"])
+    return tables + dynamics_plots(config)

@@ -4,15 +4,17 @@ rule extract_activations:
         index=run_file("checkpoints/index.json"),
     output:
         activation_file("activations/epoch_{epoch}.h5"),
+    log:
+        run_log("extract_epoch_{epoch}.log"),
+    benchmark:
+        run_benchmark("extract_activations", "epoch")
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
     params:
         config=section("data", "train", "activations"),
         run=run_args,
         checkpoint=run_file("checkpoints/epoch_{epoch}.pt"),
-    log:
-        run_log("extract_epoch_{epoch}.log"),
-    threads: 1
-    conda:
-        "../envs/pipeline.yaml"
     shell:
         "python -m pipeline extract --threads {threads} --config-json {params.config:q} {params.run} --epoch {wildcards.epoch} "
         "--labels {input.labels} --checkpoint {params.checkpoint} --out {output} > {log} 2>&1"
@@ -26,14 +28,16 @@ rule reduce_activations:
         run_file("activations/epoch_{epoch}.h5"),
     output:
         run_file("reduced/epoch_{epoch}.h5"),
+    log:
+        run_log("reduce_epoch_{epoch}.log"),
+    benchmark:
+        run_benchmark("reduce_activations", "epoch")
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
     params:
         config=json.dumps({"storage": {"persist": PERSIST}}),
         run=run_args,
-    log:
-        run_log("reduce_epoch_{epoch}.log"),
-    threads: 1
-    conda:
-        "../envs/pipeline.yaml"
     shell:
         "python -m pipeline reduce --threads {threads} --config-json {params.config:q} {params.run} "
         "--epoch {wildcards.epoch} --activations {input} --out {output} > {log} 2>&1"

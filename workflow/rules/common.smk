@@ -4,11 +4,19 @@ import os
 
 from snakemake.utils import validate
 
-from pipeline.config import BASE_VARIANT, ConfigError, Run, iter_runs, pairs, validate_config
+from pipeline.config import (
+    BASE_VARIANT,
+    ConfigError,
+    Run,
+    iter_runs,
+    pairs,
+    validate_config,
+)
 from pipeline.workflow import intervention_runs, is_intervention
 from pipeline.workflow import transfer_tables
 from pipeline.workflow import LOCAL_RULES, probe_blocks, probed_epochs
 from pipeline.plots import FIGURES, figures_for
+from pipeline.costs import BENCHMARK_DIR, BENCHMARK_TABLE, benchmark_path
 
 # Validate before any job is scheduled: one message naming the key and the allowed values.
 try:
@@ -32,6 +40,11 @@ def run_log(name):
     return f"{LOG_DIR}/{name}"
 
 
+def run_benchmark(rule, *extra):
+    """The job's Snakemake benchmark file (pipeline.costs): run wildcards, then ``extra``."""
+    return benchmark_path(rule, RUN_WILDCARDS + extra)
+
+
 def section(*keys):
     """Config sections as JSON, for params: a change in them (and only them) triggers a rerun."""
     return json.dumps({k: config[k] for k in keys}, sort_keys=True)
@@ -39,13 +52,17 @@ def section(*keys):
 
 def transfer_section(name, *keys):
     """Like section(*keys), plus transfer.<name> only (not the other transfer experiments)."""
-    return json.dumps({**{k: config[k] for k in keys}, "transfer": {name: config["transfer"][name]}},
-                      sort_keys=True)
+    return json.dumps(
+        {**{k: config[k] for k in keys}, "transfer": {name: config["transfer"][name]}},
+        sort_keys=True,
+    )
 
 
 def run_args(wildcards):
-    return (f"--dataset {wildcards.dataset} --model {wildcards.model} "
-            f"--corruption {wildcards.corruption} --seed {wildcards.seed} --variant {wildcards.variant}")
+    return (
+        f"--dataset {wildcards.dataset} --model {wildcards.model} "
+        f"--corruption {wildcards.corruption} --seed {wildcards.seed} --variant {wildcards.variant}"
+    )
 
 
 def run_path(run, name):
@@ -54,9 +71,12 @@ def run_path(run, name):
 
 def run_index(wildcards):
     """The run's checkpoints/index.json: an output of the `train` checkpoint (standard runs) or of
-    the `intervene` checkpoint (variant intervene-e{E}, workflow/rules/intervene.smk)."""
+    the `intervene` checkpoint (variant intervene-e{E}, workflow/rules/intervene.smk).
+    """
     run = run_wildcards(wildcards)
-    trainer = checkpoints.intervene if is_intervention(run["variant"]) else checkpoints.train
+    trainer = (
+        checkpoints.intervene if is_intervention(run["variant"]) else checkpoints.train
+    )
     return trainer.get(**run).output.index
 
 
@@ -71,7 +91,11 @@ RUN_WILDCARDS = ("dataset", "model", "corruption", "seed", "variant")
 
 def run_wildcards(wildcards):
     """Only the run's wildcards (drops e.g. epoch or block), as a dict."""
-    get = wildcards.get if isinstance(wildcards, dict) else lambda k: getattr(wildcards, k)
+    get = (
+        wildcards.get
+        if isinstance(wildcards, dict)
+        else lambda k: getattr(wildcards, k)
+    )
     return {k: get(k) for k in RUN_WILDCARDS}
 
 
@@ -81,27 +105,39 @@ def probe_epochs(wildcards):
 
 
 def run_probe_tables(wildcards):
-    return expand(run_file("probes/epoch_{epoch}.parquet"), epoch=probe_epochs(wildcards),
-                  **run_wildcards(wildcards))
+    return expand(
+        run_file("probes/epoch_{epoch}.parquet"),
+        epoch=probe_epochs(wildcards),
+        **run_wildcards(wildcards),
+    )
 
 
 def block_probe_tables(wildcards):
     """Per-checkpoint probe tables of one probe block (`cluster.probe_block_epochs`)."""
     epochs = probe_blocks(probe_epochs(wildcards), config).get(int(wildcards.block), [])
-    return expand(run_file("probes/epoch_{epoch}.parquet"), epoch=epochs, **run_wildcards(wildcards))
+    return expand(
+        run_file("probes/epoch_{epoch}.parquet"),
+        epoch=epochs,
+        **run_wildcards(wildcards),
+    )
 
 
 def run_block_tables(wildcards):
     blocks = probe_blocks(probe_epochs(wildcards), config)
-    return expand(run_file("probes/block_{block}.parquet"), block=list(blocks),
-                  **run_wildcards(wildcards))
+    return expand(
+        run_file("probes/block_{block}.parquet"),
+        block=list(blocks),
+        **run_wildcards(wildcards),
+    )
 
 
 def all_probe_tables(wildcards):
     # One table per run, each depending only on its own training checkpoint: a run's probe jobs
     # enter the DAG as soon as that run has trained, whatever the other runs are doing.
     # The transfer experiments' tables (edit.smk, relabel.smk) join them when enabled.
-    return [run_path(run, "probes.parquet") for run in RUNS] + transfer_tables(config, RUNS)
+    return [run_path(run, "probes.parquet") for run in RUNS] + transfer_tables(
+        config, RUNS
+    )
 
 
 PERSIST = config["storage"]["persist"]
@@ -140,9 +176,12 @@ def table_contents():
 
 
 FIGURES_PER_PAIR = figures_for(table_contents())
+PLOT_FORMAT = config["plots"]["format"]
 
 
 def all_plots():
-    fmt = config["plots"]["format"]
-    return [f"results/plots/{dataset}/{model}/{figure}.{fmt}"
-            for dataset, model in pairs(config) for figure in FIGURES_PER_PAIR]
+    return [
+        f"results/plots/{dataset}/{model}/{figure}.{PLOT_FORMAT}"
+        for dataset, model in pairs(config)
+        for figure in FIGURES_PER_PAIR
+    ]

@@ -8,13 +8,15 @@ rule edit_model:
         index=run_file("checkpoints/index.json"),
     output:
         run_file("edits/edited_model.parquet"),
+    log:
+        run_log("edit_model.log"),
+    benchmark:
+        run_benchmark("edit_model")
+    conda:
+        "../envs/pipeline.yaml"
     params:
         config=transfer_section("edited_model", "data", "train", "storage"),
         run=run_args,
-    log:
-        run_log("edit_model.log"),
-    conda:
-        "../envs/pipeline.yaml"
     shell:
         "python -m pipeline edit --config-json {params.config:q} {params.run} --index {input.index} "
         "--labels {input.labels} --out {output} > {log} 2>&1"

@@ -15,17 +15,19 @@ checkpoint intervene:
     output:
         index=run_file("checkpoints/index.json"),
         log=run_file("train_log.parquet"),
+    log:
+        run_log("intervene.log"),
+    benchmark:
+        run_benchmark("intervene")
     wildcard_constraints:
         variant=INTERVENTION_VARIANT,
+    conda:
+        "../envs/pipeline.yaml"
     params:
         config=transfer_section("intervention", "data", "train"),
         run=run_args,
         out_dir=lambda wildcards, output: os.path.dirname(output.log),
         standard=lambda w: intervention_standard_arg(config, RUN_DIR, run_wildcards(w)),
-    log:
-        run_log("intervene.log"),
-    conda:
-        "../envs/pipeline.yaml"
     shell:
         "python -m pipeline intervene --config-json {params.config:q} {params.run} "
         "--labels {input.labels} --out-dir {params.out_dir} {params.standard} > {log} 2>&1"

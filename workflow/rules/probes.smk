@@ -1,55 +1,46 @@
-# Only these two rules (plus aggregation and plots) depend on the `probes` config section, so a new
-# probe setting or layer list reruns them on the saved activations (or reduced files, with
-# `storage.persist: moments|auto`) and nothing upstream.
-rule fit_subspaces:
+# Only this rule (plus aggregation and plots) depends on the `probes` config section, so a new
+# probe setting or layer list reruns it on the saved activations (or reduced files, with
+# `storage.persist: moments|auto`) and nothing upstream. Fitting and scoring of one checkpoint are
+# one job (`python -m pipeline probe`): scoring only ever reruns with fitting (both depend on the
+# probes section and the activation file), and one job starts Python and reads the activation
+# file once instead of twice. The fitted probes stay an artifact of their own.
+rule probe_checkpoint:
     input:
         probe_input(),
     output:
-        run_file("subspaces/epoch_{epoch}.h5"),
+        subspaces=run_file("subspaces/epoch_{epoch}.h5"),
+        table=run_file("probes/epoch_{epoch}.parquet"),
+    log:
+        run_log("probe_epoch_{epoch}.log"),
+    benchmark:
+        run_benchmark("probe_checkpoint", "epoch")
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
     params:
         config=section("probes"),
         run=run_args,
-    log:
-        run_log("fit_epoch_{epoch}.log"),
-    threads: 1
-    conda:
-        "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline fit --threads {threads} --config-json {params.config:q} {params.run} --epoch {wildcards.epoch} "
-        "--activations {input} --out {output} > {log} 2>&1"
-
-
-rule score_probes:
-    input:
-        activations=probe_input(),
-        subspaces=run_file("subspaces/epoch_{epoch}.h5"),
-    output:
-        run_file("probes/epoch_{epoch}.parquet"),
-    params:
-        run=run_args,
-    log:
-        run_log("score_epoch_{epoch}.log"),
-    threads: 1
-    conda:
-        "../envs/pipeline.yaml"
-    shell:
-        "python -m pipeline score --threads {threads} {params.run} --epoch {wildcards.epoch} "
-        "--activations {input.activations} --subspaces {input.subspaces} --out {output} > {log} 2>&1"
+        "python -m pipeline probe --threads {threads} --config-json {params.config:q} {params.run} "
+        "--epoch {wildcards.epoch} --activations {input} --subspaces {output.subspaces} "
+        "--out {output.table} > {log} 2>&1"
 
 
 # A probe block is the probe tables of one run's checkpoints within `cluster.probe_block_epochs`
-# epochs. Under the SLURM profile a block's fitting and scoring jobs form one group (one
-# allocation); the per-run table joins the blocks, so each run's probes start as soon as that run
-# has trained (aggregation never waits on one checkpoint after another).
+# epochs. Under the SLURM profile a block's probe jobs form one group (one allocation); the
+# per-run table joins the blocks, so each run's probes start as soon as that run has trained
+# (aggregation never waits on one checkpoint after another).
 rule probe_block:
     input:
         block_probe_tables,
     output:
         run_file("probes/block_{block}.parquet"),
-    wildcard_constraints:
-        block="[0-9]+",
     log:
         run_log("probe_block_{block}.log"),
+    benchmark:
+        run_benchmark("probe_block", "block")
+    wildcard_constraints:
+        block="[0-9]+",
     conda:
         "../envs/pipeline.yaml"
     shell:
@@ -63,6 +54,8 @@ rule run_probe_table:
         run_file("probes.parquet"),
     log:
         run_log("probes.log"),
+    benchmark:
+        run_benchmark("run_probe_table")
     conda:
         "../envs/pipeline.yaml"
     shell:

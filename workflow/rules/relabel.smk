@@ -14,15 +14,17 @@ rule relabel_retrain:
     output:
         table=run_file("relabel/{protocol}.parquet"),
         details=run_file("relabel/{protocol}.json"),
+    log:
+        run_log("relabel_{protocol}.log"),
+    benchmark:
+        run_benchmark("relabel_retrain", "protocol")
     wildcard_constraints:
         protocol="|".join(RELABEL_PROTOCOLS),
+    conda:
+        "../envs/pipeline.yaml"
     params:
         config=transfer_section("relabel_retrain", "data", "train"),
         run=run_args,
-    log:
-        run_log("relabel_{protocol}.log"),
-    conda:
-        "../envs/pipeline.yaml"
     shell:
         "python -m pipeline relabel --config-json {params.config:q} {params.run} "
         "--protocol {wildcards.protocol} --index {input.index} --labels {input.labels} "

@@ -35,11 +35,15 @@ Package layout
                    :func:`moment_layer_choice`).
 :mod:`.stage`      the workflow's ``fit`` and ``score`` stages: :func:`fit_subspaces`,
                    :func:`score_probes`, :func:`load_fitted`.
+:mod:`.accel`      the torch route: MASC, VeLPIC, NCM and LinearProbe take ``device`` (None = the
+                   numpy reference route; ``"cpu"`` / ``"cuda[:i]"`` = torch there, same float64
+                   eigenproblems, same fitted arrays); :func:`~.accel.resolve_device` maps the
+                   config's ``probes.device`` (``"auto"`` = CUDA if visible, else numpy).
 ``_common``        the package's internal helpers (input checks, float64 eigen-helpers, row
                    chunking, the ``_Probe`` base class); nothing outside the package imports it.
 
-torch is imported lazily (only :class:`LinearProbe` needs it, when it fits), as are h5py, pandas
-and the activation reader (when a stage runs): ``import pipeline.probes`` is cheap.
+torch is imported lazily (when :class:`LinearProbe` fits or a probe runs on a ``device``), as are
+h5py, pandas and the activation reader (when a stage runs): ``import pipeline.probes`` is cheap.
 """
 
 from pipeline.probes.linear import LinearProbe, LogisticProbe

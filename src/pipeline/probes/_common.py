@@ -22,8 +22,15 @@ CHUNK_ELEMENTS = 1 << 24
 # ----------------------------------------------------------------------------------------------
 # input validation
 # ----------------------------------------------------------------------------------------------
-def _check_X(X: Any, name: str = "X") -> np.ndarray:
-    """Return ``X`` as a finite 2-D float32/float64 array (float16 and ints are upcast)."""
+def _check_X(X: Any, name: str = "X", *, upcast_half: bool = True) -> np.ndarray:
+    """Return ``X`` as a finite 2-D float32/float64 array (float16 and ints are upcast).
+
+    With ``upcast_half=False`` float16 is returned as it is (the torch route converts it block by
+    block on the device, without a full-size float32 copy on the host).  A torch tensor is copied
+    to the host first (the numpy route's input is numpy).
+    """
+    if _is_tensor(X):
+        X = X.detach().cpu().numpy()
     X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array of shape (n_samples, n_features); got shape {X.shape}")
@@ -32,7 +39,8 @@ def _check_X(X: Any, name: str = "X") -> np.ndarray:
     if X.shape[0] < 1 or X.shape[1] < 1:
         raise ValueError(f"{name} must have at least one sample and one feature; got shape {X.shape}")
     if X.dtype == np.float16:
-        X = X.astype(np.float32)
+        if upcast_half:
+            X = X.astype(np.float32)
     elif X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float64)
     # one float64 sum finds NaN/inf without an n x d temporary; only if it is not finite (or a
@@ -44,8 +52,15 @@ def _check_X(X: Any, name: str = "X") -> np.ndarray:
     return X
 
 
+def _is_tensor(X: Any) -> bool:
+    """Whether ``X`` is a torch tensor (without importing torch)."""
+    return type(X).__module__.split(".", 1)[0] == "torch"
+
+
 def _check_y(y: Any, n_samples: int) -> np.ndarray:
     """Return ``y`` as a 1-D int64 array of length ``n_samples``."""
+    if _is_tensor(y):
+        y = y.detach().cpu().numpy()
     y = np.asarray(y)
     if y.ndim != 1:
         raise ValueError(f"y must be a 1-D array of labels; got shape {y.shape}")
@@ -189,6 +204,18 @@ class _Probe(ClassifierMixin, BaseEstimator):
             raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} was fitted "
                              f"with {self.n_features_in_} features")
         return X
+
+    def _device_rows(self, X: Any):
+        """The torch route's predict-time checks: ``X`` as :class:`pipeline.probes.accel.DeviceRows`
+        on ``self.device``."""
+        from pipeline.probes.accel import DeviceRows
+
+        check_is_fitted(self, "classes_")
+        rows = DeviceRows(X, self.device)
+        if rows.d != self.n_features_in_:
+            raise ValueError(f"X has {rows.d} features, but {type(self).__name__} was fitted "
+                             f"with {self.n_features_in_} features")
+        return rows
 
     def predict(self, X: Any) -> np.ndarray:
         """Class label of each row of ``X``: the argmax of :meth:`decision_function`."""

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.probes._common import _as_int, _check_Xy, _compute_dtype, _is_real, _Probe, _row_chunks
+from pipeline.probes.accel import check_device, linear_scores
 
 __all__ = ["LinearProbe", "LogisticProbe"]
 
@@ -49,7 +50,8 @@ class LinearProbe(_Probe):
     the weight initialisation, PyTorch's default ``U(-1/sqrt(d), 1/sqrt(d))``, come from a
     ``torch.Generator`` seeded with ``seed``, so the global RNG is untouched).  No feature
     standardisation and no convergence criterion (see :class:`LogisticProbe` for one that
-    converges).  ``device=None`` picks "cuda" when available, else "cpu".
+    converges).  ``device=None`` fits on "cuda" when available, else "cpu", and scores with
+    numpy (the reference route); a device fits and scores with torch there.
 
     Determinism: on CPU the fit is bitwise reproducible for a given ``seed``, data and torch build,
     whatever ``torch.get_num_threads()`` the caller has set: training runs under
@@ -60,7 +62,8 @@ class LinearProbe(_Probe):
     reproducible (GPU kernels may differ in the last bits from run to run and from the CPU).
 
     Attributes: ``coef_`` (K, d) float32, ``intercept_`` (K,) float32, ``classes_``,
-    ``n_features_in_``.  Prediction is ``argmax(X coef_^T + intercept_)`` in numpy.
+    ``n_features_in_``.  Prediction is ``argmax(X coef_^T + intercept_)`` (numpy, or torch on
+    ``device`` when one is set).
     """
 
     _name = "linear"
@@ -87,12 +90,7 @@ class LinearProbe(_Probe):
                     or not np.isfinite(value) or (value <= 0 if positive else value < 0):
                 bound = "> 0" if positive else ">= 0"
                 raise ValueError(f"LinearProbe: {name} must be a finite number {bound}; got {value!r}")
-        device = self.device
-        if device is not None and (not isinstance(device, str)
-                                   or device.split(":", 1)[0] not in _DEVICE_PREFIXES
-                                   or (":" in device and not device.split(":", 1)[1].isdigit())):
-            raise ValueError(f"LinearProbe: device must be None or one of {list(_DEVICE_PREFIXES)} "
-                             f"(optionally with an index, e.g. 'cuda:0'); got {device!r}")
+        check_device("LinearProbe", self.device, _DEVICE_PREFIXES)
 
     def fit(self, X: Any, y: Any) -> LinearProbe:
         """Train the linear layer; stores ``coef_`` and ``intercept_``."""
@@ -138,7 +136,11 @@ class LinearProbe(_Probe):
                 layer.bias.detach().cpu().numpy().astype(np.float32))
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """(n, K) logits ``X coef_^T + intercept_``."""
+        """(n, K) logits ``X coef_^T + intercept_`` (numpy with ``device=None``, torch on
+        ``device`` otherwise)."""
+        if self.device is not None:
+            rows = self._device_rows(X)  # checks fitted first
+            return linear_scores(rows, self.coef_, self.intercept_)
         X = self._check_predict_X(X)
         dtype = _compute_dtype(X)
         return X @ self.coef_.astype(dtype, copy=False).T + self.intercept_.astype(dtype, copy=False)

@@ -17,6 +17,10 @@ across the energy cut and changes predictions).  When ``n_c < d`` the ``n_c x n_
 ``<= lambda_max * max(n_c, d) * eps(float64)`` are numerically zero and dropped.  Bases are stored
 as float32 and stacked into one ``d x sum(k_c)`` matrix, so scoring costs one matrix product (in
 row chunks to bound memory) plus a segment sum per class, in the input's precision.
+
+``device="cpu"`` / ``"cuda"`` runs the same algorithm with torch on that device (same float64
+eigenproblem and cut, same float32 artifacts; :mod:`pipeline.probes.accel`); ``None`` (default) is
+the numpy reference route.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pipeline.probes._common import (
     _second_moment_eigh,
     _top_basis,
 )
+from pipeline.probes.accel import check_device
 
 __all__ = ["MASC"]
 
@@ -49,6 +54,10 @@ class MASC(_Probe):
         Float: keep, per class, the fewest top components of the uncentered second moment whose
         cumulative energy (eigenvalue sum over the total) reaches ``variance``.  Int: keep exactly
         that many components (capped at the class's numerical rank).
+    device : None, "cpu", "cuda" or "cuda:<i>", default None
+        Where to fit and score: None is the numpy reference route; a device runs the torch route
+        there (:mod:`pipeline.probes.accel`).  Execution only: not part of :func:`setting_id`, and
+        the fitted arrays are the same whichever route produced them.
 
     Attributes
     ----------
@@ -65,11 +74,13 @@ class MASC(_Probe):
     """
 
     _name = "masc"
+    _execution_params = ("device",)
     _array_keys = ("bases", "n_components", "explained_energy", "classes")
     _optional_keys = ("explained_energy",)
 
-    def __init__(self, variance: float | int = 0.99):
+    def __init__(self, variance: float | int = 0.99, device: str | None = None):
         self.variance = variance
+        self.device = device
 
     def _validate_params(self) -> None:
         v = self.variance
@@ -80,10 +91,13 @@ class MASC(_Probe):
                 raise ValueError(f"MASC: an integer variance is a component count and must be >= 1; got {v!r}")
         elif not (0.0 < float(v) <= 1.0):
             raise ValueError(f"MASC: a float variance is an energy fraction in (0, 1]; got {v!r}")
+        check_device("MASC", self.device)
 
     def fit(self, X: Any, y: Any) -> MASC:
         """Fit one origin-centred subspace per class (float64 eigendecomposition)."""
         self._validate_params()
+        if self.device is not None:
+            return self._fit_torch(X, y)
         X, _, classes, y_index = _check_Xy(X, y)
         d = X.shape[1]
         bases, ks, energy = [], [], []
@@ -96,6 +110,36 @@ class MASC(_Probe):
             energy.append(float(lam[:k].sum() / lam.sum()) if lam.size else 0.0)
         self._set_state(classes, np.concatenate(bases, axis=1) if bases else np.zeros((d, 0), np.float32),
                         np.asarray(ks, dtype=np.int64), np.asarray(energy, dtype=np.float64))
+        return self
+
+    def _fit_torch(self, X: Any, y: Any) -> MASC:
+        """The torch route of :meth:`fit`: per class the float64 Gram (``n_c < d``) or d x d
+        second moment on the device, float64 eigh, the numpy route's cut, float32 bases."""
+        import torch
+
+        from pipeline.probes.accel import DeviceRows, class_order, descending_eigh, full_precision, second_moment
+
+        rows = DeviceRows(X, self.device)
+        classes, index = class_order(y, rows.n)
+        d = rows.d
+        bases, ks, energy = [], [], []
+        with torch.no_grad(), full_precision(torch):
+            for idx in index:
+                gram = idx.size < d
+                Xc, M, _ = second_moment(rows, idx, want_gram=gram)
+                lam, W = descending_eigh(torch, M, n_rows=idx.size, dim=d)
+                del M
+                k = _components_for(lam, self.variance)
+                if gram:
+                    B = (Xc.T @ W[:, :k]) / torch.from_numpy(np.sqrt(lam[:k])).to(W.device)
+                else:
+                    B = W[:, :k]
+                bases.append(B.to(torch.float32).cpu().numpy())
+                del Xc, W, B
+                ks.append(k)
+                energy.append(float(lam[:k].sum() / lam.sum()) if lam.size else 0.0)
+        self._set_state(classes, np.concatenate(bases, axis=1), np.asarray(ks, dtype=np.int64),
+                        np.asarray(energy, dtype=np.float64))
         return self
 
     def fit_moments(self, moments) -> MASC:
@@ -130,6 +174,8 @@ class MASC(_Probe):
 
     def decision_function(self, X: Any) -> np.ndarray:
         """(n, K) squared cosines between each row and each class subspace."""
+        if self.device is not None:
+            return self._decision_torch(X)
         X = self._check_predict_X(X)
         dtype = _compute_dtype(X)
         B = self.stacked_bases_.astype(dtype, copy=False)
@@ -149,6 +195,38 @@ class MASC(_Probe):
             sums[nz] /= norm2[nz, None]
             sums[~nz] = 0.0
             out[rows, nonempty] = sums  # classes without components keep score 0
+        return out
+
+    def _decision_torch(self, X: Any) -> np.ndarray:
+        """The torch route of :meth:`decision_function`: one product with the stacked bases per
+        row block, the per-class sums of squares as a product with a 0/1 class-membership matrix
+        (deterministic, unlike a scatter-add on CUDA)."""
+        import torch
+
+        from pipeline.probes.accel import full_precision
+
+        rows = self._device_rows(X)
+        np_dtype = np.float64 if rows.dtype == torch.float64 else np.float32
+        ks = self.n_components_
+        nonempty = ks > 0
+        out = np.zeros((rows.n, ks.size), dtype=np_dtype)
+        total = self.stacked_bases_.shape[1]
+        if total == 0:
+            return out
+        with torch.no_grad(), full_precision(torch):
+            B = torch.from_numpy(self.stacked_bases_).to(rows.device, rows.dtype)
+            owner = np.repeat(np.arange(int(nonempty.sum())), ks[nonempty])
+            E = torch.zeros((total, owner.max() + 1), dtype=rows.dtype, device=rows.device)
+            E[torch.arange(total, device=rows.device), torch.from_numpy(owner).to(rows.device)] = 1
+            for sl in rows.row_chunks(rows.d + total):
+                Xb = rows.rows(sl)
+                P = Xb @ B
+                P.square_()
+                sums = P @ E
+                del P
+                norm2 = (Xb * Xb).sum(1, keepdim=True)
+                sums = torch.where(norm2 > 0, sums / torch.where(norm2 > 0, norm2, 1), 0)
+                out[sl, nonempty] = sums.cpu().numpy()
         return out
 
     def _to_arrays(self) -> dict[str, np.ndarray]:

@@ -16,6 +16,13 @@ only them (and aggregation and plots). They read a reduced file (``storage.persi
 :mod:`pipeline.probes.moments`) the same way: a layer whose training activations were replaced by
 per-class statistics is fitted from them (MASC, VeLPIC, NCM only) and scored on the test split only.
 
+``device`` (the config's ``probes.device``) is where the probes run: None is the numpy reference
+route, ``"cpu"``/``"cuda"`` the torch route there, ``"auto"`` CUDA when a GPU is visible and the
+numpy route otherwise (:func:`pipeline.probes.accel.resolve_device`).  It is passed to every probe
+that has a ``device`` parameter (scikit-learn's ``get_params`` says which) and does not set it in
+its own ``params``; it is an execution choice, so setting ids, group names and table rows do not
+depend on it, and a file fitted on one device is scored on any.
+
 A subspace file that cannot be read (truncated, not HDF5, incomplete, lacking a group) raises
 :class:`pipeline.errors.ArtifactError` naming it; activation files do the same
 (:class:`pipeline.activations.ActivationFile`).  h5py, pandas and the activation reader are
@@ -29,6 +36,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.errors import ArtifactError
+from pipeline.probes.accel import resolve_device
 from pipeline.probes.moments import fit_from_moments
 from pipeline.probes.registry import make_probe, probe_from_arrays, probe_to_arrays, setting_id
 
@@ -57,6 +65,20 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+def _on_device(probe, params: dict, device: str | None, *, scoring: bool = False):
+    """``probe`` set to run on ``device`` when it has a ``device`` parameter.
+
+    Fitting: only where the setting's ``params`` leave it unset (an explicit per-setting device,
+    e.g. ``linear``'s, wins; None leaves the probe's own default).  Scoring: always (None = the
+    numpy route), so a probe fitted on a GPU is scored wherever the score job runs.
+    """
+    if "device" not in probe.get_params():
+        return probe
+    if scoring or (device is not None and "device" not in params):
+        probe.set_params(device=device)
+    return probe
+
+
 def open_subspaces(subspace_path: str | Path):
     """The subspace file opened read-only (an ``h5py.File``); ArtifactError if it is not a
     readable, complete one."""
@@ -75,14 +97,19 @@ def open_subspaces(subspace_path: str | Path):
 
 def fit_subspaces(activation_path: str | Path, out_path: str | Path, *, settings: list[dict],
                   fit_labels: Iterable[str] = ("corrupted", "true"), layers: Iterable[str] | None = None,
-                  attrs: dict | None = None) -> Path:
-    """Fit every probe setting on every layer and label source; save the fitted state to HDF5."""
+                  attrs: dict | None = None, device: str | None = None) -> Path:
+    """Fit every probe setting on every layer and label source; save the fitted state to HDF5.
+
+    ``device``: ``probes.device`` (None, "cpu", "cuda[:i]" or "auto"); see the module docstring.
+    Layers kept as statistics are fitted from them with numpy whatever the device.
+    """
     import h5py
 
     from pipeline.activations import ActivationFile
     from pipeline.io import atomic_path, write_h5_attrs
 
     out_path = Path(out_path)
+    device = resolve_device(device)
     with ActivationFile(activation_path) as acts, atomic_path(out_path) as tmp, h5py.File(tmp, "w") as out:
         write_h5_attrs(out, attrs or {})
         chosen = probe_layers(acts.layers, layers)
@@ -105,10 +132,11 @@ def fit_subspaces(activation_path: str | Path, out_path: str | Path, *, settings
                                              "training activations were not persisted; see "
                                              "storage.persist)") from None
                     else:
-                        probe = make_probe(name, **params).fit(X, y)
+                        probe = _on_device(make_probe(name, **params), params, device).fit(X, y)
                     group = out.create_group(_group_name(layer, name, setting_id(name, params), source))
                     group.attrs["probe"] = name
                     group.attrs["params"] = json.dumps(params, sort_keys=True)
+                    group.attrs["device"] = "numpy" if from_moments else str(probe.get_params().get("device"))
                     for array_name, array in probe_to_arrays(probe).items():
                         group.create_dataset(array_name, data=array)
         out.attrs["complete"] = True
@@ -130,8 +158,10 @@ def _read_fitted(h5, subspace_path, layer: str, name: str, params: dict, fit_lab
     return probe_from_arrays(name, stored_params, arrays)
 
 
-def load_fitted(subspace_path: str | Path, layer: str, name: str, params: dict, fit_labels: str):
-    """The fitted probe stored for (layer, probe setting, label source)."""
+def load_fitted(subspace_path: str | Path, layer: str, name: str, params: dict, fit_labels: str,
+                device: str | None = None):
+    """The fitted probe stored for (layer, probe setting, label source), set to score on
+    ``device`` (None: the numpy route)."""
     import h5py
 
     try:
@@ -140,16 +170,20 @@ def load_fitted(subspace_path: str | Path, layer: str, name: str, params: dict, 
         raise ArtifactError(f"subspace file {subspace_path} cannot be opened ({_one_line(exc)}); "
                             f"{_SUBSPACE_REMEDY}") from None
     with h5:
-        return _read_fitted(h5, subspace_path, layer, name, params, fit_labels)
+        probe = _read_fitted(h5, subspace_path, layer, name, params, fit_labels)
+    return _on_device(probe, params, resolve_device(device), scoring=True)
 
 
 def score_probes(activation_path: str | Path, subspace_path: str | Path, out_path: str | Path, *,
-                 run_keys: dict, epoch: int, metadata: dict | None = None) -> Path:
-    """Score the fitted probes and the model itself; write rows of the result schema to Parquet."""
+                 run_keys: dict, epoch: int, metadata: dict | None = None, device: str | None = None) -> Path:
+    """Score the fitted probes and the model itself; write rows of the result schema to Parquet.
+
+    ``device``: ``probes.device``, as for :func:`fit_subspaces` (any device scores any file)."""
     from pipeline.activations import ActivationFile
     from pipeline.io import MODEL_LAYER, MODEL_PROBE, accuracy_row, result_frame, write_parquet
 
     rows: list[dict] = []
+    device = resolve_device(device)
     with ActivationFile(activation_path) as acts, open_subspaces(subspace_path) as fitted:
         try:
             layers = json.loads(fitted.attrs["layers"])
@@ -174,7 +208,8 @@ def score_probes(activation_path: str | Path, subspace_path: str | Path, out_pat
                 name, params = entry["name"], entry.get("params", {})
                 sid = setting_id(name, params)
                 for source in fit_sources:
-                    probe = _read_fitted(fitted, subspace_path, layer, name, params, source)
+                    probe = _on_device(_read_fitted(fitted, subspace_path, layer, name, params, source),
+                                       params, device, scoring=True)
                     for split, by_target in targets.items():
                         if split not in data:
                             continue

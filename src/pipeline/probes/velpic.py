@@ -8,6 +8,9 @@ that the mean projection of training activations on ``v_c`` is non-negative; two
 exist and both are offered (``sign``).  Prediction is ``argmax_c v_c^T x`` (the smallest angle,
 since ``||v_c|| = 1``): a linear classifier whose class vectors can replace a network's
 pre-softmax weights (Sec. 8, :mod:`pipeline.transfer.editing`).
+
+``device="cpu"`` / ``"cuda"`` runs the same algorithm with torch there
+(:mod:`pipeline.probes.accel`); ``None`` (default) is the numpy reference route.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.probes._common import _check_choice, _check_Xy, _compute_dtype, _Probe, _top_eigenvector
+from pipeline.probes.accel import check_device, linear_scores
 
 __all__ = ["VeLPIC", "SIGN_CONVENTIONS"]
 
@@ -42,6 +46,10 @@ class VeLPIC(_Probe):
     otherwise.  Prediction: ``argmax_c v_c^T x`` (the minimum angle, as ``||v_c|| = 1``).
     :meth:`fit_moments` fits the same probe from per-class statistics.
 
+    ``device``: None (default) is the numpy reference route; ``"cpu"``, ``"cuda"`` or
+    ``"cuda:<i>"`` fits and scores with torch there (:mod:`pipeline.probes.accel`; execution only,
+    not part of :func:`setting_id`; the same fitted arrays).
+
     Attributes
     ----------
     classes_ : (K,) int array
@@ -50,17 +58,22 @@ class VeLPIC(_Probe):
     """
 
     _name = "velpic"
+    _execution_params = ("device",)
     _array_keys = ("class_vectors", "classes")
 
-    def __init__(self, sign: str = "class_mean"):
+    def __init__(self, sign: str = "class_mean", device: str | None = None):
         self.sign = sign
+        self.device = device
 
     def _validate_params(self) -> None:
         _check_choice("VeLPIC", "sign", self.sign, SIGN_CONVENTIONS)
+        check_device("VeLPIC", self.device)
 
     def fit(self, X: Any, y: Any) -> VeLPIC:
         """Fit one unit class vector per class (float64 top eigenvector, sign by convention)."""
         self._validate_params()
+        if self.device is not None:
+            return self._fit_torch(X, y)
         X, _, classes, y_index = _check_Xy(X, y)
         global_mean = X.mean(axis=0, dtype=np.float64)
         V = np.zeros((classes.size, X.shape[1]), dtype=np.float64)
@@ -74,6 +87,42 @@ class VeLPIC(_Probe):
         self.classes_ = classes
         self.class_vectors_ = V.astype(np.float32)
         self.n_features_in_ = int(X.shape[1])
+        return self
+
+    def _fit_torch(self, X: Any, y: Any) -> VeLPIC:
+        """The torch route of :meth:`fit`: float64 Gram / second moment and eigh on the device,
+        the top eigenvector, signed by the float64 class (or global) mean."""
+        import torch
+
+        from pipeline.probes.accel import DeviceRows, class_order, full_precision, second_moment, top_eigenpair
+
+        rows = DeviceRows(X, self.device)
+        classes, index = class_order(y, rows.n)
+        d = rows.d
+        V = np.zeros((classes.size, d), dtype=np.float64)
+        with torch.no_grad(), full_precision(torch):
+            if self.sign == "global_mean":
+                total = torch.zeros(d, dtype=torch.float64, device=rows.device)
+                for sl in rows.row_chunks(d):
+                    total += rows.rows(sl, torch.float64).sum(0)
+                global_mean = total / rows.n
+            for c, idx in enumerate(index):
+                gram = idx.size < d
+                Xc, M, s = second_moment(rows, idx, want_gram=gram)
+                lam_max, w = top_eigenpair(torch, M)
+                del M
+                if not lam_max > 0.0:
+                    continue  # a numerically-zero class: zero vector, as in the numpy route
+                v = Xc.T @ w if gram else w
+                v = v / torch.linalg.vector_norm(v)
+                ref = s / idx.size if self.sign == "class_mean" else global_mean
+                if float(ref @ v) < 0:
+                    v = -v
+                V[c] = v.cpu().numpy()
+                del Xc, w
+        self.classes_ = classes
+        self.class_vectors_ = V.astype(np.float32)
+        self.n_features_in_ = int(d)
         return self
 
     def fit_moments(self, moments) -> VeLPIC:
@@ -95,6 +144,9 @@ class VeLPIC(_Probe):
 
     def decision_function(self, X: Any) -> np.ndarray:
         """(n, K) projections ``v_c^T x`` (cosines times ``||x||``)."""
+        if self.device is not None:
+            rows = self._device_rows(X)  # checks fitted first
+            return linear_scores(rows, self.class_vectors_)
         X = self._check_predict_X(X)
         V = self.class_vectors_.astype(_compute_dtype(X), copy=False)
         return X @ V.T
@@ -109,3 +161,4 @@ class VeLPIC(_Probe):
             raise ValueError("VeLPIC: class_vectors must be (K, d) with one row per class")
         self.class_vectors_ = V
         self.n_features_in_ = int(V.shape[1])
+

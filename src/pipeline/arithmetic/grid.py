@@ -1,0 +1,149 @@
+"""The config's ``arithmetic`` section as a grid of cells, their paths and the figures it draws.
+
+Imported by ``workflow/rules/arithmetic.smk`` (so: no torch, pandas or matplotlib here).
+
+* :data:`GRID_KEYS` are the keys the section lists (one list each); the grid is their product,
+  plus one product per entry of ``extra_grids`` (an entry overrides some of the lists, e.g.
+  ``{alpha: [1.0], noise_mode: [uniform]}`` for the all-random control). Every other key of
+  :data:`CELL_SETTINGS` is one value for every cell.
+* :data:`CELL_PATTERN` is a cell's folder under ``results/``; one path per distinct set of grid
+  values (:func:`check_cells` refuses two cells that would share a folder).
+* :func:`figure_names` lists the figures the tables of the grid hold (what the figures job draws).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+#: grid keys in the order of the tables' run keys (after the shared ones)
+GRID_KEYS = ("task", "P", "train_fraction", "alpha", "noise_mode", "width", "activation", "tied",
+             "optimizer", "weight_decay", "seed")
+#: settings that are one value for the whole section and go to every cell
+CELL_SETTINGS = ("bias", "init_std", "loss", "lr", "betas", "momentum", "epochs", "batch_size",
+                 "log_every", "checkpoint_every", "num_threads", "device", "gammas", "prune_fractions")
+#: a cell's folder under results/ (and under logs/); the wildcards are the grid keys
+CELL_PATTERN = ("arithmetic/{task}/P{P}/f{train_fraction}/a{alpha}-{noise_mode}/"
+                "w{width}-{activation}-{weights}/{optimizer}-wd{weight_decay}/s{seed}")
+CELL_WILDCARDS = ("task", "P", "train_fraction", "alpha", "noise_mode", "width", "activation",
+                  "weights", "optimizer", "weight_decay", "seed")
+WILDCARD_CONSTRAINTS = {
+    "task": "[a-z]+", "P": "[0-9]+", "train_fraction": "[0-9.e+-]+", "alpha": "[0-9.e+-]+",
+    "noise_mode": "[a-z_]+", "width": "[0-9]+", "activation": "[a-z_]+", "weights": "tied|untied",
+    "optimizer": "[a-z]+", "weight_decay": "[0-9.e+-]+", "seed": "[0-9]+",
+}
+TABLES = {"results": "results/tables/arithmetic.parquet",
+          "neurons": "results/tables/arithmetic_neurons.parquet",
+          "log": "results/tables/arithmetic_log.parquet",
+          "memorization": "results/tables/arithmetic_memorization.parquet"}
+PLOT_DIR = "results/plots/arithmetic"
+#: figures drawn whenever the section is enabled
+ALWAYS = ("width", "epochs", "ff_bars", "controls", "ipr_hist", "str_hist", "pruning", "phase_scatter")
+#: "vs_<key>" figures, drawn when the grid has more than one value of the key
+SWEPT = ("weight_decay", "activation", "optimizer", "task")
+
+
+def cell_wildcards(cell: dict) -> dict[str, str]:
+    """The path wildcards of a cell (full settings), as strings."""
+    return {
+        "task": cell["task"], "P": str(int(cell["P"])), "train_fraction": f"{float(cell['train_fraction']):g}",
+        "alpha": f"{float(cell['alpha']):g}", "noise_mode": cell["noise_mode"], "width": str(int(cell["width"])),
+        "activation": cell["activation"], "weights": "tied" if cell.get("tied") else "untied",
+        "optimizer": cell["optimizer"], "weight_decay": f"{float(cell['weight_decay']):g}",
+        "seed": str(int(cell["seed"])),
+    }
+
+
+def cell_path(cell: dict) -> str:
+    return CELL_PATTERN.format(**cell_wildcards(cell))
+
+
+def iter_cells(section: dict) -> list[dict]:
+    """Every cell of the section (grid, then each extra grid), as full cell settings; repeated
+    cells (an extra grid overlapping the main one) are kept once."""
+    common = {k: section[k] for k in CELL_SETTINGS if k in section}
+    grids = [{k: section[k] for k in GRID_KEYS}]
+    grids += [{**grids[0], **extra} for extra in section.get("extra_grids", [])]
+    cells, seen = [], set()
+    for grid in grids:
+        for values in itertools.product(*(grid[k] for k in GRID_KEYS)):
+            cell = {**dict(zip(GRID_KEYS, values, strict=True)), **common}
+            key = json.dumps(cell, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                cells.append(cell)
+    return cells
+
+
+def check_cells(section: dict) -> list[str]:
+    """Problems of the section's grid (empty if none): P even or < 5, two cells in one folder."""
+    problems = []
+    for P in {p for g in [section, *section.get("extra_grids", [])] for p in g.get("P", [])}:
+        if P < 5 or P % 2 == 0:
+            problems.append(f"P = {P}: the Fourier analysis needs an odd P >= 5 (a prime such as 23, 31, 97, 113)")
+    paths: dict[str, dict] = {}
+    for cell in iter_cells(section):
+        path = cell_path(cell)
+        if path in paths and paths[path] != cell:
+            problems.append(f"two cells share the folder {path}: {_grid_values(paths[path])} and "
+                            f"{_grid_values(cell)} (values must differ in their 6 significant digits)")
+        paths[path] = cell
+    return problems
+
+
+def _grid_values(cell: dict) -> dict:
+    return {k: cell[k] for k in GRID_KEYS}
+
+
+def cells_by_path(section: dict) -> dict[str, dict]:
+    return {cell_path(c): c for c in iter_cells(section)}
+
+
+def swept(section: dict) -> dict[str, list]:
+    """Grid keys with more than one value over all cells."""
+    cells = iter_cells(section)
+    values = {k: list(dict.fromkeys(json.dumps(c[k]) for c in cells)) for k in GRID_KEYS}
+    return {k: [json.loads(v) for v in vs] for k, vs in values.items() if len(vs) > 1}
+
+
+def figure_names(section: dict) -> list[str]:
+    """The figures of ``results/plots/arithmetic/`` for this section (none when disabled)."""
+    if not section.get("enabled"):
+        return []
+    names = list(ALWAYS)
+    varied = swept(section)
+    names += [f"vs_{k}" for k in SWEPT if k in varied]
+    cells = iter_cells(section)
+    if any(c["tied"] and c["noise_mode"] == "symmetric" for c in cells) and any(
+            c["tied"] and c["noise_mode"] != "symmetric" and c["alpha"] > 0 for c in cells):
+        names.append("tied")
+    if section.get("memorization", {}).get("enabled"):
+        names.append("memorization_order")
+    return names
+
+
+# ----------------------------------------------------------------------------- workflow targets
+
+def memorization_enabled(section: dict) -> bool:
+    return bool(section.get("enabled") and section.get("memorization", {}).get("enabled"))
+
+
+def table_paths(section: dict) -> list[str]:
+    """The tables the figures read (the memorization table only when that check is on)."""
+    tables = [TABLES["results"], TABLES["neurons"], TABLES["log"]]
+    return tables + ([TABLES["memorization"]] if memorization_enabled(section) else [])
+
+
+def plot_paths(section: dict, fmt: str = "png") -> list[str]:
+    return [f"{PLOT_DIR}/{name}.{fmt}" for name in figure_names(section)]
+
+
+def targets(section: dict, fmt: str = "png") -> list[str]:
+    """What the workflow's `all` and `arithmetic` rules ask for; nothing unless enabled."""
+    return table_paths(section) + plot_paths(section, fmt) if section.get("enabled") else []
+
+
+def cell_settings_json(cells: dict[str, dict], wildcards) -> str:
+    """The settings of the cell named by the rule's wildcards, as JSON (the rule's params)."""
+    values = {k: wildcards[k] for k in CELL_WILDCARDS}
+    return json.dumps(cells[CELL_PATTERN.format(**values)], sort_keys=True)

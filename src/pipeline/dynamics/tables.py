@@ -1,0 +1,219 @@
+"""Schemas of the feature-dynamics tables and validated frame constructors.
+
+* ``results/tables/composite.parquet`` (:data:`COMPOSITE_COLUMNS`): one row per run, depth (split
+  boundary), deep_epoch, shallow_epoch, split, subset, label source.  ``split`` is the input set
+  (``train``, ``test``, ``test_blur5``, ...); ``subset`` the samples of it (``all``; on the training set
+  of a noisy run also ``clean`` and ``corrupted`` from the saved corruption mask); ``label_source`` the
+  labels accuracy and cross-entropy are measured against (``corrupted`` = the labels trained on,
+  ``true``; the test split only has ``true``).  ``consistency_vs_deep`` / ``_vs_shallow`` compare the
+  composite's prediction with ``f(theta_deep)`` / ``f(theta_shallow)`` (they do not depend on the label
+  source); ``baseline_agreement`` is ``P[f(theta_deep) = f(theta_shallow)]`` on the same samples, to
+  read consistency against; ``drift_ratio`` is ``||theta_deep - theta_shallow|| / ||theta_deep||`` over
+  all parameters.
+* the point-wise table (:data:`POINTWISE_COLUMNS`): one row per run, depth, window
+  ``(deep_epoch = T2, window_start = T1)``, reference, split, sample; ``n_epochs`` is the number of
+  shallow epochs actually summed and ``dense`` whether that was every epoch of the window.
+* ``results/tables/sgd_noise.parquet`` (:data:`SGD_NOISE_COLUMNS`): one row per run, epoch, depth,
+  input, source (``sgd``, ``gaussian``, ``param_isotropic``), with the protocol (N, eta, batch size,
+  momentum handling), the top-5 covariance eigenvalues, energy share, participation ratio and the
+  sphericity statistics.
+
+:data:`DEFAULT_CHOICES` lists the readings of the paper's ambiguities; write it (plus run-specific
+values) into the Parquet footer with ``pipeline.io.write_parquet(df, path, metadata=provenance(...))``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+
+import pandas as pd
+
+from pipeline.dynamics.sphericity import TOP_K
+
+__all__ = ["RUN_KEY_COLUMNS", "COMPOSITE_COLUMNS", "COMPOSITE_KEYS", "POINTWISE_COLUMNS",
+           "POINTWISE_KEYS", "SGD_NOISE_COLUMNS", "SGD_NOISE_KEYS", "composite_frame",
+           "pointwise_frame", "sgd_noise_frame", "check_frame", "TRAJECTORY_COLUMNS",
+           "TRAJECTORY_KEYS", "trajectory_frame", "WELCH_COLUMNS", "WELCH_KEYS", "welch_frame",
+           "DEFAULT_CHOICES", "provenance"]
+
+RUN_KEY_COLUMNS: dict[str, str] = {
+    "dataset": "string", "model": "string", "corruption": "float64", "seed": "int64",
+    "variant": "string",
+}
+
+COMPOSITE_COLUMNS: dict[str, str] = {
+    **RUN_KEY_COLUMNS,
+    "depth": "string", "deep_epoch": "int64", "shallow_epoch": "int64", "split": "string",
+    "subset": "string", "label_source": "string",
+    "accuracy": "float64", "cross_entropy": "float64",
+    "consistency_vs_deep": "float64", "consistency_vs_shallow": "float64", "n_samples": "int64",
+    "baseline_agreement": "float64", "drift_ratio": "float64",
+    # magnitude-matched random control (pipeline.dynamics.controls): the deep part of C(T, t) fed
+    # f[1:d](theta_T) + r, ||r|| = ||f[1:d](theta_t) - f[1:d](theta_T)|| per sample (NaN when off)
+    "control_accuracy": "float64", "control_cross_entropy": "float64",
+    "control_consistency_vs_deep": "float64",
+}
+COMPOSITE_KEYS = list(RUN_KEY_COLUMNS) + ["depth", "deep_epoch", "shallow_epoch", "split", "subset",
+                                          "label_source"]
+
+POINTWISE_COLUMNS: dict[str, str] = {
+    **RUN_KEY_COLUMNS,
+    "depth": "string", "deep_epoch": "int64", "window_start": "int64", "reference": "string",
+    "split": "string", "subset": "string", "sample_index": "int64", "consistency": "float64",
+    "n_epochs": "int64", "dense": "bool",
+}
+POINTWISE_KEYS = list(RUN_KEY_COLUMNS) + ["depth", "deep_epoch", "window_start", "reference",
+                                          "split", "sample_index"]
+
+SGD_NOISE_COLUMNS: dict[str, str] = {
+    **RUN_KEY_COLUMNS,
+    "epoch": "int64", "depth": "string", "input_index": "int64", "source": "string",
+    "n_updates": "int64", "dim": "int64", "lr": "float64", "batch_size": "int64",
+    "momentum": "float64", "momentum_mode": "string", "weight_decay": "float64",
+    "trace": "float64", **{f"eig_{i}": "float64" for i in range(1, TOP_K + 1)},
+    "topk_energy": "float64", "participation_ratio": "float64", "john_u": "float64",
+    "p_value": "float64", "ledoit_wolf_z": "float64", "srivastava_z": "float64",
+    "spatial_sign_u": "float64", "spatial_sign_p_value": "float64", "n_resamples": "int64",
+}
+SGD_NOISE_KEYS = list(RUN_KEY_COLUMNS) + ["epoch", "depth", "input_index", "source"]
+
+#: 2-D feature trajectories (Fig. 6): ``kind="trajectory"`` rows are f[1:d](theta_epoch, x_i) of
+#: training sample ``sample_index`` (``label`` its true label, ``changed`` whether its training label
+#: was corrupted); ``kind="region"`` rows are the cells of a grid over the 2-D feature plane with
+#: ``label`` the class the final deep part f[d+1:n](theta_final) predicts there (``sample_index`` the
+#: cell number, ``epoch`` the final epoch).
+TRAJECTORY_COLUMNS: dict[str, str] = {
+    **RUN_KEY_COLUMNS,
+    "depth": "string", "kind": "string", "epoch": "int64", "sample_index": "int64",
+    "z1": "float64", "z2": "float64", "label": "int64", "changed": "bool",
+}
+TRAJECTORY_KEYS = list(RUN_KEY_COLUMNS) + ["depth", "kind", "epoch", "sample_index"]
+
+#: Welch tests across seeds (:func:`pipeline.dynamics.stats.welch_test`): per (pair, depth, split,
+#: subset, reference, window), the per-run mean point-wise consistency of corruption ``corruption_b``
+#: against the clean runs (``corruption_a``), one value per seed.
+WELCH_COLUMNS: dict[str, str] = {
+    "dataset": "string", "model": "string", "depth": "string", "split": "string",
+    "subset": "string", "reference": "string", "window": "int64", "measure": "string",
+    "corruption_a": "float64", "corruption_b": "float64",
+    "t": "float64", "df": "float64", "p_value": "float64", "mean_a": "float64", "mean_b": "float64",
+    "diff": "float64", "cohen_d": "float64", "hedges_g": "float64", "n_a": "int64", "n_b": "int64",
+}
+WELCH_KEYS = ["dataset", "model", "depth", "split", "subset", "reference", "window", "measure",
+              "corruption_a", "corruption_b"]
+
+#: columns that may hold NaN (empty subsets, missing states, degenerate spectra)
+_NULLABLE = {"accuracy", "cross_entropy", "consistency_vs_deep", "consistency_vs_shallow",
+             "baseline_agreement", "drift_ratio", "topk_energy", "participation_ratio", "john_u",
+             "p_value", "ledoit_wolf_z", "srivastava_z", "spatial_sign_u", "spatial_sign_p_value",
+             "consistency", "control_accuracy", "control_cross_entropy",
+             "control_consistency_vs_deep", *(f"eig_{i}" for i in range(1, TOP_K + 1)),
+             "trace", "t", "df", "mean_a", "mean_b", "diff", "cohen_d", "hedges_g"}
+
+
+def _frame(rows: Iterable[Mapping], columns: Mapping[str, str], keys: list[str], name: str) -> pd.DataFrame:
+    rows = list(rows)
+    extra = sorted({k for r in rows for k in r} - set(columns))
+    if extra:
+        raise ValueError(f"{name} rows have columns outside the schema: {extra}")
+    df = pd.DataFrame(rows, columns=list(columns))
+    if len(df):
+        bad = [c for c in columns if c not in _NULLABLE and df[c].isna().any()]
+        if bad:
+            raise ValueError(f"{name} rows have missing values in columns {bad}")
+    df = df.astype(columns)
+    check_frame(df, columns, keys, name)
+    return df
+
+
+def check_frame(df: pd.DataFrame, columns: Mapping[str, str], keys: list[str], name: str = "table") -> None:
+    """Raise unless ``df`` has exactly ``columns`` (order and dtypes) and unique ``keys``."""
+    if list(df.columns) != list(columns):
+        raise ValueError(f"{name} columns {list(df.columns)} differ from the schema {list(columns)}")
+    wrong = {c: str(df[c].dtype) for c, t in columns.items() if str(df[c].dtype) != t}
+    if wrong:
+        raise ValueError(f"{name} columns with wrong dtypes: {wrong}")
+    dup = df.duplicated(keys)
+    if dup.any():
+        raise ValueError(f"{name}: {int(dup.sum())} duplicate rows on {keys}, e.g.\n{df[dup].head()}")
+
+
+def composite_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
+    """Validated ``composite.parquet`` frame (accuracy, consistencies in [0, 1])."""
+    df = _frame(rows, COMPOSITE_COLUMNS, COMPOSITE_KEYS, "composite")
+    for c in ("accuracy", "consistency_vs_deep", "consistency_vs_shallow", "baseline_agreement"):
+        v = df[c].dropna()
+        if ((v < 0) | (v > 1)).any():
+            raise ValueError(f"composite column {c} has values outside [0, 1]")
+    if (df["cross_entropy"].dropna() < 0).any():
+        raise ValueError("composite cross_entropy must be >= 0")
+    return df
+
+
+def pointwise_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
+    df = _frame(rows, POINTWISE_COLUMNS, POINTWISE_KEYS, "pointwise")
+    v = df["consistency"].dropna()
+    if ((v < 0) | (v > 1)).any():
+        raise ValueError("pointwise consistency outside [0, 1]")
+    return df
+
+
+def sgd_noise_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
+    df = _frame(rows, SGD_NOISE_COLUMNS, SGD_NOISE_KEYS, "sgd_noise")
+    bad = set(df["source"]) - {"sgd", "gaussian", "param_isotropic"}
+    if bad:
+        raise ValueError(f"sgd_noise sources outside sgd/gaussian/param_isotropic: {sorted(bad)}")
+    return df
+
+
+#: How this implementation reads the paper where it is ambiguous (issue 9); record with the tables.
+DEFAULT_CHOICES: dict[str, str] = {
+    "resnet20_second_basic_block": "stage1.block2 (stem + first two of the nine basic blocks); "
+                                   "alternative reading stage2 (end of the second stage)",
+    "dataset_consistency_reference": "both: consistency_vs_deep (paper text, f(theta_t2)) and "
+                                     "consistency_vs_shallow (Fig. 3 caption, f(theta_t1))",
+    "pointwise_reference": "paper: f(theta_{t v T2}); deep and shallow available",
+    "pointwise_window": "every integer epoch of [T1 ^ T2, T1 v T2]; sparse grids refused unless allowed",
+    "consistency_distribution": "ECDF and histograms instead of KDE (values in [0, 1] with an atom at 1)",
+    "composite_buffers": "each part keeps the BatchNorm running statistics of its own checkpoint",
+    "blur": "CIFAR-10-C gaussian_blur: x/255, scipy gaussian_filter per channel on spatial axes, "
+            "mode=nearest, truncate=4, clip [0,1], x255, rounded (original truncates)",
+    "sgd_step": "theta - eta (g_B + wd theta) [+ eta mu buf when the momentum buffer is saved]; "
+                "gradient in train mode on a copy; BN running stats of the checkpoint kept",
+    "param_isotropic_sigma": "sigma = mean shallow-parameter step norm / sqrt(#shallow parameters)",
+    "gaussian_control": "N(0, tr(S)/D I) at the same (N, D)",
+    "sphericity": "John's U from the N x N Gram; Monte-Carlo p (Bartlett Wishart draws); "
+                  "spatial sign on disjoint pair differences",
+    "welch": "across seeds (one summary per run), Cohen's d with average variance, Hedges' g",
+    "composite_control": "deep part of C(T, t) on f[1:d](theta_T) + r, r uniform in direction with "
+                         "||r|| = ||f[1:d](theta_t) - f[1:d](theta_T)|| per sample (flattened)",
+    "composite_grid": "(deep, shallow) epochs from dynamics.deep_epochs x dynamics.shallow_epochs "
+                      "among the saved checkpoints, plus every (T2, t) of the windows; unsaved "
+                      "epochs skipped and recorded",
+    "label_noise_subsets": "training samples split by the run's saved corruption mask "
+                           "(labels.npz changed = corrupted label differs from the true one)",
+    "sgd_input_set": "the first n_inputs test images (fixed across updates and controls)",
+    "sgd_defaults": "eta, batch size and weight decay default to the run's training values; momentum "
+                    "none (checkpoints hold no optimizer buffer)",
+}
+
+
+def trajectory_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
+    df = _frame(rows, TRAJECTORY_COLUMNS, TRAJECTORY_KEYS, "trajectories")
+    bad = set(df["kind"]) - {"trajectory", "region"}
+    if bad:
+        raise ValueError(f"trajectory kinds outside trajectory/region: {sorted(bad)}")
+    return df
+
+
+def welch_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
+    return _frame(rows, WELCH_COLUMNS, WELCH_KEYS, "welch")
+
+
+def provenance(**extra) -> dict[str, str]:
+    """Footer metadata: :data:`DEFAULT_CHOICES` plus ``extra`` (non-strings JSON-encoded)."""
+    out = {f"choice.{k}": v for k, v in DEFAULT_CHOICES.items()}
+    for k, v in extra.items():
+        out[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+    return out
