@@ -296,3 +296,9 @@ def test_snakemake_names_a_missing_configfile_option(workdir):
     missing = workdir / "missing.yaml"
     rc, out = _snakemake_dry_run(workdir, "--configfile", str(missing))
     assert rc != 0 and str(missing) in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("windows", [[[5, 3]], [[-1, 2]], [[1, 2, 3]]])
+def test_bad_checkpoint_windows_are_refused_before_any_job(windows):
+    with pytest.raises(ConfigError, match="train.checkpoints.windows.0"):
+        validate_config({"train": {"checkpoints": {"windows": windows}}})

@@ -262,6 +262,7 @@ def _check_semantics(config: dict) -> None:
                               f"can be fitted; probes {raw_only} need the activations: remove them "
                               f"from probes.settings or set storage.persist: activations")
     _check_layers(config)
+    _check_windows(config)
     _check_epochs(config)
     _check_arithmetic(config)
 
@@ -299,6 +300,16 @@ def _check_corruptions(config: dict) -> None:
                 f"config key 'corruptions': {value!r} would run as {name} (run folders and tables hold "
                 f"degrees with 6 significant digits); write it as {name}")
         seen[name] = value
+
+
+def _check_windows(config: dict) -> None:
+    """``train.checkpoints.windows``: pairs ``[t_a, t_b]`` with ``0 <= t_a <= t_b``."""
+    from pipeline.workflow import checkpoint_windows
+
+    try:
+        checkpoint_windows(config)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_layers(config: dict) -> None:

@@ -100,7 +100,8 @@ def fit(config: dict, run: Run, epoch: int, activations: str | Path, out: str | 
     given, config = config, _full(config)
     pcfg = config["probes"]
     fit_subspaces(activations, out, settings=pcfg["settings"], fit_labels=pcfg["fit_labels"],
-                  layers=pcfg["layers"], attrs=_carried_forward(config, given, run, epoch, activations))
+                  layers=pcfg["layers"], device=pcfg["device"],
+                  attrs=_carried_forward(config, given, run, epoch, activations))
 
 
 def score(config: dict, run: Run, epoch: int, activations: str | Path, subspaces: str | Path,
@@ -112,6 +113,7 @@ def score(config: dict, run: Run, epoch: int, activations: str | Path, subspaces
     with h5py.File(subspaces, "r") as h5:  # activations' and probes' config, as recorded upstream
         recorded = _stored_config(h5.attrs)
     score_probes(activations, subspaces, out, run_keys=run.keys(), epoch=epoch,
+                 device=recorded.get("probes", {}).get("device"),
                  metadata=provenance(recorded, run=run.keys(), epoch=epoch))
 
 
