@@ -12,6 +12,11 @@
   sufficient statistics would be smaller than its training activations (``storage.persist``:
   with ``moments``/``auto`` the kept artifact is the reduced file, :mod:`pipeline.sufficient`).
 
+Time: when Snakemake benchmark files of an earlier run exist (``results/tables/benchmarks.parquet``
+or ``results/benchmarks/``, :mod:`pipeline.costs`), the plan multiplies its job counts by the
+measured per-job figures of each rule and says where they came from; otherwise it has no time
+figures (the SLURM profile's runtimes are limits, not estimates).
+
 All numbers are **upper bounds**: training is a Snakemake checkpoint that stops at the target
 training accuracy, so how many epochs (and checkpoints) a run really has is known only after it
 trained. The plan assumes every run trains to ``train.max_epochs``. Sizes come from the models
@@ -357,15 +362,16 @@ def format_plan(plan: Plan) -> str:
         add(f"  measured per-job figures from {plan.costs_source} (Snakemake benchmark files; CPU s "
             "and RSS are sampled once a second: lower bounds for short jobs), times the jobs above")
         add(f"  {'rule':<22} {'jobs':>8} {'wall s/job':>10} {'CPU s/job':>10} {'max RSS':>10} "
-            f"{'CPU h total':>11}")
+            f"{'CPU s total':>12}")
         for rule, t in totals.items():
             add(f"  {rule:<22} {t['jobs']:>8} {t['wall_s_per_job']:>10.1f} {t['cpu_s_per_job']:>10.1f} "
-                f"{t['max_rss_mib']:>6.0f} MiB {t['cpu_s_total'] / 3600:>11.2f}")
+                f"{t['max_rss_mib']:>6.0f} MiB {t['cpu_s_total']:>12.0f}")
         unmeasured = [r for r, n in plan.jobs.items() if n and r not in totals and r != "all"]
         if unmeasured:
             add(f"  not measured (no benchmark rows): {', '.join(unmeasured)}")
-        add(f"  {'total':<22} {'':>8} {'':>10} {'':>10} {'':>10} "
-            f"{sum(t['cpu_s_total'] for t in totals.values()) / 3600:>11.2f}")
+        cpu_total = sum(t["cpu_s_total"] for t in totals.values())
+        add(f"  {'total':<22} {'':>8} {'':>10} {'':>10} {'':>10} {cpu_total:>12.0f}"
+            f"   ({cpu_total / 3600:.2f} CPU h)")
         add("  (measured at the scale of that run: the figures scale with data, model and epochs)")
     else:
         add("  no measured figures (no results/tables/benchmarks.parquet or results/benchmarks/): "
