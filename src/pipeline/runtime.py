@@ -88,13 +88,15 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module) -> torch.nn.Module
 
     A checkpoint that cannot be read, or that holds another model's weights, raises
     :class:`~pipeline.errors.ArtifactError` with advice that works: the checkpoints are not
-    declared outputs, the run's ``checkpoints/index.json`` is, so deleting that index makes
-    Snakemake train the run again (and everything downstream of it follows).
+    declared outputs, the run's ``checkpoints/index.json`` is (the training job's "done" marker),
+    so forcing that file retrains the run, rewrites every checkpoint, and reruns everything
+    downstream of it (deleting it alone would not: Snakemake sees the finished tables and does
+    nothing). ``tests/test_recovery.py`` follows the advice literally.
     """
     path = Path(path)
     index = path.parent / INDEX_NAME
-    redo = (f"delete {index} and rerun the workflow: the run is trained again and every "
-            "checkpoint rewritten")
+    redo = (f"retrain the run: snakemake --forcerun {index} (with your usual options); it rewrites "
+            "every checkpoint and reruns what depends on them")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

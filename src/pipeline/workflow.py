@@ -58,8 +58,8 @@ def read_index(path: str | Path) -> dict:
         with open(path) as fh:
             return json.load(fh)
     except (OSError, ValueError) as exc:
-        raise ArtifactError(f"checkpoint index {path} is unreadable ({exc}); delete it and rerun the "
-                            "workflow: the run's training job then runs again") from None
+        raise ArtifactError(f"checkpoint index {path} is unreadable ({exc}); retrain the run: "
+                            f"snakemake --forcerun {path} (with your usual options)") from None
 
 
 def run_wildcards(wildcards) -> dict:
