@@ -9,12 +9,14 @@ Each side runs in a fresh temporary working copy (Snakefile, workflow/, config/,
   nothing in the repository is touched;
 * new: a snapshot of this working tree, taken when the script starts. Experiment families the old
   code does not have (top-level config sections with ``enabled``, e.g. ``arithmetic``,
-  ``dynamics``) are switched off for the new side (``bench_scope.yaml``, merged over the
-  default), so both sides do the same science and the figures compare the workflow itself.
+  ``dynamics``) are switched off and the old default's probe settings used for the new side
+  (``bench_scope.yaml``, merged over the default; the new default adds e.g. ``logreg``), so both
+  sides do the same science and the figures compare the workflow itself.
 
-The sides run one after the other (never at once: they would share the cores). For each it
-prints the total CPU seconds of snakemake and every job it ran (``RUSAGE_CHILDREN`` of the
-snakemake process tree: exact, unlike Snakemake's once-a-second benchmark sampling), the wall
+The sides run one after the other (``--parallel``: at once, when the machine has cores to spare).
+For each it prints the total CPU seconds of snakemake and every job it ran (the rusage of the
+snakemake process tree, from ``wait4``: exact, unlike Snakemake's once-a-second benchmark
+sampling, and per side even when both run at once), the wall
 time, and the jobs per rule; for a side with benchmark files (the new code) also the per-rule sums
 of its ``results/tables/benchmarks.parquet``. Then it checks that every row of the old
 ``results/tables/probes.parquet`` is in the new one with identical accuracy, n_correct and
@@ -33,7 +35,6 @@ import io
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -72,6 +73,10 @@ def scope_overlay(old_dir: Path, new_dir: Path) -> Path | None:
     new = yaml.safe_load((new_dir / "config/config.yaml").read_text()) or {}
     extra = {key: {"enabled": False} for key, value in new.items()
              if key not in old and isinstance(value, dict) and value.get("enabled")}
+    # the old default's probe settings (the new default may add probes, e.g. logreg)
+    old_settings = (old.get("probes") or {}).get("settings")
+    if old_settings and old_settings != (new.get("probes") or {}).get("settings"):
+        extra["probes"] = {"settings": old_settings}
     if not extra:
         return None
     path = new_dir / "bench_scope.yaml"
@@ -84,19 +89,20 @@ def run_side(name: str, workdir: Path, cores: int, configfile: Path | None = Non
                PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     cmd = [sys.executable, "-m", "snakemake", "-s", str(workdir / "Snakefile"), "--directory", str(workdir),
            "--cores", str(cores)] + (["--configfile", str(configfile)] if configfile else [])
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out_path = workdir / "snakemake.out"
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # rusage of snakemake and every job it waited for (RUSAGE_CHILDREN of this one child):
+        # exact, and unaffected by the other side when both run at once (--parallel)
+        _, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    (workdir / "snakemake.out").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        raise SystemExit(f"{name}: snakemake failed (see {workdir / 'snakemake.out'}):\n"
-                         f"{(proc.stdout + proc.stderr)[-3000:]}")
-    jobs = Counter(re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", proc.stdout + proc.stderr))
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    result = {"side": name, "workdir": str(workdir), "wall_s": wall, "cpu_s": cpu,
-              "user_s": after.ru_utime - before.ru_utime, "sys_s": after.ru_stime - before.ru_stime,
+    text = out_path.read_text()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{name}: snakemake failed (see {out_path}):\n{text[-3000:]}")
+    jobs = Counter(re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", text))
+    result = {"side": name, "workdir": str(workdir), "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+              "user_s": usage.ru_utime, "sys_s": usage.ru_stime,
               "jobs": dict(sorted(jobs.items())), "total_jobs": sum(jobs.values())}
     table = workdir / "results/tables/benchmarks.parquet"
     if table.exists():
@@ -133,6 +139,9 @@ def main() -> int:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--workdir", help="keep the working copies here (default: a temporary folder, removed)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--parallel", action="store_true",
+                        help="run both sides at once (CPU seconds stay per side; wall times then "
+                             "include the other side's load)")
     args = parser.parse_args()
 
     base = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_default_run_"))
@@ -147,12 +156,18 @@ def main() -> int:
     if scope:
         print(f"new side: {scope.read_text().strip()!r} (families the old code does not have)")
 
-    results = []
-    for name, workdir, extra in ((f"old ({args.old_rev})", old_dir, None), ("new (working tree)", new_dir, scope)):
-        print(f"running {name} in {workdir} ...", flush=True)
-        results.append(run_side(name, workdir, args.cores, extra))
-        r = results[-1]
-        print(f"  {r['cpu_s']:.0f} CPU s ({r['user_s']:.0f} user + {r['sys_s']:.0f} sys), "
+    sides = ((f"old ({args.old_rev})", old_dir, None), ("new (working tree)", new_dir, scope))
+    for name, workdir, _ in sides:
+        print(f"running {name} in {workdir}{' (both at once)' if args.parallel else ''} ...", flush=True)
+    if args.parallel:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda side: run_side(side[0], side[1], args.cores, side[2]), sides))
+    else:
+        results = [run_side(name, workdir, args.cores, extra) for name, workdir, extra in sides]
+    for r in results:
+        print(f"  {r['side']}: {r['cpu_s']:.0f} CPU s ({r['user_s']:.0f} user + {r['sys_s']:.0f} sys), "
               f"{r['wall_s']:.0f} s wall, {r['total_jobs']} jobs", flush=True)
 
     comparison = compare_tables(old_dir / "results/tables/probes.parquet",
