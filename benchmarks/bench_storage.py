@@ -25,8 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pipeline.activations import ActivationFile, extract_activations  # noqa: E402
@@ -74,7 +72,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             t0 = time.perf_counter()
-            result = train_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=tmp / "run"), progress=False)
+            rt = RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=tmp / "run")
+            result = train_run(rt, progress=False)
             print(f"\n== {args.dataset}/{model_name}, corruption {args.corruption}: trained "
                   f"{result.final_epoch} epochs in {time.perf_counter() - t0:.0f} s "
                   f"(train acc on corrupted labels {result.log.train_acc_corrupted.iloc[-1]:.3f}, "

@@ -70,7 +70,8 @@ def write_cifar10(root: Path, rng: np.random.Generator) -> dict[str, np.ndarray]
     for b in range(1, 6):
         x = rng.integers(0, 256, size=(2, 3, 32, 32), dtype=np.uint8)
         y = rng.integers(0, 10, size=2)
-        _pickle(folder / f"data_batch_{b}", {"batch_label": f"batch {b}", "data": x.reshape(2, 3072), "labels": y.tolist()})
+        _pickle(folder / f"data_batch_{b}",
+                {"batch_label": f"batch {b}", "data": x.reshape(2, 3072), "labels": y.tolist()})
         xs.append(x)
         ys.append(y)
     x_test = rng.integers(0, 256, size=(3, 3, 32, 32), dtype=np.uint8)
@@ -87,8 +88,10 @@ def write_cifar100(root: Path, rng: np.random.Generator) -> dict[str, np.ndarray
     x_test = rng.integers(0, 256, size=(2, 3, 32, 32), dtype=np.uint8)
     y_test = np.array([42, 0])
     for fname, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        _pickle(folder / fname, {"data": x.reshape(len(x), 3072), "fine_labels": y.tolist(), "coarse_labels": (y // 5).tolist()})
-    _pickle(folder / "meta", {"fine_label_names": [f"f{i}" for i in range(100)], "coarse_label_names": [f"c{i}" for i in range(20)]})
+        _pickle(folder / fname, {"data": x.reshape(len(x), 3072), "fine_labels": y.tolist(),
+                                 "coarse_labels": (y // 5).tolist()})
+    _pickle(folder / "meta", {"fine_label_names": [f"f{i}" for i in range(100)],
+                              "coarse_label_names": [f"c{i}" for i in range(20)]})
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
@@ -179,7 +182,8 @@ def test_digits_values_and_original_order():
     for i, row in enumerate(flat):
         lookup.setdefault(row.tobytes() + bytes([bunch.target[i]]), []).append(i)
     for x, y in ((a.x_train, a.y_train), (a.x_test, a.y_test)):
-        positions = [lookup[row.tobytes() + bytes([label])][0] for row, label in zip(x.reshape(len(x), -1), y)]
+        rows = zip(x.reshape(len(x), -1), y, strict=True)
+        positions = [lookup[row.tobytes() + bytes([label])][0] for row, label in rows]
         assert positions == sorted(positions)
 
 

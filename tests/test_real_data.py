@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import REPO
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -4,6 +4,7 @@ and doing exactly that retrains the run and completes the workflow."""
 from __future__ import annotations
 
 import re
+
 import pytest
 import torch
 

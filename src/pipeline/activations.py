@@ -87,7 +87,7 @@ def extract_activations(model: torch.nn.Module, x_train: np.ndarray | torch.Tens
     import torch  # here, not at the top: the probe stages read activation files without torch
 
     layers = list(layers) if layers is not None else list(model.probe_layers)
-    unknown = [l for l in layers if l not in model.probe_layers]
+    unknown = [layer for layer in layers if layer not in model.probe_layers]
     if unknown:
         raise ValueError(f"unknown probe layer(s) {unknown}; this model's probe layers are "
                          f"{list(model.probe_layers)}")
@@ -102,8 +102,8 @@ def extract_activations(model: torch.nn.Module, x_train: np.ndarray | torch.Tens
     with torch.no_grad():
         probe_x = transform(torch.as_tensor(x_train[:1]).to(device))
         _, probe_acts = model.forward_layers(probe_x, layers)
-    dims = {l: int(np.prod(probe_acts[l].shape[1:])) for l in layers}
-    shapes = {l: list(probe_acts[l].shape[1:]) for l in layers}
+    dims = {layer: int(np.prod(probe_acts[layer].shape[1:])) for layer in layers}
+    shapes = {layer: list(probe_acts[layer].shape[1:]) for layer in layers}
 
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
@@ -120,10 +120,10 @@ def extract_activations(model: torch.nn.Module, x_train: np.ndarray | torch.Tens
             for split, x in (("train", x_train), ("test", x_test)):
                 n = x.shape[0]
                 datasets = {
-                    l: h5.create_dataset(f"layers/{l}/{split}", shape=(n, dims[l]), dtype=dtype,
-                                         chunks=(rows_per_chunk(dims[l], itemsize, n), dims[l]),
-                                         compression=compression)
-                    for l in layers}
+                    layer: h5.create_dataset(f"layers/{layer}/{split}", shape=(n, dims[layer]), dtype=dtype,
+                                             chunks=(rows_per_chunk(dims[layer], itemsize, n), dims[layer]),
+                                             compression=compression)
+                    for layer in layers}
                 preds = h5.create_dataset(f"predictions/{split}", shape=(n,), dtype="int64")
                 _extract_split(model, torch.as_tensor(x), transform, layers, datasets, preds,
                                batch_size, device, torch_dtype)
@@ -178,7 +178,7 @@ class ActivationFile:
             raise ArtifactError(f"activation file {self.path} cannot read {name!r} "
                                 f"({' '.join(str(exc).split())}); {self.REMEDY}") from None
 
-    def __enter__(self) -> "ActivationFile":
+    def __enter__(self) -> ActivationFile:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -801,7 +801,8 @@ def _tiny_listing(name: str, base: Path) -> tuple[list[str], list[tuple[Path, in
             continue
         fields = line.split("\t")
         if len(fields) < 2:
-            raise DatasetCorruptError(f"Corrupt {ann_file}, line {lineno}: expected tab-separated 'file<TAB>wnid...'", ann_file)
+            raise DatasetCorruptError(
+                f"Corrupt {ann_file}, line {lineno}: expected tab-separated 'file<TAB>wnid...'", ann_file)
         fname, wnid = fields[0].strip(), fields[1].strip()
         if wnid not in label_of:
             raise DatasetCorruptError(f"Corrupt {ann_file}, line {lineno}: unknown class id {wnid!r}", ann_file)
@@ -841,7 +842,8 @@ def _read_images(items: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray]
             raise DatasetCorruptError(f"Corrupt image {path}: {type(exc).__name__}: {exc}", path) from exc
         if arr.shape != (_TINY_SIZE, _TINY_SIZE, 3):
             raise DatasetCorruptError(
-                f"Image {path} is {arr.shape[1]}x{arr.shape[0]}, Tiny ImageNet images are {_TINY_SIZE}x{_TINY_SIZE}", path
+                f"Image {path} is {arr.shape[1]}x{arr.shape[0]}, Tiny ImageNet images are "
+                f"{_TINY_SIZE}x{_TINY_SIZE}", path
             )
         x[i] = arr.transpose(2, 0, 1)
         y[i] = label
@@ -908,14 +910,22 @@ def _load_tiny_imagenet(root: Path, download: bool) -> DatasetArrays:
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
-        DatasetSpec("digits", num_classes=10, channels=1, image_size=8, train_size=1257, test_size=540, loader=_load_digits),
-        DatasetSpec("mnist", num_classes=10, channels=1, image_size=28, train_size=60000, test_size=10000, loader=_load_mnist),
-        DatasetSpec("fashion_mnist", num_classes=10, channels=1, image_size=28, train_size=60000, test_size=10000, loader=_load_fashion_mnist),
-        DatasetSpec("cifar10", num_classes=10, channels=3, image_size=32, train_size=50000, test_size=10000, loader=_load_cifar10),
-        DatasetSpec("cifar100", num_classes=100, channels=3, image_size=32, train_size=50000, test_size=10000, loader=_load_cifar100),
-        DatasetSpec("tiny_imagenet", num_classes=200, channels=3, image_size=64, train_size=100000, test_size=10000, loader=_load_tiny_imagenet),
-        DatasetSpec("svhn", num_classes=10, channels=3, image_size=32, train_size=73257, test_size=26032, loader=_load_svhn),
-        DatasetSpec("stl10", num_classes=10, channels=3, image_size=96, train_size=5000, test_size=8000, loader=_load_stl10),
+        DatasetSpec("digits", num_classes=10, channels=1, image_size=8,
+                    train_size=1257, test_size=540, loader=_load_digits),
+        DatasetSpec("mnist", num_classes=10, channels=1, image_size=28,
+                    train_size=60000, test_size=10000, loader=_load_mnist),
+        DatasetSpec("fashion_mnist", num_classes=10, channels=1, image_size=28,
+                    train_size=60000, test_size=10000, loader=_load_fashion_mnist),
+        DatasetSpec("cifar10", num_classes=10, channels=3, image_size=32,
+                    train_size=50000, test_size=10000, loader=_load_cifar10),
+        DatasetSpec("cifar100", num_classes=100, channels=3, image_size=32,
+                    train_size=50000, test_size=10000, loader=_load_cifar100),
+        DatasetSpec("tiny_imagenet", num_classes=200, channels=3, image_size=64,
+                    train_size=100000, test_size=10000, loader=_load_tiny_imagenet),
+        DatasetSpec("svhn", num_classes=10, channels=3, image_size=32,
+                    train_size=73257, test_size=26032, loader=_load_svhn),
+        DatasetSpec("stl10", num_classes=10, channels=3, image_size=96,
+                    train_size=5000, test_size=8000, loader=_load_stl10),
     )
 }
 """Every dataset the pipeline knows, by registry name."""
@@ -1056,7 +1066,7 @@ def _stratified_indices(y: np.ndarray, n: int | None, rng: np.random.Generator, 
         take[order[:remainder]] += 1
     chosen = [
         rng.choice(np.flatnonzero(y == cls), size=int(k), replace=False)
-        for cls, k in zip(classes, take)
+        for cls, k in zip(classes, take, strict=True)
         if k > 0
     ]
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)

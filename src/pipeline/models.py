@@ -110,9 +110,9 @@ actually fed Tiny ImageNet to AlexNet as ``ToTensor()`` only (x/255) -- override
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -266,7 +266,7 @@ class MLP(ProbedModel):
         super().__init__()
         widths = (in_channels * image_size * image_size, *self.HIDDEN)
         # registered in forward order: fc1..fc4, then the output layer
-        self.fc1, self.fc2, self.fc3, self.fc4 = (nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+        self.fc1, self.fc2, self.fc3, self.fc4 = (nn.Linear(a, b) for a, b in zip(widths, widths[1:], strict=False))
         self.output = nn.Linear(self.HIDDEN[-1], num_classes)
         self.dropout = nn.Dropout(self.DROPOUT_P) if dropout else nn.Identity()
 
@@ -476,7 +476,7 @@ class ResNet18(ProbedModel):
         self.bn1 = nn.BatchNorm2d(64)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         channels = 64
-        for i, (width, stride) in enumerate(zip(self.WIDTHS, self.STRIDES), start=1):
+        for i, (width, stride) in enumerate(zip(self.WIDTHS, self.STRIDES, strict=True), start=1):
             setattr(self, f"layer{i}", nn.Sequential(BasicBlock(channels, width, stride),
                                                      BasicBlock(width, width, 1)))
             channels = width

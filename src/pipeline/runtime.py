@@ -21,10 +21,10 @@ once: two ``rt.model_at`` calls, nothing copied.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -83,6 +83,29 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path) -> None:
     save_torch(model.state_dict(), path)
 
 
+def read_state(path: str | Path, redo: str = "delete it and rerun the job that wrote it") -> dict:
+    """A plain state_dict from ``path`` (``weights_only=True``: the file cannot run code); an
+    unreadable, truncated or foreign file raises :class:`~pipeline.errors.ArtifactError` naming it,
+    with ``redo`` as the advice."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ArtifactError(f"checkpoint {path} does not exist; {redo}") from None
+    except Exception as exc:  # truncated, corrupt, or not a plain state_dict
+        raise ArtifactError(f"checkpoint {path} cannot be read ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:200]}); {redo}") from None
+    if not isinstance(state, dict):
+        raise ArtifactError(f"checkpoint {path} is not a state_dict; {redo}")
+    return state
+
+
+def retrain_advice(checkpoint: str | Path) -> str:
+    """What to do about a bad checkpoint of a run (see :func:`load_checkpoint`)."""
+    index = Path(checkpoint).parent / INDEX_NAME
+    return (f"retrain the run: snakemake --forcerun {index} (with your usual options); it rewrites "
+            "every checkpoint and reruns what depends on them")
+
+
 def load_checkpoint(path: str | Path, model: torch.nn.Module) -> torch.nn.Module:
     """Load a plain state_dict checkpoint (``weights_only=True``: it cannot run code) into ``model``.
 
@@ -94,18 +117,8 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module) -> torch.nn.Module
     nothing). ``tests/test_recovery.py`` follows the advice literally.
     """
     path = Path(path)
-    index = path.parent / INDEX_NAME
-    redo = (f"retrain the run: snakemake --forcerun {index} (with your usual options); it rewrites "
-            "every checkpoint and reruns what depends on them")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ArtifactError(f"checkpoint {path} does not exist; {redo}") from None
-    except Exception as exc:  # truncated, corrupt, or not a plain state_dict
-        raise ArtifactError(f"checkpoint {path} cannot be read ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:200]}); {redo}") from None
-    if not isinstance(state, dict):
-        raise ArtifactError(f"checkpoint {path} is not a state_dict; {redo}")
+    redo = retrain_advice(path)
+    state = read_state(path, redo)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -228,6 +241,11 @@ class RunRuntime:
 
     def checkpoint(self, epoch: int | str) -> Path:
         return checkpoint_file(self.run_dir, epoch)
+
+    def state_at(self, epoch: int | str) -> dict:
+        """The state_dict saved at ``epoch`` (on the CPU), checked like :func:`load_checkpoint`."""
+        path = self.checkpoint(epoch)
+        return read_state(path, retrain_advice(path))
 
     def model_at(self, epoch: int | str, *, path: str | Path | None = None) -> ProbedModel:
         """The model with the weights saved at ``epoch`` (or in ``path``), on the device, eval mode."""

@@ -106,9 +106,9 @@ def fit(config: dict, run: Run, epoch: int, activations: str | Path, out: str | 
 
 def score(config: dict, run: Run, epoch: int, activations: str | Path, subspaces: str | Path,
           out: str | Path) -> None:
-    from pipeline.probes import score_probes
-
     import h5py
+
+    from pipeline.probes import score_probes
 
     with h5py.File(subspaces, "r") as h5:  # activations' and probes' config, as recorded upstream
         recorded = _stored_config(h5.attrs)

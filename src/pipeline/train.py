@@ -37,9 +37,9 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -223,10 +223,10 @@ class Hook:
     def fingerprint(self) -> dict:
         return {}
 
-    def on_start(self, trainer: "Trainer", resumed: bool) -> None:
+    def on_start(self, trainer: Trainer, resumed: bool) -> None:
         """Before the first epoch (``resumed``: the state came from a resume file)."""
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int) -> None:
+    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
         raise NotImplementedError
 
 

@@ -185,3 +185,25 @@ def all_plots():
         for dataset, model in pairs(config)
         for figure in FIGURES_PER_PAIR
     ]
+
+
+# Feature dynamics (workflow/rules/dynamics.smk): its runs and the config its jobs depend on.
+from pipeline.workflow import DYNAMICS_RUN_FILES, ablation_runs, dynamics_runs
+
+DYNAMICS = config["dynamics"]
+DYNAMICS_RUNS = dynamics_runs(config)
+DYNAMICS_ABLATION_RUNS = ablation_runs(config)
+
+
+def dynamics_section(*drop):
+    """data, train and dynamics (without the subsections in ``drop``) as JSON for params: a change of
+    them (and only them) reruns the job."""
+    section = {k: v for k, v in DYNAMICS.items() if k not in drop}
+    return json.dumps(
+        {"data": config["data"], "train": config["train"], "dynamics": section},
+        sort_keys=True,
+    )
+
+
+def dynamics_run_tables(kind):
+    return [run_path(run, DYNAMICS_RUN_FILES[kind]) for run in DYNAMICS_RUNS]

@@ -5,7 +5,6 @@
 # per (dataset, model) pair; the freeze / reinit ablations as run variants. Nothing unless
 # dynamics.enabled.
 #   snakemake --cores 2 dynamics          only this family (and the runs it needs)
-from pipeline.costs import BENCHMARK_DIR as _DYN_BENCHMARKS
 from pipeline.workflow import (
     ABLATION_PATTERN,
     DYNAMICS_PLOT_DIR,
@@ -18,25 +17,6 @@ from pipeline.workflow import (
     dynamics_targets,
     standard_run_dir,
 )
-
-DYNAMICS = config["dynamics"]
-DYNAMICS_RUNS = dynamics_runs(config)
-DYNAMICS_ABLATION_RUNS = ablation_runs(config)
-
-
-def dynamics_section(*drop):
-    """data, train and dynamics (without the subsections in ``drop``) as JSON for params: a change of
-    them (and only them) reruns the job."""
-    section = {k: v for k, v in DYNAMICS.items() if k not in drop}
-    return json.dumps(
-        {"data": config["data"], "train": config["train"], "dynamics": section},
-        sort_keys=True,
-    )
-
-
-def dynamics_run_tables(kind):
-    return [run_path(run, DYNAMICS_RUN_FILES[kind]) for run in DYNAMICS_RUNS]
-
 
 workflow.localrules(
     "dynamics", "dynamics_tables", "dynamics_sgd_table", "dynamics_ablation_table"
@@ -201,7 +181,7 @@ for _dyn_dataset, _dyn_model in dynamics_pairs(config):
         log:
             f"logs/dynamics_figures/{_dyn_dataset}/{_dyn_model}.log",
         benchmark:
-            f"{_DYN_BENCHMARKS}/dynamics_figures/dataset={_dyn_dataset}/model={_dyn_model}.tsv"
+            f"{BENCHMARK_DIR}/dynamics_figures/dataset={_dyn_dataset}/model={_dyn_model}.tsv"
         conda:
             "../envs/pipeline.yaml"
         params:

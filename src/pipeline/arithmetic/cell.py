@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from pipeline.arithmetic.data import make_data, save_data
 from pipeline.arithmetic.filtration import analysis_predictions
@@ -30,6 +29,7 @@ from pipeline.arithmetic.tables import accuracy_rows, log_frame, neuron_frame, n
 from pipeline.arithmetic.train import TrainSettings, set_accuracies, train
 from pipeline.config import provenance
 from pipeline.io import write_json, write_parquet
+from pipeline.threads import limit_threads
 
 DEFAULTS: dict = {
     # data
@@ -67,8 +67,7 @@ def run_cell(settings: dict, out_dir: str | Path) -> dict[str, Path]:
     s = cell_settings(settings)
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    if s["num_threads"]:
-        torch.set_num_threads(int(s["num_threads"]))
+    limit_threads(s["num_threads"])  # the one thread policy (torch and BLAS)
     keys = run_keys(s)
     meta = provenance({"arithmetic": s}, run=keys)
     paths = {name: out_dir / f for name, f in FILES.items()}

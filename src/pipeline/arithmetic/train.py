@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from pipeline.arithmetic.data import SPLITS, ArithmeticData
 from pipeline.arithmetic.model import ArithmeticMLP, build, pair_tensor
-from pipeline.io import atomic_path
+from pipeline.io import save_torch
+from pipeline.runtime import read_state
 
 LOSSES = ("ce", "mse")
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -95,8 +96,8 @@ def predict_all(model: ArithmeticMLP, data: ArithmeticData, activation: str | No
 
 
 def save_state(model: torch.nn.Module, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    """A plain state_dict, atomic and byte-reproducible (:func:`pipeline.io.save_torch`)."""
+    save_torch({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
 
 
 @dataclass
@@ -170,9 +171,5 @@ def train(data: ArithmeticData, model_settings: dict, settings: TrainSettings,
 
 def load_state(path: str | Path, model_settings: dict, P: int) -> ArithmeticMLP:
     model = build({**model_settings, "P": P})
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise RuntimeError(f"checkpoint {path} cannot be read ({exc}); delete it and rerun") from None
-    model.load_state_dict(state)
+    model.load_state_dict(read_state(path, "delete the cell's index.json and rerun the workflow"))
     return model

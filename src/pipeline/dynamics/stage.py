@@ -121,7 +121,7 @@ def input_sets(rt, splits: Sequence[str], *, severity: int = 5, max_samples: int
 # ----------------------------------------------------------------------------- composites
 
 def _load_states(rt, epochs) -> dict[int, dict]:
-    return {int(e): torch.load(rt.checkpoint(e), map_location="cpu", weights_only=True) for e in epochs}
+    return {int(e): rt.state_at(e) for e in epochs}
 
 
 @torch.no_grad()

@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pipeline.runtime import RunRuntime, layer_outputs
 from pipeline.train import LOG_COLUMNS, Hook, Plan, Trainer, TrainResult

@@ -50,15 +50,16 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline.io import accuracy_row, result_frame, write_json, write_parquet
-from pipeline.runtime import RunRuntime
 from pipeline.probes import MASC
+from pipeline.runtime import RunRuntime
 
 if TYPE_CHECKING:
     import torch
@@ -261,12 +262,13 @@ def relabel_run(rt: RunRuntime, protocol: str, activations: str | Path, out: str
     transform, x_train, x_test = rt.transform, rt.x_train, rt.x_test
     layers = rcfg["layers"]
     with ActivationFile(activations) as acts:
-        layers = [l for l in acts.layers if layers is None or l in layers]
+        layers = [layer for layer in acts.layers if layers is None or layer in layers]
         if not layers:
             raise ValueError(f"none of transfer.relabel_retrain.layers {rcfg['layers']} is in {activations} "
                              f"(persisted layers: {acts.layers})")
-        train_acts = {l: acts.read(l, "train") for l in layers}
-        test_acts = ({l: acts.read(l, "test") for l in layers} if protocol == "authors_test_split" else None)
+        train_acts = {layer: acts.read(layer, "train") for layer in layers}
+        test_acts = ({layer: acts.read(layer, "test") for layer in layers}
+                     if protocol == "authors_test_split" else None)
     hp = hyperparameters(config, run.model, run.dataset)
     setting = relabel_setting(protocol, rcfg["relabel"], rcfg["variance"])
     rows, details = [], []
