@@ -126,7 +126,7 @@ def test_profile_groups_as_the_plan_counts():
     assert profile["group-components"][per_run] >= 10_000  # a whole run in one allocation
     # storage.persist: moments|auto reduces each activation file in the allocation that wrote it
     assert groups["reduce_activations"] == per_run
-    assert groups["probe_checkpoint"] == groups["probe_block"] == "probe"
+    assert groups["probe_checkpoint"] == groups["probe_block"] == groups["probe_fused"] == "probe"
     assert "probe" not in profile.get("group-components", {})  # blocks are joined by probe_block
     assert "train" not in groups
 
@@ -282,3 +282,60 @@ def test_plan_uses_measured_figures_when_there_are_any(tmp_path, monkeypatch):
                  BENCHMARK_DIR]) == 0
     assert make_plan(config).costs_source == "results/tables/benchmarks.parquet"
     assert make_plan(config, benchmarks=BENCHMARK_DIR).costs == measured.costs
+
+
+# ----------------------------------------------------------------------------- hours (issue 11)
+
+def test_calibration_loads_with_provenance():
+    from pipeline.costs import CALIBRATION_CONSTANTS, load_calibration
+
+    entries = load_calibration()
+    assert set(entries) == {"cpu", "cuda"}
+    for device, entry in entries.items():
+        prov = entry["provenance"]
+        assert prov["machine"] and prov["date"] and "benchmarks/" in prov["script"], entry["name"]
+        assert all(entry["constants"][k] >= 0 for k in CALIBRATION_CONSTANTS)
+        assert entry["checks"]  # predicted vs measured at the calibration's sizes
+    assert "H100" in entries["cuda"]["provenance"]["machine"]
+
+
+def _hours(config: dict, **kw) -> dict:
+    return make_plan(validate_config(config), **kw).hours
+
+
+def test_hours_scale_with_the_grid(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no measured benchmarks here: the cost model only
+    one = _hours(SMALL)
+    two = _hours({**SMALL, "seeds": [0, 1, 2, 3]})  # twice the seeds
+    for rule in ("train", "extract_activations", "probe_checkpoint", "corrupt_labels"):
+        assert two[rule]["jobs"] == 2 * one[rule]["jobs"]
+        total = "gpu_h" if one[rule]["where"] == "GPU" else "cpu_h"
+        assert two[rule][total] == pytest.approx(2 * one[rule][total]), rule
+    assert one["train"]["where"] == "GPU" and one["train"]["source"] == "cuda-h100"
+    assert one["probe_checkpoint"]["where"] == "CPU" and one["probe_checkpoint"]["source"].startswith("cpu")
+    # twice the epochs: twice the training compute (the per-job start-up is fixed)
+    from pipeline.costs import load_calibration
+
+    start = load_calibration()["cuda"]["constants"]["job_overhead_s"]
+    longer = _hours({**SMALL, "train": {**SMALL["train"], "max_epochs": 60}})
+    assert longer["train"]["s_per_job"] - start == pytest.approx(2 * (one["train"]["s_per_job"] - start))
+    # probes on the GPU: GPU-hours, from the cuda entry; fused: no extraction, one job per checkpoint
+    gpu = _hours({**SMALL, "probes": {**SMALL["probes"], "device": "cuda"}, "storage": {"every": 2, "fused": True}})
+    assert "extract_activations" not in gpu and gpu["probe_fused"]["jobs"] == one["probe_checkpoint"]["jobs"]
+    assert gpu["probe_fused"]["where"] == "GPU" and gpu["probe_fused"]["cpu_h"] == 0
+    assert gpu["probe_fused"]["source"] == "cuda-h100"
+
+
+def test_measured_benchmarks_override_the_calibration(tmp_path, monkeypatch):
+    from pipeline.plan import format_plan
+
+    monkeypatch.chdir(tmp_path)
+    _bench_tree(tmp_path)
+    plan = make_plan(validate_config(SMALL))
+    hours = plan.hours
+    assert hours["train"]["source"] == "measured (2 jobs)"
+    assert hours["train"]["gpu_h"] == pytest.approx(8 * 10.0 / 3600)  # mean wall 10 s x 8 runs
+    assert hours["probe_checkpoint"]["s_per_job"] == pytest.approx(5.0)
+    assert not hours["extract_activations"]["source"].startswith("measured")
+    text = format_plan(plan)
+    assert "GPU-h" in text and "CPU-h" in text and "calibration cuda-h100" in text

@@ -325,3 +325,26 @@ def test_end_to_end_on_a_real_slurm(tmp_path, snakemake, tiny_config):
     print(f"\nSLURM run: {cluster_seconds:.0f} s, {len(submitted)} SLURM jobs "
           f"({ {k: len(v) for k, v in kinds.items()} }); whole test {time.monotonic() - t0:.0f} s")
     assert time.monotonic() - t0 < 600
+
+
+@pytest.mark.parametrize("device, on_gpu", [(None, False), ("cpu", False), ("cuda", True), ("auto", True)])
+def test_probe_jobs_go_to_the_gpu_partition_with_the_accelerator_route(tmp_path, snakemake, tiny_config,
+                                                                      device, on_gpu):
+    """probes.device cuda/auto: probe_checkpoint, probe_fused and probe_block ask for a GPU on the
+    GPU partition (their own resources, from the config), grouped per probe block as before."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        **tiny_config, "cluster": {"probe_block_epochs": 2}, "storage": {"fused": ["fc1"]},
+        "probes": {**tiny_config["probes"], "device": device}}))
+    fake_trained_run(tmp_path, "0.8")
+    proc = snakemake("-n", "--profile", "slurm", "--configfile", str(config),
+                     "--directory", str(tmp_path), cwd=REPO)
+    jobs = dry_run_jobs(proc.output)
+    probe_jobs = [j for j in jobs if j["rule"] in ("probe_checkpoint", "probe_fused", "probe_block")]
+    assert Counter(j["rule"] for j in probe_jobs) == {"probe_checkpoint": 3, "probe_fused": 3, "probe_block": 3}
+    for job in probe_jobs:
+        res = job["resources"]
+        assert job["group"] == "probe", job
+        assert res.get("slurm_partition") == ("gpu" if on_gpu else "cpu"), job
+        assert (res.get("gpu") == "1") == on_gpu, job
+    assert proc.output.count("Group job probe ") == 3

@@ -137,6 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subspaces", required=True, help="the fitted probes (written)")
     p.add_argument("--out", required=True, help="the probe table (written)")
 
+    p = sub.add_parser("probe-fused", help="storage.fused: forward pass, fit and score the probes of one "
+                                           "checkpoint in memory (no activation file)")
+    _add_common(p, epoch=True)
+    p.add_argument("--labels", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--subspaces", required=True, help="the fitted probes (written)")
+    p.add_argument("--out", required=True, help="the probe table (written)")
+    p.add_argument("--no-model-rows", action="store_true",
+                   help="leave the model's own rows out (the staged table of this checkpoint has them)")
+
     p = sub.add_parser("edit", help="weight editing: a run's probed checkpoints with VeLPIC "
                                     "pre-softmax weights (section 8)")
     _add_common(p)
@@ -267,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configfile", action="extend", nargs="+",
                    help="YAML config(s) merged over config/config.yaml, as snakemake does")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--config-json", help="JSON config merged over the files, e.g. "
+                                         "'{\"storage\": {\"fused\": true}}'")
     p.add_argument("--benchmarks", help="measured per-job costs: a benchmark table or a folder of "
                                         "benchmark files (default: results/tables/benchmarks.parquet, "
                                         "else results/benchmarks/, when present)")
@@ -335,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
             stages.reduce(_config(args), _run(args), args.epoch, args.activations, args.out)
         elif args.command == "probe":
             stages.probe(_config(args), _run(args), args.epoch, args.activations, args.subspaces, args.out)
+        elif args.command == "probe-fused":
+            stages.probe_fused(_config(args), _run(args), args.epoch, args.labels, args.checkpoint,
+                               args.subspaces, args.out, model_rows=not args.no_model_rows)
         elif args.command == "aggregate" and args.benchmarks:
             stages.benchmarks(args.inputs, args.out)
         elif args.command == "aggregate":
@@ -373,7 +388,9 @@ def main(argv: list[str] | None = None) -> int:
                                     depth=args.depth, dpi=args.dpi)
         elif args.command == "plan":
             from pipeline.plan import format_plan, make_plan, workflow_config
-            plan = make_plan(workflow_config(args.configfile or []), benchmarks=args.benchmarks)
+            overrides = _json_object(args.config_json, "--config-json") if args.config_json else None
+            plan = make_plan(workflow_config(args.configfile or [], overrides=overrides),
+                             benchmarks=args.benchmarks)
             print(json.dumps(plan.as_dict(), indent=1) if args.json else format_plan(plan))
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

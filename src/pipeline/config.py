@@ -263,6 +263,7 @@ def _check_semantics(config: dict) -> None:
                               f"from probes.settings or set storage.persist: activations")
     _check_layers(config)
     _check_windows(config)
+    _check_fused(config)
     _check_epochs(config)
     _check_arithmetic(config)
 
@@ -300,6 +301,14 @@ def _check_corruptions(config: dict) -> None:
                 f"config key 'corruptions': {value!r} would run as {name} (run folders and tables hold "
                 f"degrees with 6 significant digits); write it as {name}")
         seen[name] = value
+
+
+def _check_fused(config: dict) -> None:
+    """``storage.fused`` against layers and the transfer experiments (:func:`pipeline.workflow.check_fused`)."""
+    if config.get("storage", {}).get("fused"):
+        from pipeline.workflow import check_fused
+
+        check_fused(config)
 
 
 def _check_windows(config: dict) -> None:

@@ -179,3 +179,101 @@ def measured_costs(table, dataset: str | None = None, model: str | None = None) 
                             "cpu_s": float(group["cpu_s"].fillna(0).mean()),
                             "max_rss_mib": float(group["max_rss_mib"].fillna(0).max())}
     return costs
+
+
+# ----------------------------------------------------------------------------- the cost model (issue 11)
+#
+# Hours before launch. Each rule's seconds per job are a sum of per-unit constants times the sizes of
+# that job in the grid (samples, forward multiply-accumulates, layer dims, classes, epochs, bytes):
+#
+#   train          E * (n_train * macs * train_s_per_mac + (n_train + n_test) * macs * forward_s_per_mac)
+#                  (a training epoch; the log's accuracies on both splits every epoch) + overhead
+#   extract        (n_train + n_test) * macs * forward_s_per_mac + activation bytes * io_s_per_byte
+#   reduce         activation bytes * io + per layer and label source 2 n d^2 * gemm64
+#   probe          per layer, label source and setting, per class (n_c = n_train / K, m = min(n_c, d),
+#                  M = max(n_c, d)):  MASC / VeLPIC  2 m^2 M * gemm64 + m^3 * eigh;  NCM 2 n d;
+#                  linear 6 epochs n d K, logreg 400 n d K, lda d^3 + 2 n d^2, knn 2 n_test n d
+#                  (* score32); scoring 2 (n_train + n_test) d k * score32 (k: MASC's basis columns,
+#                  <= 64 per class, or K vectors); per class and setting probe_class_s +
+#                  d^2 probe_class_d2_s (what the primitives miss: fitted to real MASC/VeLPIC fits);
+#                  + reading the activation file (staged only)
+#   probe_fused    the forward pass + probe, no file
+#   the rest       overhead (starting Python)
+#
+# The constants come from a calibration entry (cost_calibration.json, made by
+# benchmarks/calibrate_costs.py on the machine named in its provenance); a rule with Snakemake
+# benchmark files of an earlier run uses those measured seconds instead (measured_costs).
+
+#: the built-in calibration shipped with the package
+CALIBRATION_PATH = Path(__file__).with_name("cost_calibration.json")
+#: constants every calibration entry has
+CALIBRATION_CONSTANTS = ("forward_s_per_mac", "train_s_per_mac", "io_s_per_byte", "gemm64_s_per_flop",
+                         "eigh_s_per_n3", "score32_s_per_flop", "job_overhead_s", "probe_class_s",
+                         "probe_class_d2_s")
+
+
+def load_calibration(path: str | os.PathLike | None = None) -> dict:
+    """The calibration entries by device (``"cpu"``, ``"cuda"``): ``{device: entry}``, each entry
+    with ``name``, ``device``, ``provenance`` (machine, date, script, ...) and ``constants``."""
+    import json
+
+    path = Path(path) if path is not None else CALIBRATION_PATH
+    data = json.loads(path.read_text())
+    entries = {}
+    for entry in data["entries"]:
+        missing = [k for k in CALIBRATION_CONSTANTS if k not in entry["constants"]]
+        if missing or not entry.get("provenance"):
+            raise ValueError(f"calibration {path}: entry {entry.get('name')!r} lacks "
+                             f"{missing or 'provenance'}; regenerate it with benchmarks/calibrate_costs.py")
+        entries[entry["device"]] = entry
+    return entries
+
+
+def probe_flops(layers: dict[str, int], settings: list[dict], *, n_train: int, n_test: int,
+                num_classes: int, sources: int) -> dict[str, float]:
+    """Work of fitting and scoring every probe setting on ``layers`` (name -> dim) for ``sources``
+    label sources: ``{"gemm64": flops, "eigh": n^3 units, "score32": flops}`` (see above)."""
+    K = max(1, num_classes)
+    n_c = max(1, n_train // K)
+    gemm = eigh = score = classes = class_d2 = 0.0
+    rows = n_train + n_test
+    for d in layers.values():
+        m, M = min(n_c, d), max(n_c, d)
+        for entry in settings:
+            name = entry["name"]
+            params = entry.get("params") or {}
+            classes += K
+            class_d2 += K * float(d) * d
+            if name in ("masc", "velpic"):
+                gemm += K * 2.0 * m * m * M
+                eigh += K * float(m) ** 3
+                k = K * min(m, 64) if name == "masc" else K
+                score += 2.0 * rows * d * k
+            elif name == "ncm":
+                score += 2.0 * n_train * d + 2.0 * rows * d * K
+            elif name == "linear":
+                score += 6.0 * int(params.get("epochs", 20)) * n_train * d * K + 2.0 * rows * d * K
+            elif name == "logreg":
+                score += 400.0 * n_train * d * K + 2.0 * rows * d * K
+            elif name == "lda":
+                gemm += 2.0 * n_train * d * d
+                eigh += float(d) ** 3
+                score += 2.0 * rows * d * K
+            elif name == "knn":
+                score += 2.0 * rows * n_train * d
+    return {"gemm64": gemm * sources, "eigh": eigh * sources, "score32": score * sources,
+            "classes": classes * sources, "class_d2": class_d2 * sources}
+
+
+def seconds(constants: dict, *, forward_macs: float = 0.0, train_macs: float = 0.0, io_bytes: float = 0.0,
+            work: dict | None = None, jobs_overhead: float = 1.0) -> float:
+    """Seconds of one job from its sizes and a calibration entry's ``constants``."""
+    work = work or {}
+    return (forward_macs * constants["forward_s_per_mac"] + train_macs * constants["train_s_per_mac"]
+            + io_bytes * constants["io_s_per_byte"]
+            + work.get("gemm64", 0.0) * constants["gemm64_s_per_flop"]
+            + work.get("eigh", 0.0) * constants["eigh_s_per_n3"]
+            + work.get("score32", 0.0) * constants["score32_s_per_flop"]
+            + work.get("classes", 0.0) * constants.get("probe_class_s", 0.0)
+            + work.get("class_d2", 0.0) * constants.get("probe_class_d2_s", 0.0)
+            + jobs_overhead * constants["job_overhead_s"])

@@ -56,6 +56,32 @@ def _model_facts(model: str, channels: int, image_size: int, num_classes: int) -
     return tuple(dims.items()), int(state_bytes), int(param_bytes)
 
 
+@functools.cache
+def forward_macs(model: str, channels: int, image_size: int, num_classes: int) -> int:
+    """Multiply-accumulates of one image's forward pass (convolutions and linear layers, counted
+    with forward hooks on one image): the unit the cost model scales training and extraction by."""
+    import torch
+
+    from pipeline.models import build_model
+
+    net = build_model(model, in_channels=channels, image_size=image_size, num_classes=num_classes).eval()
+    total = [0]
+
+    def hook(mod, inp, out):
+        if isinstance(mod, torch.nn.Conv2d):
+            total[0] += out.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
+        elif isinstance(mod, torch.nn.Linear):
+            total[0] += out.numel() * mod.in_features
+
+    handles = [m.register_forward_hook(hook) for m in net.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        net(torch.zeros(1, channels, image_size, image_size))
+    for h in handles:
+        h.remove()
+    return int(total[0])
+
+
 def dataset_sizes(config: dict, dataset: str) -> tuple[int, int]:
     """(train, test) images a run of ``dataset`` uses, after ``data.train_subset/test_subset``."""
     from pipeline.datasets import DATASETS
@@ -80,7 +106,7 @@ class PairPlan:
     checkpoints: int             # saved per run if it trains to max_epochs
     probed: int                  # of those, extracted and probed
     blocks: int                  # probe blocks per run
-    layers: dict[str, int]       # persisted layers -> flattened dim
+    layers: dict[str, int]       # stored (persisted, not fused) layers -> flattened dim
     n_train: int
     n_test: int
     checkpoint_bytes: int        # one state_dict
@@ -90,6 +116,11 @@ class PairPlan:
     smaller_as_moments: list[str] = field(default_factory=list)  # layers whose statistics pay off
     moment_layers: list[str] = field(default_factory=list)       # kept as statistics (persist)
     reduced_bytes: int = 0       # one reduced file (persist: moments|auto), else 0
+    fused_layers: dict[str, int] = field(default_factory=dict)   # storage.fused: in memory only
+    staged_probe_layers: dict[str, int] = field(default_factory=dict)
+    fused_probe_layers: dict[str, int] = field(default_factory=dict)
+    num_classes: int = 10
+    macs: int = 0                # forward multiply-accumulates per image
 
     @property
     def reduced_total(self) -> int:
@@ -117,6 +148,8 @@ class Plan:
     #: from; empty / None when nothing was measured
     costs: dict[str, dict] = field(default_factory=dict)
     costs_source: str | None = None
+    #: hours per rule from the cost model (:func:`estimate_hours`)
+    hours: dict[str, dict] = field(default_factory=dict)
 
     def cost_totals(self) -> dict[str, dict]:
         """Per rule with a measurement: the plan's jobs times the measured per-job figures."""
@@ -160,15 +193,21 @@ class Plan:
             "disk_bytes": dict(self.disk),
             "measured_costs_source": self.costs_source,
             "measured_costs": self.cost_totals(),
+            "hours": self.hours,
+            "gpu_hours": sum(h["gpu_h"] for h in self.hours.values()),
+            "cpu_hours": sum(h["cpu_h"] for h in self.hours.values()),
         }
 
 
 def _persisted_layers(config: dict, dims: dict[str, int], model: str) -> dict[str, int]:
     from pipeline.activations import persisted_layers
+    from pipeline.workflow import stored_layers
 
     wanted = persisted_layers(config["activations"].get("layers"), model)
     if wanted is None:
-        return dict(dims)
+        wanted = list(dims)
+    fused = set(wanted) - set(stored_layers(config, model)) if config["storage"].get("fused") else set()
+    wanted = [name for name in wanted if name not in fused]
     unknown = [name for name in wanted if name not in dims]
     if unknown:
         from pipeline.config import ConfigError
@@ -197,17 +236,20 @@ def _probe_bytes(config: dict, layers: dict[str, int], num_classes: int) -> int:
     return per_layer * n_sources + 64 * 1024
 
 
-def make_plan(config: dict, benchmarks: str | None = None) -> Plan:
+def make_plan(config: dict, benchmarks: str | None = None, calibration: str | None = None) -> Plan:
     """The plan of a validated config (see the module docstring).
 
     ``benchmarks``: measured per-job costs (a benchmark table or folder of Snakemake benchmark
     files, :mod:`pipeline.costs`); by default ``results/tables/benchmarks.parquet`` or
-    ``results/benchmarks/`` when present. Without any, the plan has no time figures."""
+    ``results/benchmarks/`` when present. Rules without measurements are costed by the cost model
+    with the built-in calibration (``calibration``: another calibration JSON), :func:`estimate_hours`."""
     from pipeline.config import iter_runs, pairs
     from pipeline.datasets import DATASETS
     from pipeline.plots import FIGURES, figures_for
     from pipeline.probes import moment_bytes, moment_layer_choice
+    from pipeline.workflow import check_fused, probe_layer_split
 
+    check_fused(config)
     runs = list(iter_runs(config))
     per_pair_runs = len(config["corruptions"]) * len(config["seeds"])
     itemsize = _ITEMSIZE[config["activations"]["dtype"]]
@@ -222,8 +264,9 @@ def make_plan(config: dict, benchmarks: str | None = None) -> Plan:
         probed = probed_epochs(saved, config)
         blocks = probe_blocks(probed, config)
         n_train, n_test = dataset_sizes(config, dataset)
+        staged_probe, fused_probe = probe_layer_split(config, model)
         act = sum(d for d in layers.values()) * (n_train + n_test) * itemsize
-        act += (n_train * 3 + n_test * 2) * 8  # labels and predictions (int64)
+        act += (n_train * 3 + n_test * 2) * 8 if staged_probe else 0  # labels, predictions (int64)
         # storage.persist: the reduced file swaps a layer's training activations for statistics
         smaller = moment_layer_choice(layers, "auto", num_classes=spec.num_classes,
                                       n_train=n_train, itemsize=itemsize)
@@ -243,11 +286,17 @@ def make_plan(config: dict, benchmarks: str | None = None) -> Plan:
             checkpoint_bytes=state_bytes, resume_bytes=state_bytes + opt_buffers * param_bytes,
             activation_bytes=act,
             probe_bytes=_probe_bytes(config, layers, spec.num_classes),
-            smaller_as_moments=smaller, moment_layers=as_moments, reduced_bytes=reduced))
+            smaller_as_moments=smaller, moment_layers=as_moments, reduced_bytes=reduced,
+            fused_layers={k: dims[k] for k in dims if k in fused_probe},
+            staged_probe_layers={k: dims[k] for k in staged_probe},
+            fused_probe_layers={k: dims[k] for k in fused_probe}, num_classes=spec.num_classes,
+            macs=forward_macs(model, spec.channels, spec.image_size, spec.num_classes)))
 
     plan = Plan(config=config, runs=len(runs), pairs=pair_plans)
     n_runs = len(runs)
     probed_total = sum(p.runs * p.probed for p in pair_plans)
+    staged_total = sum(p.runs * p.probed for p in pair_plans if p.staged_probe_layers)
+    fused_total = sum(p.runs * p.probed for p in pair_plans if p.fused_probe_layers)
     blocks_total = sum(p.runs * p.blocks for p in pair_plans)
     available = {entry["name"] for entry in config["probes"]["settings"]}
     n_figures = len(figures_for(available)) if FIGURES else 0
@@ -255,9 +304,10 @@ def make_plan(config: dict, benchmarks: str | None = None) -> Plan:
     plan.jobs = {
         "corrupt_labels": n_runs,
         "train": n_runs,
-        "extract_activations": probed_total,
-        **({"reduce_activations": probed_total} if reduced_storage else {}),
-        "probe_checkpoint": probed_total,
+        "extract_activations": staged_total,
+        **({"reduce_activations": staged_total} if reduced_storage else {}),
+        "probe_checkpoint": staged_total,
+        **({"probe_fused": fused_total} if fused_total else {}),
         "probe_block": blocks_total,
         "run_probe_table": n_runs,
         "aggregate_probes": 1,
@@ -268,11 +318,13 @@ def make_plan(config: dict, benchmarks: str | None = None) -> Plan:
     }
     # Allocations under slurm/config.yaml's grouping (see tests/test_plan.py for the check that
     # the profile still groups this way).
-    runs_with_probes = sum(p.runs for p in pair_plans if p.probed)
+    from pipeline.workflow import probe_on_gpu
+
+    runs_with_probes = sum(p.runs for p in pair_plans if p.probed and p.staged_probe_layers)
     plan.allocations = {
         "train": n_runs,
         "extract (group per run, GPU)": runs_with_probes,
-        "probe (group per block, CPU)": blocks_total,
+        f"probe (group per block, {'GPU' if probe_on_gpu(config) else 'CPU'})": blocks_total,
     }
     plan.local_jobs = sum(plan.jobs[r] for r in LOCAL_RULES if r in plan.jobs)
 
@@ -280,6 +332,7 @@ def make_plan(config: dict, benchmarks: str | None = None) -> Plan:
 
     table, plan.costs_source = load_measurements(benchmarks)
     plan.costs = measured_costs(table)
+    plan.hours = estimate_hours(plan, calibration)
 
     ckpt = sum(p.checkpoint_total for p in pair_plans)
     acts = sum(p.activation_total for p in pair_plans)
@@ -305,6 +358,92 @@ def make_plan(config: dict, benchmarks: str | None = None) -> Plan:
                           + plan.disk.get("reduced (statistics + test activations)", 0)
                           + plan.disk["probes_and_tables"] + plan.disk["labels"])
     return plan
+
+
+# ----------------------------------------------------------------------------- hours (issue 11)
+
+#: rules that run on a GPU under the SLURM profile whatever the probes' device
+_GPU_JOB_RULES = ("train", "extract_activations", "intervene", "edit_model", "relabel_retrain")
+_PROBE_RULES = ("probe_checkpoint", "probe_fused", "probe_block")
+
+
+def estimate_hours(plan: Plan, calibration: str | None = None) -> dict[str, dict]:
+    """GPU-hours and CPU-hours per rule of the plan (upper bounds, like its job counts).
+
+    A rule with measured benchmark rows (``plan.costs``) uses their mean wall seconds per job;
+    every other rule the cost model (:mod:`pipeline.costs`: its per-unit constants times the
+    rule's sizes per (dataset, model) pair) with the calibration entry of the device the rule runs
+    on: the ``cuda`` entry for training and extraction when ``train.device`` is ``auto``/``cuda``,
+    and for the probe rules when ``probes.device`` is ``cuda``/``auto``; the ``cpu`` entry
+    otherwise. GPU rules count GPU-hours (wall time, one GPU per job); CPU rules count CPU
+    (core-)hours: wall time x the calibration's threads. Each rule says which source it used."""
+    from pipeline.costs import load_calibration, probe_flops, seconds
+    from pipeline.workflow import probe_on_gpu
+
+    cfg = plan.config
+    entries = load_calibration(calibration)
+    gpu_train = str(cfg["train"]["device"]).startswith(("auto", "cuda")) and "cuda" in entries
+    gpu_probe = probe_on_gpu(cfg) and "cuda" in entries
+    itemsize = _ITEMSIZE[cfg["activations"]["dtype"]]
+    settings = cfg["probes"]["settings"]
+    sources = len(cfg["probes"]["fit_labels"])
+    epochs = int(cfg["train"]["max_epochs"])
+
+    def on_gpu(rule: str) -> bool:
+        if rule in _GPU_JOB_RULES:
+            return gpu_train
+        if rule in _PROBE_RULES:
+            return gpu_probe
+        return False
+
+    def pair_seconds(rule: str, p: PairPlan, c: dict) -> float:
+        """Seconds of ALL of this pair's jobs of ``rule``."""
+        rows = p.n_train + p.n_test
+        ckpts = p.runs * p.probed
+        if rule == "train":
+            return p.runs * seconds(c, train_macs=epochs * p.n_train * p.macs,
+                                    forward_macs=epochs * rows * p.macs)
+        if rule == "extract_activations" and p.staged_probe_layers:
+            return ckpts * seconds(c, forward_macs=rows * p.macs, io_bytes=p.activation_bytes)
+        if rule == "reduce_activations" and p.staged_probe_layers:
+            work = {"gemm64": sum(2.0 * p.n_train * d * d for d in p.layers.values()) * sources}
+            return ckpts * seconds(c, io_bytes=p.activation_bytes + max(p.reduced_bytes, 0), work=work)
+        if rule == "probe_checkpoint" and p.staged_probe_layers:
+            work = probe_flops(p.staged_probe_layers, settings, n_train=p.n_train, n_test=p.n_test,
+                               num_classes=p.num_classes, sources=sources)
+            read = sum(p.staged_probe_layers.values()) * rows * itemsize
+            return ckpts * seconds(c, io_bytes=read, work=work)
+        if rule == "probe_fused" and p.fused_probe_layers:
+            work = probe_flops(p.fused_probe_layers, settings, n_train=p.n_train, n_test=p.n_test,
+                               num_classes=p.num_classes, sources=sources)
+            return ckpts * seconds(c, forward_macs=rows * p.macs, work=work)
+        if rule == "probe_block":
+            return p.runs * p.blocks * seconds(c)
+        if rule in ("corrupt_labels", "run_probe_table"):
+            return p.runs * seconds(c)
+        return 0.0
+
+    hours: dict[str, dict] = {}
+    for rule, n in plan.jobs.items():
+        if not n or rule == "all":
+            continue
+        gpu = on_gpu(rule)
+        entry = entries["cuda" if gpu else "cpu"]
+        measured = plan.costs.get(rule)
+        if measured:
+            wall = n * measured["wall_s"]
+            source = f"measured ({measured['jobs']} jobs)"
+        else:
+            c = entry["constants"]
+            wall = sum(pair_seconds(rule, p, c) for p in plan.pairs)
+            if wall == 0.0:  # aggregation, plots, ...: one start-up per job
+                wall = n * seconds(c)
+            source = entry["name"]
+        threads = 1 if gpu else int(entry["provenance"].get("threads") or 1)
+        hours[rule] = {"jobs": n, "where": "GPU" if gpu else "CPU", "source": source,
+                       "s_per_job": wall / n, "gpu_h": wall / 3600 if gpu else 0.0,
+                       "cpu_h": 0.0 if gpu else wall * threads / 3600}
+    return hours
 
 
 # ----------------------------------------------------------------------------- report
@@ -356,27 +495,32 @@ def format_plan(plan: Plan) -> str:
     add(f"  {'total':<32} {plan.total_allocations:>6}   (+{plan.local_jobs} jobs on the "
         "submitting host)")
     add("")
-    add("time per rule:")
-    totals = plan.cost_totals()
-    if totals:
-        add(f"  measured per-job figures from {plan.costs_source} (Snakemake benchmark files; CPU s "
-            "and RSS are sampled once a second: lower bounds for short jobs), times the jobs above")
-        add(f"  {'rule':<22} {'jobs':>8} {'wall s/job':>10} {'CPU s/job':>10} {'max RSS':>10} "
-            f"{'CPU s total':>12}")
-        for rule, t in totals.items():
-            add(f"  {rule:<22} {t['jobs']:>8} {t['wall_s_per_job']:>10.1f} {t['cpu_s_per_job']:>10.1f} "
-                f"{t['max_rss_mib']:>6.0f} MiB {t['cpu_s_total']:>12.0f}")
-        unmeasured = [r for r, n in plan.jobs.items() if n and r not in totals and r != "all"]
+    add("hours per rule (upper bounds: every run to max_epochs; GPU rules in GPU-hours, CPU rules in "
+        "CPU core-hours):")
+    from pipeline.costs import load_calibration
+
+    add(f"  {'rule':<22} {'jobs':>8} {'where':>5} {'s/job':>9} {'GPU-h':>10} {'CPU-h':>10}  source")
+    for rule, h in plan.hours.items():
+        add(f"  {rule:<22} {h['jobs']:>8} {h['where']:>5} {h['s_per_job']:>9.1f} {h['gpu_h']:>10.1f} "
+            f"{h['cpu_h']:>10.1f}  {h['source']}")
+    gpu_h = sum(h["gpu_h"] for h in plan.hours.values())
+    cpu_h = sum(h["cpu_h"] for h in plan.hours.values())
+    add(f"  {'grid':<22} {plan.total_jobs:>8} {'':>5} {'':>9} {gpu_h:>10.1f} {cpu_h:>10.1f}")
+    used = {h["source"] for h in plan.hours.values()}
+    for entry in load_calibration().values():
+        if entry["name"] in used:
+            prov = entry["provenance"]
+            add(f"  calibration {entry['name']}: {prov.get('machine')}, {prov.get('date')}, "
+                f"{prov.get('script')} (see its provenance in pipeline/cost_calibration.json)")
+    if plan.costs_source:
+        add(f"  measured per-job figures from {plan.costs_source} (Snakemake benchmark files, at the "
+            "scale of that run) replace the model for the rules marked measured")
+        unmeasured = [r for r, h in plan.hours.items() if not h["source"].startswith("measured")]
         if unmeasured:
             add(f"  not measured (no benchmark rows): {', '.join(unmeasured)}")
-        cpu_total = sum(t["cpu_s_total"] for t in totals.values())
-        add(f"  {'total':<22} {'':>8} {'':>10} {'':>10} {'':>10} {cpu_total:>12.0f}"
-            f"   ({cpu_total / 3600:.2f} CPU h)")
-        add("  (measured at the scale of that run: the figures scale with data, model and epochs)")
     else:
-        add("  no measured figures (no results/tables/benchmarks.parquet or results/benchmarks/): "
-            "estimates are the SLURM profile's per-job runtime limits (slurm/config.yaml); run the "
-            "workflow once at a small scale, then `plan` uses the measured per-rule figures")
+        add("  no measured figures (no results/tables/benchmarks.parquet or results/benchmarks/): every "
+            "rule from the cost model; run the workflow once, then `plan` uses measured per-rule figures")
     add("")
     add("disk (uncompressed upper bounds):")
     for what, n in plan.disk.items():
@@ -446,7 +590,7 @@ def format_arithmetic_plan(ap: dict | None) -> list[str]:
     ]
 
 
-def workflow_config(configfiles: Iterable[str] = ()) -> dict:
+def workflow_config(configfiles: Iterable[str] = (), overrides: dict | None = None) -> dict:
     """The config the workflow sees: config/config.yaml, then each file merged over it.
 
     Snakemake loads the Snakefile's ``configfile:`` (the embedded default) and merges
@@ -472,6 +616,8 @@ def workflow_config(configfiles: Iterable[str] = ()) -> dict:
                 merge(config, yaml.safe_load(fh) or {})
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+    if overrides:  # `plan --config-json`: merged last, like snakemake's --config
+        merge(config, overrides)
     return validate_config(config)
 
 

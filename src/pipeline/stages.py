@@ -198,6 +198,96 @@ def probe(config: dict, run: Run, epoch: int, activations: str | Path, subspaces
     score(config, run, epoch, activations, subspaces, out)
 
 
+def probe_fused(config: dict, run: Run, epoch: int, labels_path: str | Path, checkpoint: str | Path,
+                subspaces: str | Path, out: str | Path, *, layers: list[str] | None = None,
+                model_rows: bool = True, max_bytes: float | None = None) -> dict:
+    """``storage.fused``: extraction and probing of one checkpoint without an activation file.
+
+    The forward pass (:class:`pipeline.runtime.RunRuntime`, :func:`pipeline.runtime.forward`, as
+    :func:`extract`) keeps each layer's activations in memory, cast to ``activations.dtype`` as
+    the activation file would hold them: torch tensors on the GPU when ``probes.device`` is a CUDA
+    device (or ``auto`` with a GPU), numpy arrays otherwise. They go to the same
+    :func:`~pipeline.probes.fit_subspaces` / :func:`~pipeline.probes.score_probes` as the staged
+    path (:class:`~pipeline.probes.stage.ActivationArrays`), which write ``subspaces`` and the
+    probe table ``out``. ``layers``: the fused probe layers (default: those of the config,
+    :func:`pipeline.workflow.probe_layer_split`; every probe layer when it fuses none). ``max_bytes``: the most activation bytes held at
+    once (default: half the GPU's free memory, or 16 GiB on the host); more layers than that are
+    done in groups, one forward pass each. Returns timings (seconds) and the forward-pass count."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from pipeline.models import layer_dims
+    from pipeline.probes import fit_subspaces, score_probes
+    from pipeline.probes.accel import resolve_device as probe_device
+    from pipeline.probes.stage import ActivationArrays
+    from pipeline.runtime import forward
+    from pipeline.workflow import check_fused, probe_layer_split
+
+    given, config = config, _full(config)
+    check_fused(config)
+    t0 = time.perf_counter()
+    acfg, pcfg = config["activations"], config["probes"]
+    if layers is None:  # the config's fused probe layers; all probe layers if it fuses none
+        staged, fused = probe_layer_split(config, run.model)
+        layers = fused or staged
+    if not layers:
+        raise ValueError(f"{run.path}: no fused probe layers (storage.fused, probes.layers)")
+    rt = _runtime(config, run, labels_path=labels_path)
+    model = rt.model_at(epoch, path=checkpoint)
+    device = probe_device(pcfg["device"])
+    keep_on = torch.device(device) if isinstance(device, str) and device.startswith("cuda") else None
+    torch_dtype = getattr(torch, acfg["dtype"])
+    arrays = rt.arrays
+    dims = layer_dims(run.model, in_channels=arrays.channels, image_size=arrays.image_size,
+                      num_classes=arrays.num_classes)
+    n_rows = int(rt.x_train.shape[0] + rt.x_test.shape[0])
+    itemsize = torch.tensor([], dtype=torch_dtype).element_size()
+    sizes = {layer: dims[layer] * n_rows * itemsize for layer in layers}
+    if max_bytes is None:
+        max_bytes = (0.5 * torch.cuda.mem_get_info(keep_on)[0] if keep_on is not None else 16 * 2**30)
+
+    def compute(group: list[str]):
+        acts: dict = {layer: {} for layer in group}
+        preds = {}
+        for split, x in (("train", rt.x_train), ("test", rt.x_test)):
+            n = int(x.shape[0])
+            held: dict = {}
+            chunks = []
+            for start, stop, logits, batch in forward(model, x, rt.transform, layers=group,
+                                                      batch_size=acfg["batch_size"], device=rt.device):
+                chunks.append(logits.argmax(1).cpu())
+                for layer in group:
+                    values = batch[layer].to(torch_dtype)
+                    if layer not in held:
+                        held[layer] = torch.empty((n, values.shape[1]), dtype=torch_dtype,
+                                                  device=keep_on or "cpu")
+                    held[layer][start:stop] = values.to(held[layer].device)
+            preds[split] = torch.cat(chunks).numpy().astype(np.int64)
+            for layer in group:
+                acts[layer][split] = held[layer] if keep_on is not None else held[layer].numpy()
+        return acts, preds
+
+    labels = rt.labels
+    source = ActivationArrays(layers, {"train_corrupted": labels.corrupted, "train_true": labels.true,
+                                       "test": labels.test}, compute, sizes=sizes, max_bytes=max_bytes,
+                              name=f"fused activations of {run.path} epoch {epoch}")
+    record = _record(config, given, run=run.keys())
+    fit_subspaces(source, subspaces, settings=pcfg["settings"], fit_labels=pcfg["fit_labels"],
+                  device=pcfg["device"], attrs={**record, "epoch": int(epoch), "fused": True})
+    t_fit = time.perf_counter()
+    score_probes(source, subspaces, out, run_keys=run.keys(), epoch=epoch, device=pcfg["device"],
+                 model_rows=model_rows, metadata={**record, "epoch": str(int(epoch))})
+    source.close()
+    t_end = time.perf_counter()
+    timings = {"fit_s": t_fit - t0, "score_s": t_end - t_fit, "total_s": t_end - t0,
+               "forward_passes": source.forward_passes}
+    print(f"{run.path} epoch {epoch}: fused {layers} ({source.forward_passes} forward pass(es)); "
+          f"fit {timings['fit_s']:.2f} s, score {timings['score_s']:.2f} s")
+    return timings
+
+
 # ----------------------------------------------------------------------------- arithmetic (issue 10)
 
 def arithmetic_cell(settings: dict, out_dir: str | Path) -> None:

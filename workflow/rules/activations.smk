@@ -12,7 +12,7 @@ rule extract_activations:
         "../envs/pipeline.yaml"
     threads: 1
     params:
-        config=section("data", "train", "activations"),
+        config=extract_section,
         run=run_args,
         checkpoint=run_file("checkpoints/epoch_{epoch}.pt"),
     shell:

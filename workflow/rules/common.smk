@@ -15,6 +15,11 @@ from pipeline.config import (
 from pipeline.workflow import intervention_runs, is_intervention
 from pipeline.workflow import transfer_tables
 from pipeline.workflow import LOCAL_RULES, probe_blocks, probed_epochs
+from pipeline.workflow import (
+    fused_enabled,
+    probe_layer_split,
+    probe_resources,
+)
 from pipeline.plots import FIGURES, figures_for
 from pipeline.costs import BENCHMARK_DIR, BENCHMARK_TABLE, benchmark_path
 
@@ -24,6 +29,7 @@ try:
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+
 
 RUN_DIR = "results/runs/{dataset}/{model}/c{corruption}/s{seed}/{variant}"
 LOG_DIR = "logs/{dataset}/{model}/c{corruption}/s{seed}/{variant}"
@@ -104,9 +110,19 @@ def probe_epochs(wildcards):
     return probed_epochs(checkpoint_epochs(run_wildcards(wildcards)), config)
 
 
+def checkpoint_tables(model):
+    """Per-checkpoint probe tables of a model: the staged one (extract + probe_checkpoint) for its
+    stored probe layers, the fused one (probe_fused, `storage.fused`) for its fused layers.
+    """
+    staged, fused = probe_layer_split(config, model)
+    return [run_file("probes/epoch_{epoch}.parquet")] * bool(staged) + [
+        run_file("probes/epoch_{epoch}_fused.parquet")
+    ] * bool(fused)
+
+
 def run_probe_tables(wildcards):
     return expand(
-        run_file("probes/epoch_{epoch}.parquet"),
+        checkpoint_tables(wildcards.model),
         epoch=probe_epochs(wildcards),
         **run_wildcards(wildcards),
     )
@@ -116,7 +132,7 @@ def block_probe_tables(wildcards):
     """Per-checkpoint probe tables of one probe block (`cluster.probe_block_epochs`)."""
     epochs = probe_blocks(probe_epochs(wildcards), config).get(int(wildcards.block), [])
     return expand(
-        run_file("probes/epoch_{epoch}.parquet"),
+        checkpoint_tables(wildcards.model),
         epoch=epochs,
         **run_wildcards(wildcards),
     )
@@ -156,6 +172,67 @@ def probe_input(epoch_wildcard="{epoch}"):
     statistics (`storage.persist: moments|auto`, workflow/rules/activations.smk)."""
     folder = "activations" if PERSIST == "activations" else "reduced"
     return run_file(f"{folder}/epoch_{epoch_wildcard}.h5")
+
+
+FUSED = fused_enabled(config)
+# probe_checkpoint, probe_fused, probe_block: the GPU partition and a GPU when probes.device is
+# cuda/auto (pipeline.workflow.probe_resources), else the profile's CPU default
+PROBE_RESOURCES = probe_resources(config)
+
+
+def extract_section(wildcards):
+    """The extraction's config: with `storage.fused`, `activations.layers` narrowed to the model's
+    stored (not fused) layers; without, exactly section(...) as always (no rerun)."""
+    if not FUSED:
+        return section("data", "train", "activations")
+    staged = stored_layers_of(wildcards.model)
+    return json.dumps(
+        {
+            "data": config["data"],
+            "train": config["train"],
+            "activations": {**config["activations"], "layers": staged},
+        },
+        sort_keys=True,
+    )
+
+
+def stored_layers_of(model):
+    from pipeline.workflow import stored_layers
+
+    return stored_layers(config, model)
+
+
+def probe_section(wildcards):
+    """The staged probe job's config: with `storage.fused`, `probes.layers` = the model's staged
+    probe layers (the activation file holds only those)."""
+    if not FUSED:
+        return section("probes")
+    staged, _ = probe_layer_split(config, wildcards.model)
+    return json.dumps(
+        {"probes": {**config["probes"], "layers": staged}}, sort_keys=True
+    )
+
+
+def fused_section(wildcards):
+    """probe_fused's config: data, train, activations and probes, with `probes.layers` = the
+    model's fused probe layers."""
+    _, fused = probe_layer_split(config, wildcards.model)
+    return json.dumps(
+        {
+            "data": config["data"],
+            "train": config["train"],
+            "activations": config["activations"],
+            "storage": {"fused": config["storage"]["fused"]},
+            "probes": {**config["probes"], "layers": fused},
+        },
+        sort_keys=True,
+    )
+
+
+def fused_flags(wildcards):
+    """--no-model-rows when the model also has a staged table (which carries the model's rows)."""
+    staged, _ = probe_layer_split(config, wildcards.model)
+    return "--no-model-rows" if staged else ""
 
 
 # Cheap bookkeeping runs on the submitting host under the SLURM profile (no allocation).

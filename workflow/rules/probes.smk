@@ -17,13 +17,47 @@ rule probe_checkpoint:
     conda:
         "../envs/pipeline.yaml"
     threads: 1
+    resources:
+        **PROBE_RESOURCES,
     params:
-        config=section("probes"),
+        config=probe_section,
         run=run_args,
     shell:
         "python -m pipeline probe --threads {threads} --config-json {params.config:q} {params.run} "
         "--epoch {wildcards.epoch} --activations {input} --subspaces {output.subspaces} "
         "--out {output.table} > {log} 2>&1"
+
+
+# storage.fused: the fused layers of a checkpoint in ONE job, without an activation file: the
+# forward pass (on the run's device), the activations kept in memory (on the GPU with
+# probes.device cuda/auto), the probes fitted and scored there (pipeline.stages.probe_fused).
+# Writes only the fitted probes and the table; its own names, so a checkpoint whose layers are
+# split between the two paths has a table of each (the staged one carries the model's rows).
+rule probe_fused:
+    input:
+        labels=run_file("labels.npz"),
+        index=run_file("checkpoints/index.json"),
+    output:
+        subspaces=run_file("subspaces/epoch_{epoch}_fused.h5"),
+        table=run_file("probes/epoch_{epoch}_fused.parquet"),
+    log:
+        run_log("probe_fused_epoch_{epoch}.log"),
+    benchmark:
+        run_benchmark("probe_fused", "epoch")
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        **PROBE_RESOURCES,
+    params:
+        config=fused_section,
+        run=run_args,
+        checkpoint=run_file("checkpoints/epoch_{epoch}.pt"),
+        flags=fused_flags,
+    shell:
+        "python -m pipeline probe-fused --threads {threads} --config-json {params.config:q} {params.run} "
+        "--epoch {wildcards.epoch} --labels {input.labels} --checkpoint {params.checkpoint} "
+        "--subspaces {output.subspaces} --out {output.table} {params.flags} > {log} 2>&1"
 
 
 # A probe block is the probe tables of one run's checkpoints within `cluster.probe_block_epochs`
@@ -43,6 +77,8 @@ rule probe_block:
         block="[0-9]+",
     conda:
         "../envs/pipeline.yaml"
+    resources:
+        **PROBE_RESOURCES,
     shell:
         "python -m pipeline aggregate --out {output} {input} > {log} 2>&1"
 

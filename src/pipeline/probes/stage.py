@@ -40,7 +40,8 @@ from pipeline.probes.accel import resolve_device
 from pipeline.probes.moments import fit_from_moments
 from pipeline.probes.registry import make_probe, probe_from_arrays, probe_to_arrays, setting_id
 
-__all__ = ["probe_layers", "fit_subspaces", "score_probes", "load_fitted", "open_subspaces"]
+__all__ = ["probe_layers", "fit_subspaces", "score_probes", "load_fitted", "open_subspaces",
+           "ActivationArrays"]
 
 _SUBSPACE_REMEDY = "delete it and rerun the workflow; it is refitted from the activations"
 
@@ -54,6 +55,96 @@ def probe_layers(available: list[str], requested: Iterable[str] | None) -> list[
         raise ValueError(f"probes.layers {missing} were not persisted in the activations; persisted "
                          f"layers: {available} (see activations.layers in the config)")
     return requested
+
+
+class ActivationArrays:
+    """Activations in memory, read like an :class:`~pipeline.activations.ActivationFile`: what the
+    fused path (``storage.fused``, :func:`pipeline.stages.probe_fused`) hands to
+    :func:`fit_subspaces` and :func:`score_probes` instead of a file path, so fitting and scoring
+    are the same code whichever way the activations arrive.
+
+    ``compute(layers)`` returns ``({layer: {"train": X, "test": X}}, {"train": preds, "test":
+    preds})`` for a list of layers (one forward pass); ``X`` may be a numpy array or a torch tensor
+    on the probes' device. ``sizes`` (bytes of a layer's two splits) and ``max_bytes`` bound what is
+    held at once: a read of a layer not held drops the others and computes it together with the
+    next layers (in order) that fit, so a pass over the layers in order, as fitting and scoring
+    make, costs one forward pass per group (one in all when everything fits)."""
+
+    moment_layers: list[str] = []
+
+    def __init__(self, layers: list[str], labels: dict, compute, *, sizes: dict | None = None,
+                 max_bytes: float | None = None, name: str = "in-memory activations"):
+        self.layers = list(layers)
+        self._labels = labels  # {"train_corrupted", "train_true", "test"}
+        self._compute = compute
+        self._sizes = sizes or {}
+        self._max_bytes = max_bytes
+        self._held: dict = {}
+        self._preds: dict | None = None
+        self.name = name
+        self.forward_passes = 0
+
+    def __enter__(self) -> "ActivationArrays":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass  # what is held stays for the next stage (scoring after fitting); close() frees it
+
+    def close(self) -> None:
+        self._held = {}
+
+    def __str__(self) -> str:
+        return self.name
+
+    def _group(self, layer: str) -> list[str]:
+        start = self.layers.index(layer)
+        group, total = [], 0.0
+        for name in self.layers[start:]:
+            size = self._sizes.get(name, 0)
+            if group and self._max_bytes is not None and total + size > self._max_bytes:
+                break
+            group.append(name)
+            total += size
+        return group
+
+    def _load(self, layer: str) -> None:
+        self._held = {}  # free the previous group before computing the next
+        acts, preds = self._compute(self._group(layer))
+        self.forward_passes += 1
+        self._held = acts
+        if self._preds is None:
+            self._preds = preds
+
+    def has(self, layer: str, split: str) -> bool:
+        return layer in self.layers and split in ("train", "test")
+
+    def read(self, layer: str, split: str):
+        if layer not in self.layers:
+            raise KeyError(f"layer {layer!r} is not among the fused layers {self.layers}")
+        if layer not in self._held:
+            self._load(layer)
+        return self._held[layer][split]
+
+    def labels(self, split: str, source: str = "true"):
+        if split == "test":
+            return self._labels["test"]
+        if source not in ("corrupted", "true"):
+            raise ValueError(f"label source must be 'corrupted' or 'true', got {source!r}")
+        return self._labels[f"train_{source}"]
+
+    def predictions(self, split: str):
+        if self._preds is None:
+            self._load(self.layers[0])
+        return self._preds[split]
+
+
+def _activations(source):
+    """An :class:`ActivationArrays` as is; a path opened as an activation (or reduced) file."""
+    if isinstance(source, ActivationArrays):
+        return source
+    from pipeline.activations import ActivationFile
+
+    return ActivationFile(source)
 
 
 def _group_name(layer: str, probe: str, setting: str, fit_labels: str) -> str:
@@ -95,22 +186,22 @@ def open_subspaces(subspace_path: str | Path):
     return h5
 
 
-def fit_subspaces(activation_path: str | Path, out_path: str | Path, *, settings: list[dict],
+def fit_subspaces(activation_path: str | Path | ActivationArrays, out_path: str | Path, *, settings: list[dict],
                   fit_labels: Iterable[str] = ("corrupted", "true"), layers: Iterable[str] | None = None,
                   attrs: dict | None = None, device: str | None = None) -> Path:
     """Fit every probe setting on every layer and label source; save the fitted state to HDF5.
 
     ``device``: ``probes.device`` (None, "cpu", "cuda[:i]" or "auto"); see the module docstring.
     Layers kept as statistics are fitted from them with numpy whatever the device.
+    ``activation_path`` may be an :class:`ActivationArrays` (the fused path: nothing on disk).
     """
     import h5py
 
-    from pipeline.activations import ActivationFile
     from pipeline.io import atomic_path, write_h5_attrs
 
     out_path = Path(out_path)
     device = resolve_device(device)
-    with ActivationFile(activation_path) as acts, atomic_path(out_path) as tmp, h5py.File(tmp, "w") as out:
+    with _activations(activation_path) as acts, atomic_path(out_path) as tmp, h5py.File(tmp, "w") as out:
         write_h5_attrs(out, attrs or {})
         chosen = probe_layers(acts.layers, layers)
         out.attrs["layers"] = json.dumps(chosen)
@@ -174,17 +265,20 @@ def load_fitted(subspace_path: str | Path, layer: str, name: str, params: dict, 
     return _on_device(probe, params, resolve_device(device), scoring=True)
 
 
-def score_probes(activation_path: str | Path, subspace_path: str | Path, out_path: str | Path, *,
-                 run_keys: dict, epoch: int, metadata: dict | None = None, device: str | None = None) -> Path:
+def score_probes(activation_path: str | Path | ActivationArrays, subspace_path: str | Path,
+                 out_path: str | Path, *, run_keys: dict, epoch: int, metadata: dict | None = None,
+                 device: str | None = None, model_rows: bool = True) -> Path:
     """Score the fitted probes and the model itself; write rows of the result schema to Parquet.
 
-    ``device``: ``probes.device``, as for :func:`fit_subspaces` (any device scores any file)."""
-    from pipeline.activations import ActivationFile
+    ``device``: ``probes.device``, as for :func:`fit_subspaces` (any device scores any file).
+    ``activation_path`` may be an :class:`ActivationArrays`; ``model_rows=False`` leaves out the
+    model's own accuracy rows (a checkpoint whose layers are split between the staged and the fused
+    path has them in the staged table only)."""
     from pipeline.io import MODEL_LAYER, MODEL_PROBE, accuracy_row, result_frame, write_parquet
 
     rows: list[dict] = []
     device = resolve_device(device)
-    with ActivationFile(activation_path) as acts, open_subspaces(subspace_path) as fitted:
+    with _activations(activation_path) as acts, open_subspaces(subspace_path) as fitted:
         try:
             layers = json.loads(fitted.attrs["layers"])
             settings = json.loads(fitted.attrs["settings"])
@@ -195,7 +289,7 @@ def score_probes(activation_path: str | Path, subspace_path: str | Path, out_pat
         targets = {"train": {"corrupted": acts.labels("train", "corrupted"),
                              "true": acts.labels("train", "true")},
                    "test": {"true": acts.labels("test")}}
-        for split, by_target in targets.items():
+        for split, by_target in (targets.items() if model_rows else ()):
             preds = acts.predictions(split)
             for target, labels in by_target.items():
                 rows.append(accuracy_row(run_keys, epoch=epoch, layer=MODEL_LAYER, probe=MODEL_PROBE,
