@@ -159,7 +159,7 @@ def calibrate(device: str = "cpu", scale: float = 1.0, threads: int | None = Non
     c["probe_class_s"], c["probe_class_d2_s"] = float(coef[0]), float(coef[1])
     checks = [{"classes": K, "n_per_class": n_c, "dim": dim, "measured_s": round(t, 4),
                "predicted_s": round(seconds(c, work=w, jobs_overhead=0), 4)}
-              for (K, n_c, dim), t, w in zip(sizes, measured, works)]
+              for (K, n_c, dim), t, w in zip(sizes, measured, works, strict=True)]
     return {"constants": c, "checks": checks}
 
 
@@ -175,8 +175,10 @@ def main(argv=None) -> dict:
 
     result = calibrate(args.device, args.scale, args.threads)
     gpu = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None
-    cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpu_model = platform.processor()
+    if Path("/proc/cpuinfo").exists():
+        cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                          if line.startswith("model name")), cpu_model)
     kind = "cuda" if args.device.startswith("cuda") else "cpu"
     entry = {
         "name": args.name or f"{kind}-{platform.node()}",

@@ -14,7 +14,6 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from pipeline import stages
 from pipeline.config import ConfigError, Run, validate_config

@@ -291,7 +291,7 @@ def test_calibration_loads_with_provenance():
 
     entries = load_calibration()
     assert set(entries) == {"cpu", "cuda"}
-    for device, entry in entries.items():
+    for entry in entries.values():
         prov = entry["provenance"]
         assert prov["machine"] and prov["date"] and "benchmarks/" in prov["script"], entry["name"]
         assert all(entry["constants"][k] >= 0 for k in CALIBRATION_CONSTANTS)

@@ -294,7 +294,6 @@ def make_plan(config: dict, benchmarks: str | None = None, calibration: str | No
 
     plan = Plan(config=config, runs=len(runs), pairs=pair_plans)
     n_runs = len(runs)
-    probed_total = sum(p.runs * p.probed for p in pair_plans)
     staged_total = sum(p.runs * p.probed for p in pair_plans if p.staged_probe_layers)
     fused_total = sum(p.runs * p.probed for p in pair_plans if p.fused_probe_layers)
     blocks_total = sum(p.runs * p.blocks for p in pair_plans)

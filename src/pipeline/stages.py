@@ -210,9 +210,9 @@ def probe_fused(config: dict, run: Run, epoch: int, labels_path: str | Path, che
     :func:`~pipeline.probes.fit_subspaces` / :func:`~pipeline.probes.score_probes` as the staged
     path (:class:`~pipeline.probes.stage.ActivationArrays`), which write ``subspaces`` and the
     probe table ``out``. ``layers``: the fused probe layers (default: those of the config,
-    :func:`pipeline.workflow.probe_layer_split`; every probe layer when it fuses none). ``max_bytes``: the most activation bytes held at
-    once (default: half the GPU's free memory, or 16 GiB on the host); more layers than that are
-    done in groups, one forward pass each. Returns timings (seconds) and the forward-pass count."""
+    :func:`pipeline.workflow.probe_layer_split`; every probe layer when it fuses none).
+    ``max_bytes``: the most activation bytes held at once (default: half the GPU's free memory, or
+    16 GiB on the host); more layers than that are done in groups, one forward pass each. Returns timings (seconds) and the forward-pass count."""
     import time
 
     import numpy as np

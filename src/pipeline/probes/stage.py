@@ -84,7 +84,7 @@ class ActivationArrays:
         self.name = name
         self.forward_passes = 0
 
-    def __enter__(self) -> "ActivationArrays":
+    def __enter__(self) -> ActivationArrays:
         return self
 
     def __exit__(self, *exc) -> None:
