@@ -212,7 +212,8 @@ def probe_fused(config: dict, run: Run, epoch: int, labels_path: str | Path, che
     probe table ``out``. ``layers``: the fused probe layers (default: those of the config,
     :func:`pipeline.workflow.probe_layer_split`; every probe layer when it fuses none).
     ``max_bytes``: the most activation bytes held at once (default: half the GPU's free memory, or
-    16 GiB on the host); more layers than that are done in groups, one forward pass each. Returns timings (seconds) and the forward-pass count."""
+    16 GiB on the host); more layers than that are done in groups, one forward pass each. Returns
+    timings (seconds) and the forward-pass count."""
     import time
 
     import numpy as np
