@@ -53,7 +53,7 @@ def test_paper_grid_is_the_papers():
     assert config["probes"]["layers"] is None and config["activations"]["layers"] is None
     assert config["probes"]["fit_labels"] == ["corrupted", "true"]
     assert config["storage"] == {"epochs": None, "every": 1, "keep_activations": True,
-                                 "persist": "activations"}
+                                 "persist": "activations", "fused": False}
 
 
 def test_paper_config_is_self_contained():
