@@ -7,7 +7,7 @@
 # (Snakemake's own message names neither). A missing file is reported by `configfile:` itself.
 import os
 
-from pipeline.config import ConfigError, read_config_file
+from pipeline.workflow import ConfigError, read_config_file
 
 if os.path.exists("config/config.yaml"):
     try:

@@ -20,7 +20,16 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from pipeline.config import BASE_VARIANT, RUN_PATH, Run, iter_runs
+from pipeline.config import (  # noqa: F401 (re-exported for the rule files)
+    BASE_VARIANT,
+    RUN_PATH,
+    ConfigError,
+    Run,
+    iter_runs,
+    pairs,
+    read_config_file,
+    validate_config,
+)
 
 #: A run's folder, with the run wildcards open; the one template (``pipeline.config.RUN_PATH``).
 RUN_DIR = f"results/{RUN_PATH}"
@@ -277,7 +286,6 @@ ABLATION_PATTERN = r"(freeze|reinit)-[A-Za-z0-9_]+-e[0-9]+"
 
 def dynamics_pairs(config: dict) -> list[tuple[str, str]]:
     """(dataset, model) pairs of the dynamics family ([] when it is off)."""
-    from pipeline.config import pairs
 
     section = config.get("dynamics", {})
     if not section.get("enabled"):
@@ -431,7 +439,6 @@ def check_fused(config: dict) -> None:
     spec = config.get("storage", {}).get("fused", False)
     if not spec:
         return
-    from pipeline.config import ConfigError, pairs
 
     models = sorted({m for _, m in pairs(config)})
     if isinstance(spec, list):
@@ -477,3 +484,14 @@ def probe_resources(config: dict) -> dict:
     """The probe rules' ``resources:``: the GPU partition and one GPU when the probes run on the
     accelerator (:func:`probe_on_gpu`), else nothing (the profile's CPU default)."""
     return {"gpu": 1, "slurm_partition": "gpu"} if probe_on_gpu(config) else {}
+
+
+# ----------------------------------------------------------------------------- re-exports
+# The rule files import this module only; what they need from the figure registry, the cost
+# tables and the transfer experiments is named here (each of those modules is torch-free at
+# import, so the Snakefile stays cheap to parse).
+from pipeline.costs import BENCHMARK_DIR, BENCHMARK_TABLE, benchmark_path  # noqa: E402, F401
+from pipeline.plots import FIGURES, figures_for  # noqa: E402, F401
+
+#: relabel-and-retrain protocols (``pipeline.transfer.relabel`` validates against the same tuple)
+RELABEL_PROTOCOLS = ("heldout_true", "heldout_corrupted", "authors_test_split")

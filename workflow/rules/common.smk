@@ -4,24 +4,29 @@ import os
 
 from snakemake.utils import validate
 
-from pipeline.config import (
+from pipeline.workflow import (
     BASE_VARIANT,
+    BENCHMARK_DIR,
+    BENCHMARK_TABLE,
+    FIGURES,
+    LOCAL_RULES,
+    LOG_DIR,
+    RUN_DIR,
     ConfigError,
     Run,
-    iter_runs,
-    pairs,
-    validate_config,
-)
-from pipeline.workflow import intervention_runs, is_intervention
-from pipeline.workflow import transfer_tables
-from pipeline.workflow import LOCAL_RULES, probe_blocks, probed_epochs
-from pipeline.workflow import (
+    all_runs,
+    benchmark_path,
+    figures_for,
     fused_enabled,
+    is_intervention,
+    pairs,
+    probe_blocks,
     probe_layer_split,
     probe_resources,
+    probed_epochs,
+    transfer_tables,
+    validate_config,
 )
-from pipeline.plots import FIGURES, figures_for
-from pipeline.costs import BENCHMARK_DIR, BENCHMARK_TABLE, benchmark_path
 
 # Validate before any job is scheduled: one message naming the key and the allowed values.
 try:
@@ -31,10 +36,8 @@ except ConfigError as exc:
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 
-RUN_DIR = "results/runs/{dataset}/{model}/c{corruption}/s{seed}/{variant}"
-LOG_DIR = "logs/{dataset}/{model}/c{corruption}/s{seed}/{variant}"
 # Standard runs, then the intervened runs of transfer.intervention (workflow/rules/intervene.smk).
-RUNS = list(iter_runs(config)) + intervention_runs(config)
+RUNS = all_runs(config)
 
 
 def run_file(name):

@@ -2,8 +2,7 @@
 # training set and the final (memorized) checkpoint keeps training on it. One job per (run,
 # protocol); each job does every label source of transfer.relabel_retrain.fit_labels. Its table
 # joins results/tables/probes.parquet (pipeline.transfer.transfer_tables, in common.smk).
-from pipeline.transfer.relabel import PROTOCOLS as RELABEL_PROTOCOLS
-from pipeline.workflow import final_activations
+from pipeline.workflow import RELABEL_PROTOCOLS, final_activations
 
 
 rule relabel_retrain:

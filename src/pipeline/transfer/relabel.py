@@ -60,11 +60,12 @@ import numpy as np
 from pipeline.io import accuracy_row, result_frame, write_json, write_parquet
 from pipeline.probes import MASC
 from pipeline.runtime import RunRuntime
+from pipeline.workflow import RELABEL_PROTOCOLS
 
 if TYPE_CHECKING:
     import torch
 
-PROTOCOLS = ("heldout_true", "heldout_corrupted", "authors_test_split")
+PROTOCOLS = RELABEL_PROTOCOLS  # the one list, in pipeline.workflow (the rule files read it there)
 RELABEL_SCHEMES = ("in_sample", "cross_fit")
 RETRAIN_PROBE = "relabel_retrain"
 LABELS_PROBE = "relabel_labels"
