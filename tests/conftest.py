@@ -120,3 +120,14 @@ class Snakemake:
 @pytest.fixture
 def snakemake() -> Snakemake:
     return Snakemake()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: one intra-op thread is faster, and robust on a shared 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

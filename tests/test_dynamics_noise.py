@@ -22,13 +22,7 @@ from pipeline.models import build_model
 KEYS = {"dataset": "digits", "model": "mlp", "corruption": 0.0, "seed": 0, "variant": "standard"}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: one intra-op thread is faster, and robust on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data(n=64, c=1, s=8, k=4, seed=0):

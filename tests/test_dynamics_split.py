@@ -10,13 +10,7 @@ from pipeline.models import MODELS, BottleneckMLP, ResNet20, build_model
 NUM_CLASSES = 5
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: one intra-op thread is faster, and robust on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # smallest shape every model accepts; ResNet-20 and the bottleneck MLP also on their paper shapes
 SHAPE = {"mlp": (1, 8), "cnn": (1, 8), "alexnet": (1, 8), "resnet18": (1, 8), "resnet20": (3, 16),
          "bottleneck_mlp": (1, 28)}
