@@ -223,6 +223,8 @@ def test_fashion_mnist_read_in_place_from_a_flat_folder(tmp_path, gz):
     np.testing.assert_array_equal(a.x_train[:, 0], data["x_train"])
     np.testing.assert_array_equal(a.y_train, data["y_train"])
     np.testing.assert_array_equal(a.x_test[:, 0], data["x_test"])
+    # writable arrays: torch.from_numpy on a read-only IDX buffer warns (and could not own it)
+    assert a.x_train.flags.writeable and a.y_train.flags.writeable and a.x_test.flags.writeable
     # a truncated archive names the file
     name = "train-images-idx3-ubyte" + (".gz" if gz else "")
     (flat / name).write_bytes((flat / name).read_bytes()[:-50])

@@ -311,7 +311,8 @@ def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
     if len(raw) != header_len + int(np.prod(dims, dtype=np.int64)):
         raise DatasetCorruptError(f"Corrupt IDX file {path}: header declares dims {dims} but the data has "
                                   f"{len(raw) - header_len} bytes (truncated? reinstall or fetch it again)", path)
-    return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(dims)
+    # a writable copy: torch.from_numpy warns about (and must not alias) a read-only bytes buffer
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(dims).copy()
 
 
 def _load_flat_idx(name: str, files: dict[str, Path]) -> DatasetArrays:
