@@ -91,6 +91,23 @@ def test_stops_at_target_accuracy(tmp_path):
     assert result.log.train_acc_corrupted.iloc[-1] >= 0.3
 
 
+def test_deadline_ends_training_at_an_epoch_boundary_checkpointed(tmp_path):
+    """A passed deadline: the epoch in flight is finished, checkpointed off-schedule, and the run
+    is complete (log, index) with stop_reason "deadline"; no deadline trains to max_epochs."""
+    import time
+
+    config, arrays, run, labels = _tiny_inputs()
+    result = train_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=tmp_path), progress=False,
+                       deadline=time.monotonic())
+    assert result.stop_reason == "deadline" and result.final_epoch == 1
+    assert result.epochs == [0, 1]  # epoch 1 is off the schedule [0, 2, 4, 6, 7] yet saved
+    assert list(pd.read_parquet(tmp_path / "train_log.parquet").epoch) == [0, 1]
+    assert json.loads((tmp_path / "checkpoints/index.json").read_text())["stop_reason"] == "deadline"
+    far = train_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=tmp_path / "far"),
+                    progress=False, deadline=time.monotonic() + 3600)
+    assert far.stop_reason == "max_epochs" and far.final_epoch == 7
+
+
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {tests!r})

@@ -238,6 +238,9 @@ class Plan:
     schedule: set[int]
     stop_at_target: float | None       # stop once accuracy on the corrupted labels reaches this
     stop_reason: str = "max_epochs"    # reason recorded when ``last_epoch`` is reached
+    # a time.monotonic() after which no new epoch starts (stop_reason "deadline"): for benchmarks
+    # that must end inside a machine's lease; the epoch in flight is finished and checkpointed
+    deadline: float | None = None
 
 
 def _labels_digest(rt: RunRuntime) -> str:
@@ -353,6 +356,9 @@ class Trainer:
         if self.after_epoch is not None:
             self.after_epoch(epoch)
 
+    def _past_deadline(self) -> bool:
+        return self.plan.deadline is not None and time.monotonic() >= self.plan.deadline
+
     def _reached_target(self) -> bool:
         target = self.plan.stop_at_target
         return target is not None and self.rows[-1]["train_acc_corrupted"] >= target
@@ -415,6 +421,8 @@ class Trainer:
                 done = self._reached_target()
                 if done:
                     stop_reason = "target_train_accuracy"
+                elif epoch < self.plan.last_epoch and self._past_deadline():
+                    done, stop_reason = True, "deadline"
                 self._end_of_epoch(epoch, done)
                 if done:
                     break
@@ -446,11 +454,13 @@ def standard_plan(config: dict, model: str) -> Plan:
 
 
 def train_run(rt: RunRuntime, out_dir: str | Path | None = None, *,
-              after_epoch: Callable[[int], None] | None = None, progress: bool = True) -> TrainResult:
+              after_epoch: Callable[[int], None] | None = None, progress: bool = True,
+              deadline: float | None = None) -> TrainResult:
     """Train the run of ``rt`` into ``out_dir`` (default: its run folder); resumable.
 
     ``after_epoch(epoch)`` is called once an epoch's state is safely on disk (used by tests to kill
-    the process at a known point).
+    the process at a known point). ``deadline`` (a ``time.monotonic()`` value) ends training at the
+    first epoch boundary past it, checkpointed, with ``stop_reason == "deadline"``.
     """
     from pipeline.io import sweep_stale_tmp
 
@@ -458,6 +468,7 @@ def train_run(rt: RunRuntime, out_dir: str | Path | None = None, *,
     for folder in (out_dir, out_dir / CHECKPOINT_DIR):
         if folder.is_dir():
             sweep_stale_tmp(folder)
-    trainer = Trainer(rt, out_dir, standard_plan(rt.config, rt.run.model), after_epoch=after_epoch,
-                      progress=progress)
+    plan = standard_plan(rt.config, rt.run.model)
+    plan.deadline = deadline
+    trainer = Trainer(rt, out_dir, plan, after_epoch=after_epoch, progress=progress)
     return trainer.run()
