@@ -48,7 +48,7 @@ def calibrate(device: str = "cpu", scale: float = 1.0, threads: int | None = Non
     from pipeline.costs import probe_flops, seconds
     from pipeline.models import build_model
     from pipeline.plan import forward_macs
-    from pipeline.probes import MASC, VeLPIC
+    from pipeline.probes import MASC, VeLPIC, fit_spectral
 
     if threads:
         torch.set_num_threads(threads)
@@ -145,8 +145,8 @@ def calibrate(device: str = "cpu", scale: float = 1.0, threads: int | None = Non
         ytr = np.repeat(np.arange(K), n_c)
         Xte = Xtr[: n_c * 2]
         t0 = time.perf_counter()
-        for probe in (MASC(variance=0.99, device=route), VeLPIC(device=route)):
-            probe.fit(Xtr, ytr)
+        # as the fit stage does: one shared eigendecomposition per class, then each scored
+        for probe in fit_spectral([MASC(variance=0.99, device=route), VeLPIC(device=route)], Xtr, ytr):
             probe.predict(Xtr)
             probe.predict(Xte)
         sync()

@@ -13,6 +13,8 @@
 #                     (16,384 dims) and avg_pool, probed on the GPU (benchmarks/bench_extract_probe.py)
 #   4. probes         MASC/VeLPIC at the papers' largest shapes, numpy-free GPU routes, and the
 #                     authors' per-class d x d approach on the host CPU (benchmarks/bench_probes_device.py)
+#   5. spectral       MASC + VeLPIC settings one by one vs one shared eigendecomposition per class
+#                     at 10 x 5,000 x 16,384 on the GPU (benchmarks/bench_spectral.py)
 #
 # Here (where pip and the data are), once:
 #     bash benchmarks/device_checks.sh --prepare
@@ -35,12 +37,12 @@ for arg in "$@"; do
     case "$arg" in
         --prepare) mode=prepare ;;
         --smoke) mode=smoke ;;
-        fashion-mnist|calibrate|extract|probes) steps+=("$arg") ;;
-        *) echo "device_checks.sh: unknown argument '$arg' (steps: fashion-mnist calibrate extract probes;" \
+        fashion-mnist|calibrate|extract|probes|spectral) steps+=("$arg") ;;
+        *) echo "device_checks.sh: unknown argument '$arg' (steps: fashion-mnist calibrate extract probes spectral;" \
                 "flags: --prepare, --smoke)" >&2; exit 2 ;;
     esac
 done
-[ ${#steps[@]} -eq 0 ] && steps=(fashion-mnist calibrate extract probes)
+[ ${#steps[@]} -eq 0 ] && steps=(fashion-mnist calibrate extract probes spectral)
 
 if [ "$mode" = prepare ]; then
     set -e
@@ -91,15 +93,19 @@ if [ "$mode" = smoke ]; then
     cal_args=(--device cpu --scale 0.1)
     ext_args=(--n 100 --m 50 --device cpu --layers L0 avg_pool --batch-size 50)
     probe_args=(--scale 0.02 --shapes cifar10 --routes numpy,torch-cpu --authors-dim 128 --peak-size 256)
-    limits=(120 120 120 120)
+    spectral_args=()
+    declare -A limit=([fashion-mnist]=120 [calibrate]=120 [extract]=120 [probes]=120 [spectral]=120)
 else
     device=cuda
-    FM_TRAIN_S=${FM_TRAIN_S:-180}
+    FM_TRAIN_S=${FM_TRAIN_S:-150}
     fm_args=(--epochs 100 --corruptions 0 0.2 0.4 0.6 0.8)
     cal_args=(--device cuda --scale 4)
     ext_args=(--n 50000 --m 10000 --device cuda --layers L0 L1 avg_pool)
     probe_args=(--full --routes cuda,cuda-resident --authors-dim 4096)
-    limits=($((FM_TRAIN_S + 100)) 75 60 110)
+    spectral_args=(--device cuda --full)
+    # seconds; with the wheel install and the tar, about 560 s in all
+    declare -A limit=([fashion-mnist]=$((FM_TRAIN_S + 100)) [calibrate]=75 [extract]=60 [probes]=110
+                      [spectral]=50)
 fi
 
 step() {  # step NAME LIMIT_S COMMAND...: run under a time limit, keep its output, record the status
@@ -123,15 +129,16 @@ step() {  # step NAME LIMIT_S COMMAND...: run under a time limit, keep its outpu
 cp src/pipeline/cost_calibration.json "$work/cost_calibration.json"
 for s in "${steps[@]}"; do
     case "$s" in
-        fashion-mnist) step fashion-mnist "${limits[0]}" "$py" benchmarks/fashion_mnist_full.py --root "$root" \
+        fashion-mnist) step fashion-mnist "${limit[$s]}" "$py" benchmarks/fashion_mnist_full.py --root "$root" \
                            --lr 1e-3 --batch-size 128 --time-budget-s "$FM_TRAIN_S" --out "$work/fashion_mnist" \
                            "${fm_args[@]}" ;;
-        calibrate) step calibrate "${limits[1]}" "$py" benchmarks/calibrate_costs.py "${cal_args[@]}" \
+        calibrate) step calibrate "${limit[$s]}" "$py" benchmarks/calibrate_costs.py "${cal_args[@]}" \
                        --out "$work/cost_calibration.json" ;;
-        extract) step extract "${limits[2]}" "$py" benchmarks/bench_extract_probe.py "${ext_args[@]}" \
+        extract) step extract "${limit[$s]}" "$py" benchmarks/bench_extract_probe.py "${ext_args[@]}" \
                      --json "$work/extract.json" ;;
-        probes) step probes "${limits[3]}" "$py" benchmarks/bench_probes_device.py "${probe_args[@]}" \
+        probes) step probes "${limit[$s]}" "$py" benchmarks/bench_probes_device.py "${probe_args[@]}" \
                     --json "$work/probes.json" ;;
+        spectral) step spectral "${limit[$s]}" "$py" benchmarks/bench_spectral.py "${spectral_args[@]}" ;;
     esac
 done
 

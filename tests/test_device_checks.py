@@ -21,10 +21,11 @@ def test_device_checks_smoke_runs_every_step(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     summary = (tmp_path / "summary.txt").read_text()
-    for step in ("fashion-mnist", "calibrate", "extract", "probes"):
+    for step in ("fashion-mnist", "calibrate", "extract", "probes", "spectral"):
         assert f"== {step}: exit 0 " in summary, summary
     # the figures each step exists for
     assert "best MASC / VeLPIC" in summary and "agree" in summary and "checkpoint total" in summary
+    assert "one by one" in summary
     calibration = json.loads((tmp_path / "cost_calibration.json").read_text())
     assert {e["device"] for e in calibration["entries"]} >= {"cpu", "cuda"}
     with tarfile.open(tmp_path / "device_checks.tar.gz") as tar:

@@ -339,3 +339,31 @@ def test_measured_benchmarks_override_the_calibration(tmp_path, monkeypatch):
     assert not hours["extract_activations"]["source"].startswith("measured")
     text = format_plan(plan)
     assert "GPU-h" in text and "CPU-h" in text and "calibration cuda-h100" in text
+
+
+def test_probe_cost_counts_one_eigendecomposition_for_all_masc_and_velpic_settings():
+    """The fit stage decomposes each class once for every MASC / VeLPIC setting (fit_spectral):
+    more such settings add their bases and scoring to the plan, not another eigh."""
+    from pipeline.costs import probe_flops
+
+    def work(*names):
+        return probe_flops({"L0": 4096, "fc": 256}, [{"name": n} for n in names], n_train=5000, n_test=1000,
+                           num_classes=10, sources=2)
+
+    one, three = work("masc"), work("masc", "masc", "velpic")
+    assert three["eigh"] == one["eigh"] == 2 * 10 * (500 ** 3 + 256 ** 3)  # m = min(n_c, d) per class
+    assert three["score32"] > one["score32"] and three["gemm64"] > one["gemm64"]
+    assert work("ncm")["eigh"] == 0 and work("ncm", "velpic")["eigh"] == one["eigh"]
+
+
+@pytest.mark.parametrize("kind", ["missing", "not_parquet"])
+def test_plan_with_a_bad_benchmarks_path_is_one_clear_error(tmp_path, capsys, kind):
+    from pipeline.__main__ import main
+
+    path = tmp_path / "benchmarks.parquet"
+    if kind == "not_parquet":
+        path.write_text("not a table")
+    assert main(["plan", "--benchmarks", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: benchmarks ") and str(path) in err and "\n" not in err
+    assert ("no such file" in err) == (kind == "missing")

@@ -25,6 +25,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from pipeline.errors import ArtifactError
+
 #: Where the per-job benchmark files go (under the working directory).
 BENCHMARK_DIR = "results/benchmarks"
 #: The aggregated table.
@@ -150,7 +152,16 @@ def load_measurements(path: str | os.PathLike | None = None):
         if path.is_dir():
             files = benchmark_files(path)
             return (benchmark_table(files, path), str(path)) if files else (None, None)
-        return pd.read_parquet(path), str(path)
+        if not path.is_file():
+            raise ArtifactError(f"benchmarks {path}: no such file or folder; give a benchmark table "
+                                f"({BENCHMARK_TABLE}) or a folder of Snakemake benchmark files "
+                                f"({BENCHMARK_DIR}), or leave --benchmarks out")
+        try:
+            return pd.read_parquet(path), str(path)
+        except Exception as exc:  # not Parquet, truncated: pyarrow raises several types
+            raise ArtifactError(f"benchmarks {path}: not a readable benchmark table ({type(exc).__name__}: "
+                                f"{' '.join(str(exc).split())[:200]}); rebuild it with "
+                                f"snakemake {BENCHMARK_TABLE} or point --benchmarks at {BENCHMARK_DIR}") from None
     if Path(BENCHMARK_TABLE).exists():
         return pd.read_parquet(BENCHMARK_TABLE), BENCHMARK_TABLE
     files = benchmark_files(BENCHMARK_DIR)
@@ -191,7 +202,9 @@ def measured_costs(table, dataset: str | None = None, model: str | None = None) 
 #   extract        (n_train + n_test) * macs * forward_s_per_mac + activation bytes * io_s_per_byte
 #   reduce         activation bytes * io + per layer and label source 2 n d^2 * gemm64
 #   probe          per layer, label source and setting, per class (n_c = n_train / K, m = min(n_c, d),
-#                  M = max(n_c, d)):  MASC / VeLPIC  2 m^2 M * gemm64 + m^3 * eigh;  NCM 2 n d;
+#                  M = max(n_c, d)):  MASC / VeLPIC  2 m^2 M * gemm64 + m^3 * eigh ONCE per layer and
+#                  source however many such settings (one shared eigendecomposition per class,
+#                  pipeline.probes.fit_spectral), + 2 m d k per MASC setting (its basis);  NCM 2 n d;
 #                  linear 6 epochs n d K, logreg 400 n d K, lda d^3 + 2 n d^2, knn 2 n_test n d
 #                  (* score32); scoring 2 (n_train + n_test) d k * score32 (k: MASC's basis columns,
 #                  <= 64 per class, or K vectors); per class and setting probe_class_s +
@@ -237,17 +250,21 @@ def probe_flops(layers: dict[str, int], settings: list[dict], *, n_train: int, n
     n_c = max(1, n_train // K)
     gemm = eigh = score = classes = class_d2 = 0.0
     rows = n_train + n_test
+    spectral = any(entry["name"] in ("masc", "velpic") for entry in settings)
     for d in layers.values():
         m, M = min(n_c, d), max(n_c, d)
+        if spectral:  # the second moment (or Gram matrix) and its eigh: once for all such settings
+            gemm += K * 2.0 * m * m * M
+            eigh += K * float(m) ** 3
         for entry in settings:
             name = entry["name"]
             params = entry.get("params") or {}
             classes += K
             class_d2 += K * float(d) * d
             if name in ("masc", "velpic"):
-                gemm += K * 2.0 * m * m * M
-                eigh += K * float(m) ** 3
                 k = K * min(m, 64) if name == "masc" else K
+                if name == "masc" and n_c < d:
+                    gemm += 2.0 * m * d * k  # the basis X_c^T W[:, :k] of the Gram route
                 score += 2.0 * rows * d * k
             elif name == "ncm":
                 score += 2.0 * n_train * d + 2.0 * rows * d * K

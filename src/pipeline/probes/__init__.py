@@ -33,6 +33,9 @@ Package layout
                    method of MASC, VeLPIC and NCM, the :data:`FROM_MOMENTS`),
                    :func:`reduce_activations`, sizes (:func:`moment_bytes`, :func:`pays_off`,
                    :func:`moment_layer_choice`).
+:mod:`.spectral`   :func:`fit_spectral`: the fit of MASC and VeLPIC (both routes), one float64
+                   eigendecomposition per class shared by every MASC / VeLPIC setting fitted
+                   on the same data (the ``fit`` stage fits them together).
 :mod:`.stage`      the workflow's ``fit`` and ``score`` stages: :func:`fit_subspaces`,
                    :func:`score_probes`, :func:`load_fitted`.
 :mod:`.accel`      the torch route: MASC, VeLPIC, NCM and LinearProbe take ``device`` (None = the
@@ -70,6 +73,7 @@ from pipeline.probes.registry import (
     setting_id,
 )
 from pipeline.probes.sklearn_probes import KNN_METRICS, LDA_SOLVERS, KNNProbe, LDAProbe
+from pipeline.probes.spectral import SPECTRAL_PROBES, fit_spectral
 from pipeline.probes.stage import fit_subspaces, load_fitted, open_subspaces, probe_layers, score_probes
 from pipeline.probes.velpic import SIGN_CONVENTIONS, VeLPIC
 
@@ -83,6 +87,8 @@ __all__ = [
     # statistics route
     "ClassMoments", "FROM_MOMENTS", "REDUCED_MODES", "fit_from_moments", "moment_bytes", "pays_off",
     "moment_layer_choice", "reduce_activations",
+    # one eigendecomposition per class for every MASC / VeLPIC setting
+    "SPECTRAL_PROBES", "fit_spectral",
     # stages
     "probe_layers", "fit_subspaces", "score_probes", "load_fitted", "open_subspaces",
 ]

@@ -30,17 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.probes._common import (
-    _as_int,
-    _check_Xy,
-    _components_for,
-    _compute_dtype,
-    _Probe,
-    _row_chunks,
-    _second_moment_eigh,
-    _top_basis,
-)
+from pipeline.probes._common import _as_int, _components_for, _compute_dtype, _Probe, _row_chunks
 from pipeline.probes.accel import check_device
+from pipeline.probes.spectral import fit_spectral
 
 __all__ = ["MASC"]
 
@@ -94,52 +86,9 @@ class MASC(_Probe):
         check_device("MASC", self.device)
 
     def fit(self, X: Any, y: Any) -> MASC:
-        """Fit one origin-centred subspace per class (float64 eigendecomposition)."""
-        self._validate_params()
-        if self.device is not None:
-            return self._fit_torch(X, y)
-        X, _, classes, y_index = _check_Xy(X, y)
-        d = X.shape[1]
-        bases, ks, energy = [], [], []
-        for c in range(classes.size):
-            Xc = X[y_index == c].astype(np.float64)
-            lam, W, gram = _second_moment_eigh(Xc)
-            k = _components_for(lam, self.variance)
-            bases.append(_top_basis(Xc, lam, W, gram, k).astype(np.float32))
-            ks.append(k)
-            energy.append(float(lam[:k].sum() / lam.sum()) if lam.size else 0.0)
-        self._set_state(classes, np.concatenate(bases, axis=1) if bases else np.zeros((d, 0), np.float32),
-                        np.asarray(ks, dtype=np.int64), np.asarray(energy, dtype=np.float64))
-        return self
-
-    def _fit_torch(self, X: Any, y: Any) -> MASC:
-        """The torch route of :meth:`fit`: per class the float64 Gram (``n_c < d``) or d x d
-        second moment on the device, float64 eigh, the numpy route's cut, float32 bases."""
-        import torch
-
-        from pipeline.probes.accel import DeviceRows, class_order, descending_eigh, full_precision, second_moment
-
-        rows = DeviceRows(X, self.device)
-        classes, index = class_order(y, rows.n)
-        d = rows.d
-        bases, ks, energy = [], [], []
-        with torch.no_grad(), full_precision(torch):
-            for idx in index:
-                gram = idx.size < d
-                Xc, M, _ = second_moment(rows, idx, want_gram=gram)
-                lam, W = descending_eigh(torch, M, n_rows=idx.size, dim=d)
-                del M
-                k = _components_for(lam, self.variance)
-                if gram:
-                    B = (Xc.T @ W[:, :k]) / torch.from_numpy(np.sqrt(lam[:k])).to(W.device)
-                else:
-                    B = W[:, :k]
-                bases.append(B.to(torch.float32).cpu().numpy())
-                del Xc, W, B
-                ks.append(k)
-                energy.append(float(lam[:k].sum() / lam.sum()) if lam.size else 0.0)
-        self._set_state(classes, np.concatenate(bases, axis=1), np.asarray(ks, dtype=np.int64),
-                        np.asarray(energy, dtype=np.float64))
+        """Fit one origin-centred subspace per class (float64 eigendecomposition; the algorithm,
+        both routes, is :func:`pipeline.probes.spectral.fit_spectral`)."""
+        fit_spectral([self], X, y)
         return self
 
     def fit_moments(self, moments) -> MASC:

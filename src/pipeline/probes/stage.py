@@ -39,6 +39,7 @@ from pipeline.errors import ArtifactError
 from pipeline.probes.accel import resolve_device
 from pipeline.probes.moments import fit_from_moments
 from pipeline.probes.registry import make_probe, probe_from_arrays, probe_to_arrays, setting_id
+from pipeline.probes.spectral import fit_spectral, is_spectral
 
 __all__ = ["probe_layers", "fit_subspaces", "score_probes", "load_fitted", "open_subspaces",
            "ActivationArrays"]
@@ -212,18 +213,12 @@ def fit_subspaces(activation_path: str | Path | ActivationArrays, out_path: str 
             X = None if from_moments else acts.read(layer, "train")
             for source in fit_labels:
                 y = None if from_moments else acts.labels("train", source)
-                moments = acts.moments(layer, source) if from_moments else None
-                for entry in settings:
+                if from_moments:
+                    fitted = _fit_from_moments(settings, acts.moments(layer, source), layer, activation_path)
+                else:
+                    fitted = _fit_on_activations(settings, X, y, device)
+                for entry, probe in zip(settings, fitted, strict=True):
                     name, params = entry["name"], entry.get("params", {})
-                    if from_moments:
-                        try:
-                            probe = fit_from_moments(name, params, moments)
-                        except ValueError as exc:
-                            raise ValueError(f"layer {layer!r} of {activation_path}: {exc} (its "
-                                             "training activations were not persisted; see "
-                                             "storage.persist)") from None
-                    else:
-                        probe = _on_device(make_probe(name, **params), params, device).fit(X, y)
                     group = out.create_group(_group_name(layer, name, setting_id(name, params), source))
                     group.attrs["probe"] = name
                     group.attrs["params"] = json.dumps(params, sort_keys=True)
@@ -232,6 +227,36 @@ def fit_subspaces(activation_path: str | Path | ActivationArrays, out_path: str 
                         group.create_dataset(array_name, data=array)
         out.attrs["complete"] = True
     return out_path
+
+
+def _fit_on_activations(settings: list[dict], X, y, device: str | None) -> list:
+    """Every setting fitted on ``(X, y)``, in order. MASC and VeLPIC settings on one device share
+    one eigendecomposition per class (:func:`pipeline.probes.spectral.fit_spectral`): seven
+    decompositions become one with the default config's settings. Their fitted arrays are held
+    together until written (the sum of their sizes)."""
+    probes = [_on_device(make_probe(e["name"], **e.get("params", {})), e.get("params", {}), device)
+              for e in settings]
+    by_device: dict = {}
+    for p in probes:
+        if is_spectral(p):
+            by_device.setdefault(p.device, []).append(p)
+    for group in by_device.values():
+        fit_spectral(group, X, y)
+    for p in probes:
+        if not is_spectral(p):
+            p.fit(X, y)
+    return probes
+
+
+def _fit_from_moments(settings: list[dict], moments, layer: str, activation_path) -> list:
+    fitted = []
+    for entry in settings:
+        try:
+            fitted.append(fit_from_moments(entry["name"], entry.get("params", {}), moments))
+        except ValueError as exc:
+            raise ValueError(f"layer {layer!r} of {activation_path}: {exc} (its training activations "
+                             "were not persisted; see storage.persist)") from None
+    return fitted
 
 
 def _read_fitted(h5, subspace_path, layer: str, name: str, params: dict, fit_labels: str):

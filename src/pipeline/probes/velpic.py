@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.probes._common import _check_choice, _check_Xy, _compute_dtype, _Probe, _top_eigenvector
+from pipeline.probes._common import _check_choice, _compute_dtype, _Probe
 from pipeline.probes.accel import check_device, linear_scores
+from pipeline.probes.spectral import fit_spectral
 
 __all__ = ["VeLPIC", "SIGN_CONVENTIONS"]
 
@@ -70,59 +71,9 @@ class VeLPIC(_Probe):
         check_device("VeLPIC", self.device)
 
     def fit(self, X: Any, y: Any) -> VeLPIC:
-        """Fit one unit class vector per class (float64 top eigenvector, sign by convention)."""
-        self._validate_params()
-        if self.device is not None:
-            return self._fit_torch(X, y)
-        X, _, classes, y_index = _check_Xy(X, y)
-        global_mean = X.mean(axis=0, dtype=np.float64)
-        V = np.zeros((classes.size, X.shape[1]), dtype=np.float64)
-        for c in range(classes.size):
-            Xc = np.asarray(X[y_index == c], dtype=np.float64)
-            v = _top_eigenvector(Xc)
-            ref = Xc.mean(axis=0) if self.sign == "class_mean" else global_mean
-            if ref @ v < 0:
-                v = -v
-            V[c] = v
-        self.classes_ = classes
-        self.class_vectors_ = V.astype(np.float32)
-        self.n_features_in_ = int(X.shape[1])
-        return self
-
-    def _fit_torch(self, X: Any, y: Any) -> VeLPIC:
-        """The torch route of :meth:`fit`: float64 Gram / second moment and eigh on the device,
-        the top eigenvector, signed by the float64 class (or global) mean."""
-        import torch
-
-        from pipeline.probes.accel import DeviceRows, class_order, full_precision, second_moment, top_eigenpair
-
-        rows = DeviceRows(X, self.device)
-        classes, index = class_order(y, rows.n)
-        d = rows.d
-        V = np.zeros((classes.size, d), dtype=np.float64)
-        with torch.no_grad(), full_precision(torch):
-            if self.sign == "global_mean":
-                total = torch.zeros(d, dtype=torch.float64, device=rows.device)
-                for sl in rows.row_chunks(d):
-                    total += rows.rows(sl, torch.float64).sum(0)
-                global_mean = total / rows.n
-            for c, idx in enumerate(index):
-                gram = idx.size < d
-                Xc, M, s = second_moment(rows, idx, want_gram=gram)
-                lam_max, w = top_eigenpair(torch, M)
-                del M
-                if not lam_max > 0.0:
-                    continue  # a numerically-zero class: zero vector, as in the numpy route
-                v = Xc.T @ w if gram else w
-                v = v / torch.linalg.vector_norm(v)
-                ref = s / idx.size if self.sign == "class_mean" else global_mean
-                if float(ref @ v) < 0:
-                    v = -v
-                V[c] = v.cpu().numpy()
-                del Xc, w
-        self.classes_ = classes
-        self.class_vectors_ = V.astype(np.float32)
-        self.n_features_in_ = int(d)
+        """Fit one unit class vector per class (float64 top eigenvector, sign by convention; the
+        algorithm, both routes, is :func:`pipeline.probes.spectral.fit_spectral`)."""
+        fit_spectral([self], X, y)
         return self
 
     def fit_moments(self, moments) -> VeLPIC:
