@@ -309,3 +309,23 @@ def test_hidden_layer_is_a_probe_layer_for_masc_and_velpic():
     rows = io_result_frame(probe_rows(r.model, d, keys, epoch=30))
     assert set(rows["probe"]) == {"masc", "velpic"} and set(rows["layer"]) == {"hidden"}
     assert len(rows) == 2 * 2 * 3 and rows["accuracy"].between(0, 1).all()
+
+
+def test_muon_updates_the_matrices_adamw_the_bias_and_fits_the_training_set():
+    """The paper's third optimizer: torch.optim.Muon on U, V, W (2-D), AdamW on the bias mu."""
+    from pipeline.arithmetic.train import MuonWithAdamW, make_optimizer
+    from pipeline.config import validate_config
+
+    d = make_data("add", 11, 0.6, 0.0, "wrong_only", 0)
+    s = TrainSettings(epochs=250, log_every=250, optimizer="muon", lr=1e-2, seed=0)
+    opt = make_optimizer(train(d, {"width": 64}, TrainSettings(epochs=0)).model, s)
+    assert isinstance(opt, MuonWithAdamW)
+    assert all(p.ndim == 2 for g in opt.muon.param_groups for p in g["params"])
+    assert [p.ndim for g in opt.adamw.param_groups for p in g["params"]] == [1]  # mu
+    runs = [train(d, {"width": 64}, s) for _ in range(2)]
+    assert runs[0].log.acc_train_clean.iloc[-1] == 1.0 and runs[0].log.acc_train_clean.iloc[0] < 0.3
+    assert runs[0].log.drop(columns="seconds").equals(runs[1].log.drop(columns="seconds"))
+    no_bias = make_optimizer(train(d, {"width": 8, "bias": False}, TrainSettings(epochs=0)).model, s)
+    assert no_bias.adamw is None and set(no_bias.state_dict()) == {"muon", "adamw"}
+    assert validate_config({"arithmetic": {"optimizer": ["muon", "adamw"]}})["arithmetic"]["optimizer"] == [
+        "muon", "adamw"]

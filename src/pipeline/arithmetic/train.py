@@ -2,8 +2,12 @@
 
 * Loss ``ce`` (cross-entropy) or ``mse`` (mean over samples and classes of (logits - one_hot)^2, as
   torch's MSELoss and d-doshi/Grokking).
-* Optimizers ``adamw`` / ``adam`` / ``sgd`` (momentum); ``batch_size`` None or >= n_train is full batch;
-  mini-batches are drawn in an order seeded by (seed, epoch).
+* Optimizers ``adamw`` / ``adam`` / ``sgd`` (momentum) / ``muon``; ``batch_size`` None or >= n_train is
+  full batch; mini-batches are drawn in an order seeded by (seed, epoch). ``muon`` (the paper's third
+  optimizer; ``torch.optim.Muon``: momentum 0.95, Nesterov, five Newton-Schulz steps) updates the
+  weight matrices U, V, W and AdamW the bias mu (Muon is defined for matrices only), both with the
+  cell's lr and weight decay; Muon's lr is rescaled to AdamW's update RMS (``adjust_lr_fn=
+  "match_rms_adamw"``), so one lr serves both. The paper does not give its Muon lr.
 * The initialization is a function of the seed only (``torch.manual_seed(seed)`` before building).
 * Every ``log_every`` epochs (and at epoch 0 and the last) the log gets the loss and the accuracy on
   ``train_clean``, ``train_noisy_given``, ``train_noisy_true`` and ``test`` (NaN for an empty set).
@@ -27,7 +31,7 @@ from pipeline.io import save_torch
 from pipeline.runtime import read_state
 
 LOSSES = ("ce", "mse")
-OPTIMIZERS = ("adamw", "adam", "sgd")
+OPTIMIZERS = ("adamw", "adam", "sgd", "muon")
 LOG_COLUMNS = ["epoch", "loss", *[f"acc_{s}" for s in SPLITS], "seconds"]
 
 
@@ -68,7 +72,34 @@ def make_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Opti
         return torch.optim.Adam(params, lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
     if s.optimizer == "sgd":
         return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    if s.optimizer == "muon":
+        return MuonWithAdamW(model, lr=s.lr, weight_decay=s.weight_decay, betas=s.betas)
     raise ValueError(f"unknown optimizer {s.optimizer!r}; allowed: {list(OPTIMIZERS)}")
+
+
+class MuonWithAdamW:
+    """Muon on the model's 2-D parameters, AdamW on the others; ``zero_grad`` / ``step`` /
+    ``state_dict`` as one optimizer."""
+
+    def __init__(self, model: torch.nn.Module, *, lr: float, weight_decay: float,
+                 betas: tuple[float, float]):
+        matrices = [p for p in model.parameters() if p.ndim == 2]
+        rest = [p for p in model.parameters() if p.ndim != 2]
+        self.muon = torch.optim.Muon(matrices, lr=lr, weight_decay=weight_decay,
+                                     adjust_lr_fn="match_rms_adamw")
+        self.adamw = torch.optim.AdamW(rest, lr=lr, betas=betas, weight_decay=weight_decay) if rest else None
+        self.optimizers = [o for o in (self.muon, self.adamw) if o is not None]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for o in self.optimizers:
+            o.step()
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict() if self.adamw else None}
 
 
 def loss_fn(name: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
