@@ -59,14 +59,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run_one(args: argparse.Namespace, corruption: float) -> dict:
-    deadline = time.monotonic() + args.time_budget_s if args.time_budget_s else None
-    config = validate_config({
+def run_config(args: argparse.Namespace, corruption: float) -> dict:
+    return validate_config({
         "datasets": ["fashion_mnist"], "models": ["cnn"], "corruptions": [corruption],
         "data": {"root": args.root, "train_subset": args.train_subset, "test_subset": args.train_subset},
         "train": {"max_epochs": args.epochs, "target_train_accuracy": 1.0, "device": "auto",
                   "num_threads": None, "checkpoints": {"early_every": 2, "early_until": 20, "late_every": 5},
                   "overrides": {"cnn": {"optimizer": "adam", "lr": args.lr, "batch_size": args.batch_size}}}})
+
+
+def run_one(args: argparse.Namespace, corruption: float) -> dict:
+    deadline = time.monotonic() + args.time_budget_s if args.time_budget_s else None
+    config = run_config(args, corruption)
     run = Run("fashion_mnist", "cnn", corruption, 0)
     out = Path(args.out) / f"c{run.corruption_str}"
     arrays = RunRuntime(config, run).arrays  # the data set as the config selects it (subset, root)
@@ -122,6 +126,11 @@ def run_parallel(args: argparse.Namespace, argv: list[str]) -> list[dict]:
     """One child process per degree (same arguments, one degree each), sharing the device; each
     child's output goes to ``log_c<degree>.txt``. A failed child is reported, not hidden."""
     out = Path(args.out)
+    # the data set and the settings checked once, here, before five processes start
+    first = Run("fashion_mnist", "cnn", args.corruptions[0], 0)
+    n_train = len(RunRuntime(run_config(args, first.corruption), first).arrays.y_train)
+    print(f"fashion_mnist_full: {n_train} training images from {args.root}; {len(args.corruptions)} processes",
+          flush=True)
     out.mkdir(parents=True, exist_ok=True)
     rest, skip = [], False
     for a in argv:  # the same arguments without --corruptions and its values
@@ -168,11 +177,16 @@ def print_table(summaries: list[dict]) -> None:
 
 
 def main(argv=None):
+    from pipeline.datasets import DatasetCorruptError, DatasetNotFoundError
+
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    if len(args.corruptions) > 1:
-        return run_parallel(args, argv)
-    summary = run_one(args, args.corruptions[0])
+    try:
+        if len(args.corruptions) > 1:
+            return run_parallel(args, argv)
+        summary = run_one(args, args.corruptions[0])
+    except (DatasetNotFoundError, DatasetCorruptError) as exc:
+        sys.exit(f"fashion_mnist_full: {exc}")
     print_table([summary])
     return [summary]
 

@@ -240,6 +240,15 @@ def test_mnist_missing_raises_not_found_with_path_and_hint(tmp_path):
     assert "mnist" in msg and str(tmp_path / "nowhere" / "MNIST" / "raw") in msg and "download" in msg
 
 
+def test_fashion_mnist_missing_names_both_layouts_and_the_debian_package(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset("fashion_mnist", tmp_path / "nowhere")
+    msg = str(err.value)
+    assert str(tmp_path / "nowhere" / "FashionMNIST" / "raw") in msg  # torchvision's layout
+    assert f"right in {tmp_path / 'nowhere'}" in msg and "train-images-idx3-ubyte" in msg  # the flat one
+    assert "dataset-fashion-mnist" in msg
+
+
 def test_mnist_partially_missing_names_the_missing_file(tmp_path):
     write_mnist(tmp_path, "MNIST", np.random.default_rng(0))
     (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()

@@ -4,6 +4,7 @@ the CPU, so the one command a GPU lease gets does not rot between the sessions t
 import json
 import os
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -40,3 +41,13 @@ def test_device_checks_rejects_an_unknown_argument():
     done = subprocess.run(["bash", "benchmarks/device_checks.sh", "--gpu"], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and "unknown argument '--gpu'" in done.stderr
+
+
+def test_fashion_mnist_full_checks_the_data_before_starting_processes(tmp_path):
+    done = subprocess.run([sys.executable, "benchmarks/fashion_mnist_full.py", "--root", str(tmp_path / "none"),
+                           "--corruptions", "0", "0.8", "--out", str(tmp_path / "out")], cwd=REPO,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("fashion_mnist_full: Dataset 'fashion_mnist' not found")
+    assert not (tmp_path / "out").exists()  # nothing started, nothing written

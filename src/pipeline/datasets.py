@@ -341,7 +341,11 @@ def _load_mnist_like(name: str, class_name: str, root: Path, download: bool) -> 
     files = {fname: raw / fname for fname in _IDX_FILES}
     missing = [p for p in files.values() if not p.is_file()]
     if missing and not download:
-        raise _not_found(name, missing if len(missing) < len(files) else raw, fetchable=True)
+        flat_hint = f"Or put the four IDX files ({', '.join(_IDX_FILES)}, .gz or not) right in {root}"
+        if name == "fashion_mnist":
+            flat_hint += (" (Debian: apt-get install dataset-fashion-mnist, then data.root: "
+                          "/usr/share/datasets/fashion-mnist)")
+        raise _not_found(name, missing if len(missing) < len(files) else raw, fetchable=True, hint=flat_hint + ".")
 
     def build(train: bool, dl: bool):
         try:
