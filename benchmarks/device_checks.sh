@@ -143,6 +143,6 @@ for s in "${steps[@]}"; do
 done
 
 cp "$work/cost_calibration.json" "$out/cost_calibration.json"
-# logs, JSON and training logs; not the checkpoints (megabytes each, over what a call brings back)
-tar -czf "$out/device_checks.tar.gz" --exclude="*.pt" -C "$work" .
+# logs, JSON, training logs and probe tables; not checkpoints or fitted probes (too big to come back)
+tar -czf "$out/device_checks.tar.gz" --exclude="*.pt" --exclude="*.h5" -C "$work" .
 echo "device_checks: done; $out holds summary.txt, cost_calibration.json, device_checks.tar.gz" | tee -a "$summary"

@@ -2,9 +2,10 @@
 
 For each corruption degree: trains with the pipeline's own training loop
 (:func:`pipeline.train.train_run`, checkpoints on the papers' schedule), then at epoch 0, the
-checkpoint nearest the test-accuracy peak and the last one runs the forward pass to every CNN probe
-layer on the run's device and fits and scores MASC (variance 0.99) and VeLPIC there, fitted on the
-corrupted labels (the fused path: no activation file). Prints the training curve's summary and, per
+checkpoint nearest the test-accuracy peak and the last one runs the pipeline's fused stage
+(:func:`pipeline.stages.probe_fused`: the forward pass to every CNN probe layer, MASC (variance
+0.99) and VeLPIC fitted on the corrupted labels and scored on the run's device, no activation file;
+the probe table in the tidy schema in ``c<degree>/probes.parquet``). Prints the training curve's summary and, per
 probed epoch, the model's and every layer's test accuracy; writes ``summary_c<degree>.json`` per
 degree and ``summary.json`` for all of them.
 
@@ -37,8 +38,7 @@ import torch
 
 from pipeline.config import Run, validate_config
 from pipeline.data import make_run_labels
-from pipeline.probes import MASC, VeLPIC
-from pipeline.runtime import RunRuntime, forward
+from pipeline.runtime import RunRuntime
 from pipeline.train import train_run
 
 
@@ -59,22 +59,38 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+PROBE_SETTINGS = [{"name": "masc", "params": {"variance": 0.99}}, {"name": "velpic", "params": {"sign": "class_mean"}}]
+
+
 def run_config(args: argparse.Namespace, corruption: float) -> dict:
     return validate_config({
         "datasets": ["fashion_mnist"], "models": ["cnn"], "corruptions": [corruption],
         "data": {"root": args.root, "train_subset": args.train_subset, "test_subset": args.train_subset},
         "train": {"max_epochs": args.epochs, "target_train_accuracy": 1.0, "device": "auto",
                   "num_threads": None, "checkpoints": {"early_every": 2, "early_until": 20, "late_every": 5},
-                  "overrides": {"cnn": {"optimizer": "adam", "lr": args.lr, "batch_size": args.batch_size}}}})
+                  "overrides": {"cnn": {"optimizer": "adam", "lr": args.lr, "batch_size": args.batch_size}}},
+        "probes": {"settings": PROBE_SETTINGS, "fit_labels": ["corrupted"], "device": "auto"},
+        "storage": {"fused": True}})
 
 
 def run_one(args: argparse.Namespace, corruption: float) -> dict:
+    """Train one degree, then the pipeline's fused stage (:func:`pipeline.stages.probe_fused`) at
+    the probed epochs: its probe tables (the tidy schema) land in ``c<degree>/probes/``."""
+    import pandas as pd
+
+    from pipeline.data import save_labels
+    from pipeline.io import MODEL_PROBE
+    from pipeline.stages import probe_fused
+
     deadline = time.monotonic() + args.time_budget_s if args.time_budget_s else None
     config = run_config(args, corruption)
     run = Run("fashion_mnist", "cnn", corruption, 0)
     out = Path(args.out) / f"c{run.corruption_str}"
     arrays = RunRuntime(config, run).arrays  # the data set as the config selects it (subset, root)
     labels = make_run_labels(arrays, dataset=run.dataset, corruption=run.corruption, seed=run.seed)
+    labels_path = out / "labels.npz"
+    out.mkdir(parents=True, exist_ok=True)
+    save_labels(labels, labels_path)
     rt = RunRuntime(config, run, run_dir=out, arrays=arrays, labels=labels)
     t0 = time.perf_counter()
     result = train_run(rt, progress=False, deadline=deadline)
@@ -83,33 +99,27 @@ def run_one(args: argparse.Namespace, corruption: float) -> dict:
     best_epoch = int(log.epoch[log.test_acc.idxmax()])
     saved = result.epochs
     epochs = args.probe_epochs or sorted({0, min(saved, key=lambda e: abs(e - best_epoch)), saved[-1]})
-    device = str(rt.device) if rt.device.type == "cuda" else None  # None: the numpy route
 
-    rows = []
+    rows, tables = [], []
     for epoch in epochs:
-        model = rt.model_at(epoch)
         t = time.perf_counter()
-        layers = list(model.probe_layers)
-        parts = {split: {layer: [] for layer in layers} for split in ("train", "test")}
-        for split in ("train", "test"):
-            for _, _, _, acts in forward(model, rt.split(split), rt.transform, layers=layers, batch_size=1000):
-                for layer in layers:
-                    parts[split][layer].append(acts[layer].float())
+        table = out / "probes" / f"epoch_{epoch}.parquet"
+        probe_fused(config, run, epoch, labels_path, rt.checkpoint(epoch),
+                    out / "subspaces" / f"epoch_{epoch}.h5", table)
+        df = pd.read_parquet(table)
+        tables.append(df)
+        test = df[(df.split == "test") & (df.probe != MODEL_PROBE)]
         row = {"epoch": epoch, "model_test_acc": float(log.loc[log.epoch == epoch, "test_acc"].item())}
-        for layer in layers:
-            X_train, X_test = torch.cat(parts["train"][layer]), torch.cat(parts["test"][layer])
-            for name, probe in (("masc", MASC(0.99, device=device)), ("velpic", VeLPIC(device=device))):
-                probe.fit(X_train if device else X_train.cpu().numpy(), rt.labels.corrupted)
-                pred = probe.predict(X_test if device else X_test.cpu().numpy())
-                row[f"{name}_{layer}"] = float((pred == rt.labels.test).mean())
+        row.update({f"{r.probe}_{r.layer}": float(r.accuracy) for r in test.itertuples()})
         row["probe_s"] = time.perf_counter() - t
-        row["best_masc"] = max(v for k, v in row.items() if k.startswith("masc_"))
-        row["best_velpic"] = max(v for k, v in row.items() if k.startswith("velpic_"))
+        row["best_masc"] = float(test[test.probe == "masc"].accuracy.max())
+        row["best_velpic"] = float(test[test.probe == "velpic"].accuracy.max())
         rows.append(row)
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+    pd.concat(tables, ignore_index=True).to_parquet(out / "probes.parquet")
 
     summary = {"corruption": corruption, "epochs": int(log.epoch.iloc[-1]), "stop_reason": result.stop_reason,
-               "lr": args.lr, "batch_size": args.batch_size, "n_train": len(rt.labels.corrupted),
+               "lr": args.lr, "batch_size": args.batch_size, "n_train": len(labels.corrupted),
                "device": str(rt.device), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                "train_s": round(train_s, 1), "s_per_epoch": round(train_s / max(1, int(log.epoch.iloc[-1])), 2),
                "peak_test_acc": float(log.test_acc.max()), "peak_epoch": best_epoch,

@@ -32,7 +32,8 @@ def test_device_checks_smoke_runs_every_step(tmp_path):
     with tarfile.open(tmp_path / "device_checks.tar.gz") as tar:
         names = tar.getnames()
         runs = json.load(tar.extractfile("./fashion_mnist/summary.json"))
-    assert not [n for n in names if n.endswith(".pt")]  # checkpoints stay behind
+    assert not [n for n in names if n.endswith((".pt", ".h5"))]  # checkpoints, fitted probes stay behind
+    assert "./fashion_mnist/c0.8/probes.parquet" in names  # the fused stage's tidy table
     assert [r["corruption"] for r in runs] == [0.0, 0.8]
     assert all(r["epochs"] == 2 and [p["epoch"] for p in r["probes"]][0] == 0 for r in runs)
 
