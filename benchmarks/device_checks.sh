@@ -87,7 +87,6 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PYTHO
 root=data/fashion-mnist
 [ -f "$root/train-images-idx3-ubyte.gz" ] || root=/usr/share/datasets/fashion-mnist
 if [ "$mode" = smoke ]; then
-    device=cpu
     FM_TRAIN_S=${FM_TRAIN_S:-20}
     fm_args=(--train-subset 300 --epochs 2 --corruptions 0 0.8)
     cal_args=(--device cpu --scale 0.1)
@@ -96,7 +95,6 @@ if [ "$mode" = smoke ]; then
     spectral_args=()
     declare -A limit=([fashion-mnist]=120 [calibrate]=120 [extract]=120 [probes]=120 [spectral]=120)
 else
-    device=cuda
     FM_TRAIN_S=${FM_TRAIN_S:-150}
     fm_args=(--epochs 100 --corruptions 0 0.2 0.4 0.6 0.8)
     cal_args=(--device cuda --scale 4)

@@ -12,7 +12,7 @@ degree and ``summary.json`` for all of them.
     # a GPU machine, all five degrees at once (one process each, sharing the GPU), 5 min of training:
     python benchmarks/fashion_mnist_full.py --root data/fashion-mnist --corruptions 0 0.2 0.4 0.6 0.8 \\
         --epochs 60 --lr 1e-3 --time-budget-s 300 --out $OUT/fashion_mnist
-    # this CPU machine, one degree (about 45 s per epoch on 2 cores, 70 s on one):
+    # this CPU machine, one degree (43 s per epoch on 2 threads, 57 s on one):
     python benchmarks/fashion_mnist_full.py --corruptions 0.8 --epochs 40 --lr 1e-3
 
 The four IDX files (``*.gz``) are read in place from ``--root`` (Debian's
