@@ -9,6 +9,15 @@ import pytest
 from pipeline.io import RESULT_COLUMNS, result_frame
 from pipeline.plots import FIGURE_NEEDS, FIGURES, draw_figure, figures_for, seed_band
 
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Tests inspect the figures they render; close them after each (pyplot keeps them alive)."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
 LAYERS = ["fc1", "fc2", "fc3", "fc4"]
 
 
