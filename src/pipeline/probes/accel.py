@@ -46,9 +46,13 @@ TORCH_DEVICES = ("cpu", "cuda")
 #: elements of one row block on a CUDA device (1 GiB of float32)
 DEVICE_CHUNK_ELEMENTS = 1 << 28
 #: on CPU, solve the float64 eigenproblems with the numpy route's LAPACK calls (numpy's ``eigh``,
-#: scipy's single-eigenvector ``eigh``), which are faster there than torch's; False uses
-#: ``torch.linalg.eigh`` as on CUDA (the tests run the CUDA branch's code on CPU this way)
-CPU_EIGH_WITH_LAPACK = True
+#: scipy's single-eigenvector ``eigh``) instead of ``torch.linalg.eigh`` (False, the default: the
+#: CUDA branch's code). Off because interleaving numpy's BLAS threads with torch's OpenMP pool
+#: makes them spin against each other: with 2 threads on the 2-core VM, MASC on the torch-cpu
+#: route took 2.63 s (LAPACK) vs 0.11 s (torch) at 200 x 50 x 410 and 2.88 vs 1.96 s at
+#: 10 x 1,000 x 4,096; with one thread the two are within 10 % (benchmarks/bench_spectral.py,
+#: tests run both)
+CPU_EIGH_WITH_LAPACK = False
 
 
 def check_device(owner: str, device: Any, prefixes: tuple[str, ...] = TORCH_DEVICES) -> None:
@@ -202,7 +206,8 @@ def descending_eigh(torch, M, *, n_rows: int, dim: int):
 
 def top_eigenpair(torch, M):
     """Largest eigenvalue (float) and its unit eigenvector (device column) of the PSD float64
-    ``M``: LAPACK's single-eigenvector solver on CPU (as the numpy route), a full eigh on CUDA."""
+    ``M``: a full ``torch.linalg.eigh`` (LAPACK's single-eigenvector solver on CPU with
+    :data:`CPU_EIGH_WITH_LAPACK`)."""
     if M.device.type == "cpu" and CPU_EIGH_WITH_LAPACK:
         from scipy.linalg import eigh
 
