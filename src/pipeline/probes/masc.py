@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.probes._common import _as_int, _components_for, _compute_dtype, _Probe, _row_chunks
+from pipeline.probes._common import _as_int, _compute_dtype, _Probe, _row_chunks
 from pipeline.probes.accel import check_device
-from pipeline.probes.spectral import fit_spectral
+from pipeline.probes.spectral import fit_spectral, fit_spectral_moments
 
 __all__ = ["MASC"]
 
@@ -94,16 +94,7 @@ class MASC(_Probe):
     def fit_moments(self, moments) -> MASC:
         """Fit from per-class statistics (a :class:`pipeline.probes.ClassMoments`): the top
         eigenvectors of each class's second moment ``M_c`` (the d x d route, same cut-off)."""
-        self._validate_params()
-        bases, ks, energy = [], [], []
-        for c in range(moments.classes.size):
-            lam, W = moments.eig(c)
-            k = _components_for(lam, self.variance)
-            bases.append(W[:, :k].astype(np.float32))
-            ks.append(k)
-            energy.append(float(lam[:k].sum() / lam.sum()) if lam.size else 0.0)
-        self._set_state(np.asarray(moments.classes), np.concatenate(bases, axis=1),
-                        np.asarray(ks, np.int64), np.asarray(energy))
+        fit_spectral_moments([self], moments)
         return self
 
     def _set_state(self, classes, stacked, n_components, energy) -> None:

@@ -40,7 +40,7 @@ from pipeline.probes._common import (
     _top_eigenvector,
 )
 
-__all__ = ["SPECTRAL_PROBES", "fit_spectral", "is_spectral"]
+__all__ = ["SPECTRAL_PROBES", "fit_spectral", "fit_spectral_moments", "is_spectral"]
 
 #: registry names of the probes :func:`fit_spectral` fits (``_name`` of MASC and VeLPIC)
 SPECTRAL_PROBES = ("masc", "velpic")
@@ -72,6 +72,35 @@ def fit_spectral(probes: list, X: Any, y: Any) -> list:
         _fit_numpy(masc, velpic, X, y)
     else:
         _fit_torch(masc, velpic, X, y, device)
+    return probes
+
+
+def fit_spectral_moments(probes: list, moments) -> list:
+    """The same probes fitted from per-class statistics (a :class:`pipeline.probes.ClassMoments`):
+    each class's cached d x d eigenpairs (``moments.eig``), the same per-class code as
+    :func:`fit_spectral`; VeLPIC's sign from the stored sums. Numpy only."""
+    probes = list(probes)
+    for p in probes:
+        p._validate_params()
+    m = moments
+    classes = np.asarray(m.classes)
+    parts = [_MascParts(p) for p in probes if p._name == "masc"]
+    velpic = [p for p in probes if p._name == "velpic"]
+    V = np.zeros((len(velpic), classes.size, m.dim))
+    global_mean = m.sums.sum(axis=0) / max(int(m.counts.sum()), 1)
+    for c in range(classes.size):
+        lam, W = m.eig(c)
+        for part in parts:
+            part.add(lam, lambda k, W=W: W[:, :k].astype(np.float32))
+        if not lam.size:
+            continue  # a numerically-zero class: zero vectors
+        for i, p in enumerate(velpic):
+            ref = m.sums[c] / max(int(m.counts[c]), 1) if p.sign == "class_mean" else global_mean
+            V[i, c] = -W[:, 0] if ref @ W[:, 0] < 0 else W[:, 0]
+    for part in parts:
+        part.finish(classes, m.dim)
+    for i, p in enumerate(velpic):
+        _set_velpic(p, classes, V[i])
     return probes
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline.probes._common import _check_choice, _compute_dtype, _Probe
 from pipeline.probes.accel import check_device, linear_scores
-from pipeline.probes.spectral import fit_spectral
+from pipeline.probes.spectral import fit_spectral, fit_spectral_moments
 
 __all__ = ["VeLPIC", "SIGN_CONVENTIONS"]
 
@@ -79,18 +79,7 @@ class VeLPIC(_Probe):
     def fit_moments(self, moments) -> VeLPIC:
         """Fit from per-class statistics (a :class:`pipeline.probes.ClassMoments`): the top
         eigenvector of each class's second moment, signed by the class (or global) mean."""
-        self._validate_params()
-        m = moments
-        V = np.zeros((m.classes.size, m.dim))
-        global_mean = m.sums.sum(axis=0) / max(int(m.counts.sum()), 1)
-        for c in range(m.classes.size):
-            lam, W = m.eig(c)
-            if lam.size == 0:
-                continue
-            v = W[:, 0]
-            ref = m.sums[c] / max(int(m.counts[c]), 1) if self.sign == "class_mean" else global_mean
-            V[c] = -v if ref @ v < 0 else v
-        self._from_arrays({"class_vectors": V.astype(np.float32), "classes": np.asarray(m.classes)})
+        fit_spectral_moments([self], moments)
         return self
 
     def decision_function(self, X: Any) -> np.ndarray:
