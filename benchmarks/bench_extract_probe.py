@@ -1,6 +1,6 @@
 """Extraction and probing at real size, without the disk in between: the cost of one checkpoint.
 
-For one model checkpoint: the batched forward pass (:func:`pipeline.runtime.forward`) over n
+For one model checkpoint: the batched forward pass (:func:`pipeline.core.runtime.forward`) over n
 training and m test images, every requested layer kept on the device, then MASC (0.99) and VeLPIC
 fitted on the training activations and scored on both splits on the same device
 (``probes.device``). Prints the time of each part and the throughput, so the ``plan`` command's
@@ -26,9 +26,9 @@ import time
 import numpy as np
 import torch
 
-from pipeline.models import build_model
+from pipeline.core.models import build_model
+from pipeline.core.runtime import InputTransform, forward
 from pipeline.probes import MASC, VeLPIC
-from pipeline.runtime import InputTransform, forward
 
 
 def main(argv=None) -> dict:

@@ -27,12 +27,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pipeline.activations import ActivationFile, extract_activations  # noqa: E402
-from pipeline.config import Run, validate_config  # noqa: E402
-from pipeline.data import load_run_dataset, make_run_labels  # noqa: E402
+from pipeline.config import validate_config  # noqa: E402
+from pipeline.core.activations import ActivationFile, extract_activations  # noqa: E402
+from pipeline.core.config import Run  # noqa: E402
+from pipeline.core.labels import load_run_dataset, make_run_labels  # noqa: E402
+from pipeline.core.runtime import RunRuntime, build_run_model, input_transform, load_checkpoint
+from pipeline.images.train import train_run  # noqa: E402
 from pipeline.probes import make_probe  # noqa: E402
-from pipeline.runtime import RunRuntime, build_run_model, input_transform, load_checkpoint
-from pipeline.train import train_run  # noqa: E402
 
 VARIANTS = [("float32", None), ("float16", None), ("float16", "lzf")]
 

@@ -45,8 +45,8 @@ def _best(fn, repeat=3) -> float:
 def calibrate(device: str = "cpu", scale: float = 1.0, threads: int | None = None) -> dict:
     import torch
 
+    from pipeline.core.models import build_model
     from pipeline.costs import probe_flops, seconds
-    from pipeline.models import build_model
     from pipeline.plan import forward_macs
     from pipeline.probes import MASC, VeLPIC, fit_spectral
 

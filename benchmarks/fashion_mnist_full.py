@@ -1,7 +1,7 @@
 """The papers' CNN on the full real Fashion-MNIST (60,000 / 10,000) under label corruption.
 
 For each corruption degree: trains with the pipeline's own training loop
-(:func:`pipeline.train.train_run`, checkpoints on the papers' schedule), then at epoch 0, the
+(:func:`pipeline.images.train.train_run`, checkpoints on the papers' schedule), then at epoch 0, the
 checkpoint nearest the test-accuracy peak and the last one runs the pipeline's fused stage
 (:func:`pipeline.stages.probe_fused`: the forward pass to every CNN probe layer, MASC (variance
 0.99) and VeLPIC fitted on the corrupted labels and scored on the run's device, no activation file;
@@ -36,10 +36,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.config import Run, validate_config
-from pipeline.data import make_run_labels
-from pipeline.runtime import RunRuntime
-from pipeline.train import train_run
+from pipeline.config import validate_config
+from pipeline.core.config import Run
+from pipeline.core.labels import make_run_labels
+from pipeline.core.runtime import RunRuntime
+from pipeline.images.train import train_run
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -78,8 +79,8 @@ def run_one(args: argparse.Namespace, corruption: float) -> dict:
     the probed epochs: its probe tables (the tidy schema) land in ``c<degree>/probes/``."""
     import pandas as pd
 
-    from pipeline.data import save_labels
-    from pipeline.io import MODEL_PROBE
+    from pipeline.core.labels import save_labels
+    from pipeline.core.tables import MODEL_PROBE
     from pipeline.stages import probe_fused
 
     deadline = time.monotonic() + args.time_budget_s if args.time_budget_s else None
@@ -187,7 +188,7 @@ def print_table(summaries: list[dict]) -> None:
 
 
 def main(argv=None):
-    from pipeline.datasets import DatasetCorruptError, DatasetNotFoundError
+    from pipeline.core.datasets import DatasetCorruptError, DatasetNotFoundError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.activations import ActivationFile, extract_activations
-from pipeline.data import make_run_labels
-from pipeline.datasets import load_dataset, subsample
-from pipeline.models import build_model
-from pipeline.runtime import input_transform
+from pipeline.core.activations import ActivationFile, extract_activations
+from pipeline.core.datasets import load_dataset, subsample
+from pipeline.core.labels import make_run_labels
+from pipeline.core.models import build_model
+from pipeline.core.runtime import input_transform
 
 
 @pytest.fixture(scope="module")

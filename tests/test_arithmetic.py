@@ -37,7 +37,7 @@ from pipeline.arithmetic.filtration import permute_inputs, random_other_frequenc
 from pipeline.arithmetic.fourier import dominant_frequency, ipr, ipr_paper, strength
 from pipeline.arithmetic.planted import add_isotropic_noise, planted_frequencies, planted_weights
 from pipeline.arithmetic.tables import NEURON_COLUMNS, RESULT_COLUMNS, neuron_frame
-from pipeline.io import RUN_KEY_COLUMNS
+from pipeline.core.tables import RUN_KEY_COLUMNS
 
 torch.set_num_threads(1)
 
@@ -300,7 +300,7 @@ def test_tables_reject_bad_rows():
 
 def test_hidden_layer_is_a_probe_layer_for_masc_and_velpic():
     from pipeline.arithmetic import probe_rows
-    from pipeline.io import result_frame as io_result_frame
+    from pipeline.core.tables import result_frame as io_result_frame
 
     d = make_data("add", 11, 0.6, 0.3, "wrong_only", 0)
     r = train(d, {"width": 16}, TrainSettings(epochs=30, log_every=30))

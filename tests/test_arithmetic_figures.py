@@ -11,8 +11,9 @@ import torch
 from pipeline.arithmetic.data import SPLITS
 from pipeline.arithmetic.grid import CELL_PATTERN, cell_path, cells_by_path, check_cells, figure_names, iter_cells
 from pipeline.arithmetic.tables import KEY_COLUMNS, LOG_TABLE_COLUMNS, NEURON_COLUMNS, RESULT_COLUMNS
-from pipeline.config import ConfigError, validate_config
-from pipeline.io import RUN_KEY_COLUMNS
+from pipeline.config import validate_config
+from pipeline.core.config import ConfigError
+from pipeline.core.tables import RUN_KEY_COLUMNS
 
 torch.set_num_threads(1)
 

@@ -12,7 +12,7 @@ from conftest import REPO
 from pipeline.arithmetic.grid import figure_names, iter_cells
 from pipeline.arithmetic.tables import LOG_TABLE_COLUMNS, NEURON_COLUMNS, RESULT_COLUMNS
 from pipeline.config import validate_config
-from pipeline.io import RUN_KEY_COLUMNS
+from pipeline.core.tables import RUN_KEY_COLUMNS
 
 ARITH = {"enabled": True, "P": [11], "train_fraction": [0.6], "alpha": [0.6], "width": [16, 48],
          "epochs": 80, "log_every": 10, "checkpoint_every": 40,

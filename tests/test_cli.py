@@ -8,8 +8,8 @@ import pytest
 
 from pipeline import stages
 from pipeline.__main__ import main
-from pipeline.datasets import DatasetCorruptError, DatasetNotFoundError
-from pipeline.errors import ArtifactError
+from pipeline.core.datasets import DatasetCorruptError, DatasetNotFoundError
+from pipeline.core.errors import ArtifactError
 
 RUN = ["--dataset", "digits", "--model", "mlp", "--corruption", "0.8", "--seed", "0"]
 
@@ -51,7 +51,7 @@ def test_config_error_names_the_configfile(tmp_path, capsys):
 
 
 def test_corrupt_checkpoint_given_to_extract(tmp_path, capsys):
-    """Needs the checkpoint loader to raise pipeline.errors.ArtifactError on a corrupt file."""
+    """Needs the checkpoint loader to raise pipeline.core.errors.ArtifactError on a corrupt file."""
     checkpoint = tmp_path / "checkpoints" / "epoch_0.pt"
     checkpoint.parent.mkdir()
     checkpoint.write_bytes(b"\x00garbage, not a torch checkpoint\xff" * 10)

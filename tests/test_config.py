@@ -8,18 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import (
-    DEFAULT_CONFIG_PATH,
-    ConfigError,
-    Run,
-    format_corruption,
-    iter_runs,
-    load_config,
-    load_schema,
-    validate_config,
-)
-from pipeline.datasets import DATASETS
-from pipeline.models import MODELS
+from pipeline.config import load_config, validate_config
+from pipeline.core.config import DEFAULT_CONFIG_PATH, ConfigError, Run, format_corruption, iter_runs, load_schema
+from pipeline.core.datasets import DATASETS
+from pipeline.core.models import MODELS
 from pipeline.probes import PROBES
 
 

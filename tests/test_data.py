@@ -5,7 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.data import (
+from pipeline.core.datasets import load_dataset, subsample
+from pipeline.core.errors import ArtifactError
+from pipeline.core.labels import (
     check_labels,
     corrupt_labels,
     corruption_rng,
@@ -13,8 +15,6 @@ from pipeline.data import (
     make_run_labels,
     save_labels,
 )
-from pipeline.datasets import load_dataset, subsample
-from pipeline.errors import ArtifactError
 
 
 @pytest.mark.parametrize("p", [0.0, 0.2, 0.5, 0.8, 1.0])

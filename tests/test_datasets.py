@@ -1,4 +1,4 @@
-"""Tests for pipeline.datasets: every loader reads a tiny copy of the real on-disk format.
+"""Tests for pipeline.core.datasets: every loader reads a tiny copy of the real on-disk format.
 
 The fixtures are written here (IDX files, CIFAR pickle batches, a Tiny ImageNet folder of
 JPEGs) and read back through the same loaders the pipeline uses; nothing touches the network.
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.datasets import (
+from pipeline.core.datasets import (
     DATASETS,
     DatasetArrays,
     DatasetCorruptError,

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from scipy import stats
 from scipy.ndimage import gaussian_filter
 
+from pipeline.core.models import build_model
 from pipeline.dynamics import (
     BLUR_SIGMAS,
     COMPOSITE_COLUMNS,
@@ -27,7 +28,6 @@ from pipeline.dynamics import (
     welch_test,
     window_consistency,
 )
-from pipeline.models import build_model
 
 KEYS = {"dataset": "digits", "model": "bottleneck_mlp", "corruption": 0.0, "seed": 0, "variant": "standard"}
 

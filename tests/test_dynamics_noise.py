@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.core.models import build_model
 from pipeline.dynamics import (
     SGD_NOISE_COLUMNS,
     isotropic_gaussian_control,
@@ -17,7 +18,6 @@ from pipeline.dynamics import (
     sgd_noise_frame,
     shallow_parameter_names,
 )
-from pipeline.models import build_model
 
 KEYS = {"dataset": "digits", "model": "mlp", "corruption": 0.0, "seed": 0, "variant": "standard"}
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.core.models import MODELS, BottleneckMLP, ResNet20, build_model
 from pipeline.dynamics import CompositeNetwork, build_composite, composite_state_dict
-from pipeline.models import MODELS, BottleneckMLP, ResNet20, build_model
 
 NUM_CLASSES = 5
 

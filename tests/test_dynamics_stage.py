@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.config import BASE_VARIANT, validate_config
+from pipeline.config import validate_config
+from pipeline.core.config import BASE_VARIANT
 from pipeline.dynamics import figures as FIG
 from pipeline.dynamics import stage
 from pipeline.dynamics import tables as T
@@ -66,7 +67,7 @@ def test_new_table_schemas():
     assert list(T.composite_frame([]).columns)[-3:] == ["control_accuracy", "control_cross_entropy",
                                                         "control_consistency_vs_deep"]
     assert list(T.COMPOSITE_COLUMNS)[:5] == list(T.RUN_KEY_COLUMNS)
-    from pipeline.io import RUN_KEY_COLUMNS
+    from pipeline.core.tables import RUN_KEY_COLUMNS
     assert dict(T.RUN_KEY_COLUMNS) == dict(RUN_KEY_COLUMNS)
 
 
@@ -218,7 +219,7 @@ class _FakeTrainer:
 
 
 def stage_model():
-    from pipeline.models import build_model
+    from pipeline.core.models import build_model
 
     return build_model("mlp", in_channels=1, image_size=8, num_classes=10)
 

@@ -8,8 +8,8 @@ import json
 import pandas as pd
 import pytest
 
+from pipeline.core.tables import read_parquet_metadata
 from pipeline.dynamics import tables as T
-from pipeline.io import read_parquet_metadata
 
 DYN = {
     "data": {"train_subset": 300, "test_subset": 150},

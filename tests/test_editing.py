@@ -7,16 +7,16 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.activations import ActivationFile, extract_activations
-from pipeline.config import Run, validate_config
-from pipeline.data import load_run_dataset, make_run_labels, save_labels
-from pipeline.io import RESULT_COLUMNS, check_result_schema, read_parquet_metadata
-from pipeline.models import build_model
-from pipeline.probes import VeLPIC
-from pipeline.runtime import RunRuntime, build_run_model, input_transform, predict
-from pipeline.runtime import layer_outputs as layer_activations
-from pipeline.train import train_run
-from pipeline.transfer.editing import (
+from pipeline.config import validate_config
+from pipeline.core.activations import ActivationFile, extract_activations
+from pipeline.core.config import Run
+from pipeline.core.labels import load_run_dataset, make_run_labels, save_labels
+from pipeline.core.models import build_model
+from pipeline.core.runtime import RunRuntime, build_run_model, input_transform, predict
+from pipeline.core.runtime import layer_outputs as layer_activations
+from pipeline.core.tables import RESULT_COLUMNS, check_result_schema, read_parquet_metadata
+from pipeline.images.train import train_run
+from pipeline.images.transfer.editing import (
     EDIT_PROBE,
     edit_checkpoint_rows,
     edit_classifier,
@@ -26,6 +26,7 @@ from pipeline.transfer.editing import (
     fit_class_vectors,
     label_sources,
 )
+from pipeline.probes import VeLPIC
 
 CONFIG = {
     "data": {"train_subset": 200, "test_subset": 100},

@@ -16,8 +16,9 @@ import pandas as pd
 import pytest
 
 from pipeline import stages
-from pipeline.config import ConfigError, Run, validate_config
-from pipeline.io import MODEL_LAYER
+from pipeline.config import validate_config
+from pipeline.core.config import ConfigError, Run
+from pipeline.core.tables import MODEL_LAYER
 
 KEYS = ["dataset", "model", "corruption", "seed", "variant", "epoch", "layer", "probe",
         "probe_setting", "fit_labels", "split", "target"]

@@ -7,15 +7,18 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.config import Run, validate_config
-from pipeline.data import load_run_dataset, make_run_labels
-from pipeline.models import MODELS
-from pipeline.runtime import RunRuntime, build_run_model, input_transform
-from pipeline.runtime import layer_outputs as layer_activations
-from pipeline.train import LOG_COLUMNS, train_run
-from pipeline.transfer.editing import fit_class_vectors
-from pipeline.transfer.intervention import intervene_run
-from pipeline.workflow import intervention_runs, intervention_schedule, intervention_variant, is_intervention
+from pipeline.config import validate_config
+from pipeline.core.config import Run
+from pipeline.core.labels import load_run_dataset, make_run_labels
+from pipeline.core.models import MODELS
+from pipeline.core.runtime import RunRuntime, build_run_model, input_transform
+from pipeline.core.runtime import layer_outputs as layer_activations
+from pipeline.core.training import LOG_COLUMNS
+from pipeline.images.train import train_run
+from pipeline.images.transfer.editing import fit_class_vectors
+from pipeline.images.transfer.intervention import intervene_run
+from pipeline.images.variants import intervention_schedule, intervention_variant, is_intervention
+from pipeline.workflow import intervention_runs
 
 E, N = 2, 3
 

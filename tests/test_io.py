@@ -1,4 +1,4 @@
-"""pipeline.io: atomic artifacts (mode, fsync, cleanup, stale-temp sweep), reproducible
+"""pipeline.core.artifacts: atomic artifacts (mode, fsync, cleanup, stale-temp sweep), reproducible
 checkpoints, and the per-input schema checks of table aggregation."""
 
 from __future__ import annotations
@@ -13,18 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import io
-from pipeline.errors import ArtifactError
-from pipeline.io import (
-    RESULT_COLUMNS,
-    atomic_path,
-    read_tables,
-    result_frame,
-    save_torch,
-    sweep_stale_tmp,
-    write_json,
-    write_parquet,
-)
+from pipeline.core import artifacts as io
+from pipeline.core.artifacts import atomic_path, save_torch, sweep_stale_tmp, write_json
+from pipeline.core.errors import ArtifactError
+from pipeline.core.tables import RESULT_COLUMNS, read_tables, result_frame, write_parquet
 
 # ----------------------------------------------------------------------------------------------
 # atomic_path
@@ -115,7 +107,7 @@ def _killed_job_tmp(folder: Path) -> Path:
     """Run a job that is SIGKILLed inside atomic_path; return the temporary file it left."""
     code = (
         "import os, signal, sys\n"
-        "from pipeline.io import atomic_path\n"
+        "from pipeline.core.artifacts import atomic_path\n"
         "with atomic_path(sys.argv[1]) as tmp:\n"
         "    tmp.write_bytes(b'partial')\n"
         "    print(tmp, flush=True)\n"

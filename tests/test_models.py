@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models import MODELS, PAPER_TABLE2, ModelSpec, ProbedModel, build_model, layer_dims
+from pipeline.core.models import MODELS, PAPER_TABLE2, ModelSpec, ProbedModel, build_model, layer_dims
 
 N = 2  # tiny batches keep the whole file fast
 NUM_CLASSES = 10
@@ -47,7 +47,7 @@ def test_registry_keys():
     assert list(MODELS) == ["mlp", "cnn", "alexnet", "resnet18", "resnet20", "bottleneck_mlp"]
     assert all(isinstance(spec, ModelSpec) and spec.name == key for key, spec in MODELS.items())
     assert set(MODELS) == set(SHAPES) == set(PROBE_LAYERS)
-    import pipeline.models as models
+    import pipeline.core.models as models
 
     for gone in ("DYNAMICS_MODELS", "ALL_MODELS", "get_model_spec"):  # no second registry
         assert not hasattr(models, gone)

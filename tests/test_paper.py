@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-import pipeline.data
-import pipeline.datasets
-from pipeline.config import iter_runs, load_config, pairs, validate_config
-from pipeline.models import MODELS
+import pipeline.core.datasets
+import pipeline.core.labels
+from pipeline.config import load_config, validate_config
+from pipeline.core.config import iter_runs, pairs
+from pipeline.core.models import MODELS
+from pipeline.core.schedule import schedule_for
+from pipeline.core.training import hyperparameters
 from pipeline.plan import workflow_config
-from pipeline.train import hyperparameters
-from pipeline.workflow import schedule_for
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "config" / "paper.yaml"
@@ -91,15 +92,15 @@ def test_paper_grid_lint(tmp_path, snakemake):
 @pytest.fixture
 def loading_forbidden(monkeypatch):
     """Every dataset load raises. All of them go through a registered spec's ``loader`` (whatever
-    name ``load_dataset`` is imported under: ``pipeline.data`` binds its own at import), so the
+    name ``load_dataset`` is imported under: ``pipeline.core.labels`` binds its own at import), so the
     trap is set there; plus the one public format loader a caller could use directly."""
 
     def boom(*args, **kwargs):
         raise AssertionError("a dataset was loaded while planning")
 
-    for name, spec in pipeline.datasets.DATASETS.items():
-        monkeypatch.setitem(pipeline.datasets.DATASETS, name, dataclasses.replace(spec, loader=boom))
-    monkeypatch.setattr(pipeline.datasets, "load_tiny_imagenet", boom)
+    for name, spec in pipeline.core.datasets.DATASETS.items():
+        monkeypatch.setitem(pipeline.core.datasets.DATASETS, name, dataclasses.replace(spec, loader=boom))
+    monkeypatch.setattr(pipeline.core.datasets, "load_tiny_imagenet", boom)
 
 
 def test_dag_building_loads_no_data(loading_forbidden):
@@ -109,9 +110,9 @@ def test_dag_building_loads_no_data(loading_forbidden):
 
     config = workflow_config([str(PAPER)])
     # the trap catches the paths a run loads its data through
-    for load in (lambda: pipeline.data.load_run_dataset(config, "mnist"),
-                 lambda: pipeline.data.load_dataset("cifar10"),
-                 lambda: pipeline.datasets.load_dataset("tiny_imagenet")):
+    for load in (lambda: pipeline.core.labels.load_run_dataset(config, "mnist"),
+                 lambda: pipeline.core.labels.load_dataset("cifar10"),
+                 lambda: pipeline.core.datasets.load_dataset("tiny_imagenet")):
         with pytest.raises(AssertionError, match="a dataset was loaded"):
             load()
     config = validate_config(load_config(PAPER))

@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from pipeline.config import validate_config
+from pipeline.core.schedule import probe_blocks, probed_epochs
+from pipeline.images.plots import figures_for
 from pipeline.plan import make_plan
-from pipeline.plots import figures_for
-from pipeline.workflow import probe_blocks, probed_epochs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -143,7 +143,7 @@ def _fake_trained(workdir: Path, run_dir: str, epochs: list[int]) -> None:
 @pytest.mark.parametrize("persist", ["activations", "moments"])
 def test_plan_matches_the_dag_after_training(tmp_path, persist):
     """With every run trained to max_epochs, the DAG has exactly the plan's jobs and groups."""
-    from pipeline.workflow import schedule_for
+    from pipeline.core.schedule import schedule_for
 
     config = validate_config({"datasets": ["digits"], "models": ["mlp"], "corruptions": [0.0, 0.8],
                               "seeds": [0], "train": {"max_epochs": 30},
@@ -207,7 +207,23 @@ def _write_bench(root: Path, rule: str, wildcards: dict, wall: float, cpu, rss) 
 RUN_KEYS = {"dataset": "digits", "model": "mlp", "corruption": "0.8", "seed": "0", "variant": "standard"}
 
 
-def _bench_tree(root: Path) -> None:
+def _write_train_log(root: Path, keys: dict, config: dict) -> None:
+    """A run's train log with the provenance training records (the config's data and train sections),
+    where the benchmark table looks for the scale of the run's jobs."""
+    import pandas as pd
+
+    from pipeline.core.config import RUN_PATH
+    from pipeline.core.tables import provenance, write_parquet
+
+    path = root / "results" / RUN_PATH.format(**keys) / "train_log.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet(pd.DataFrame({"epoch": [0, 1]}), path, provenance(config, sections=("data", "train"), run=keys))
+
+
+def _bench_tree(root: Path, config: dict | None = None) -> None:
+    """Benchmark files of two digits/mlp runs (and of rules without run keys), and the train logs of
+    those runs, trained under ``config`` (default: :data:`SMALL`)."""
+    config = config if config is not None else validate_config(SMALL)
     _write_bench(root, "train", RUN_KEYS, 12.5, 11.75, 310.2)
     _write_bench(root, "train", {**RUN_KEYS, "corruption": "0.0"}, 7.5, 6.25, 300.0)
     for epoch, cpu in ((0, 3.0), (4, 5.0)):
@@ -216,14 +232,16 @@ def _bench_tree(root: Path) -> None:
     _write_bench(root, "relabel_retrain", {**RUN_KEYS, "protocol": "heldout_true"}, 20.0, 19.0, 500.0)
     _write_bench(root, "plots", {"dataset": "digits", "model": "mlp"}, 4.0, 3.5, 150.0)
     _write_bench(root, "aggregate_probes", {}, 1.0, 0.75, 120.0)
+    for corruption in ("0.8", "0.0"):
+        _write_train_log(root, {**RUN_KEYS, "corruption": corruption}, config)
 
 
 def test_benchmark_table_from_snakemakes_tsv_files(tmp_path):
     import pandas as pd
 
     from pipeline.__main__ import main
+    from pipeline.core.tables import RUN_KEY_COLUMNS
     from pipeline.costs import BENCHMARK_DIR
-    from pipeline.io import RUN_KEY_COLUMNS
 
     root = tmp_path / BENCHMARK_DIR
     _bench_tree(tmp_path)
@@ -231,7 +249,7 @@ def test_benchmark_table_from_snakemakes_tsv_files(tmp_path):
     assert main(["aggregate", "--benchmarks", "--out", str(out), str(root)]) == 0
     table = pd.read_parquet(out)
     assert list(table.columns) == ["rule", *RUN_KEY_COLUMNS, "epoch", "other", "wall_s", "cpu_s",
-                                   "max_rss_mib"]
+                                   "max_rss_mib", "n_train", "n_test", "max_epochs"]
     assert len(table) == 8
     assert str(table.corruption.dtype) == "Float64" and str(table.epoch.dtype) == "Int64"
     train = table[table.rule == "train"].set_index("corruption")
@@ -249,6 +267,10 @@ def test_benchmark_table_from_snakemakes_tsv_files(tmp_path):
     assert plots.dataset == "digits" and pd.isna(plots.corruption) and pd.isna(plots.seed)
     agg = table[table.rule == "aggregate_probes"].iloc[0]
     assert pd.isna(agg.dataset) and agg.cpu_s == 0.75
+    # the scale of each job's run, from the config its train log recorded (SMALL: digits, 30 epochs)
+    runs = table[table.seed.notna()]
+    assert (runs.n_train == 1257).all() and (runs.n_test == 540).all() and (runs.max_epochs == 30).all()
+    assert pd.isna(plots.n_train) and pd.isna(agg.n_train) and pd.isna(agg.max_epochs)  # no run key
 
 
 def test_plan_uses_measured_figures_when_there_are_any(tmp_path, monkeypatch):
@@ -265,15 +287,20 @@ def test_plan_uses_measured_figures_when_there_are_any(tmp_path, monkeypatch):
     measured = make_plan(config)  # finds results/benchmarks/ on its own
     assert measured.costs_source == BENCHMARK_DIR
     totals = measured.cost_totals()
+    # only digits/mlp was measured: its 4 runs take the measured figures, digits/cnn's the model
     assert totals["train"]["cpu_s_per_job"] == pytest.approx((11.75 + 6.25) / 2)
-    assert totals["train"]["cpu_s_total"] == pytest.approx(8 * 9.0)
-    assert totals["probe_checkpoint"]["jobs"] == 56
-    assert totals["probe_checkpoint"]["cpu_s_total"] == pytest.approx(56 * 4.0)
+    assert totals["train"]["jobs"] == 4 and totals["train"]["planned_jobs"] == 8
+    assert totals["train"]["cpu_s_total"] == pytest.approx(4 * 9.0)
+    assert totals["train"]["pairs"] == ["digits/mlp"]
+    assert totals["probe_checkpoint"]["jobs"] == 28
+    assert totals["probe_checkpoint"]["cpu_s_total"] == pytest.approx(28 * 4.0)
     assert totals["probe_checkpoint"]["max_rss_mib"] == pytest.approx(420.0)
     assert totals["probe_block"]["cpu_s_per_job"] == 0.0  # NA: the job was shorter than a sample
+    assert "plots" not in totals and "aggregate_probes" not in totals  # no run, so no recorded scale
     text = format_plan(measured)
     assert f"measured per-job figures from {BENCHMARK_DIR}" in text and "no measured figures" not in text
-    assert "not measured" in text and "extract_activations" in text.split("not measured")[1]
+    assert "not measured at this plan's dataset/model/scale" in text
+    assert "extract_activations" in text.split("not measured at this plan")[1]
 
     # the aggregated table takes precedence over the files, and --benchmarks names any other
     from pipeline.__main__ import main
@@ -311,8 +338,9 @@ def test_hours_scale_with_the_grid(tmp_path, monkeypatch):
         assert two[rule]["jobs"] == 2 * one[rule]["jobs"]
         total = "gpu_h" if one[rule]["where"] == "GPU" else "cpu_h"
         assert two[rule][total] == pytest.approx(2 * one[rule][total]), rule
-    assert one["train"]["where"] == "GPU" and one["train"]["source"] == "cuda-h100"
-    assert one["probe_checkpoint"]["where"] == "CPU" and one["probe_checkpoint"]["source"].startswith("cpu")
+    assert one["train"]["where"] == "GPU" and one["train"]["source"] == "cost model cuda-h100"
+    assert one["train"]["model"] == "cuda-h100" and one["train"]["measured_jobs"] == 0
+    assert one["probe_checkpoint"]["where"] == "CPU" and one["probe_checkpoint"]["model"].startswith("cpu")
     # twice the epochs: twice the training compute (the per-job start-up is fixed)
     from pipeline.costs import load_calibration
 
@@ -323,7 +351,7 @@ def test_hours_scale_with_the_grid(tmp_path, monkeypatch):
     gpu = _hours({**SMALL, "probes": {**SMALL["probes"], "device": "cuda"}, "storage": {"every": 2, "fused": True}})
     assert "extract_activations" not in gpu and gpu["probe_fused"]["jobs"] == one["probe_checkpoint"]["jobs"]
     assert gpu["probe_fused"]["where"] == "GPU" and gpu["probe_fused"]["cpu_h"] == 0
-    assert gpu["probe_fused"]["source"] == "cuda-h100"
+    assert gpu["probe_fused"]["model"] == "cuda-h100"
 
 
 def test_measured_benchmarks_override_the_calibration(tmp_path, monkeypatch):
@@ -331,14 +359,111 @@ def test_measured_benchmarks_override_the_calibration(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     _bench_tree(tmp_path)
-    plan = make_plan(validate_config(SMALL))
+    mlp_only = {**SMALL, "models": ["mlp"]}
+    cnn_only = _hours({**SMALL, "models": ["cnn"]})  # nothing measured of digits/cnn
+    plan = make_plan(validate_config(mlp_only))
     hours = plan.hours
-    assert hours["train"]["source"] == "measured (2 jobs)"
-    assert hours["train"]["gpu_h"] == pytest.approx(8 * 10.0 / 3600)  # mean wall 10 s x 8 runs
+    assert hours["train"]["source"] == "measured (2 jobs, same dataset/model/scale)"
+    assert hours["train"]["gpu_h"] == pytest.approx(4 * 10.0 / 3600)  # mean wall 10 s x 4 runs
     assert hours["probe_checkpoint"]["s_per_job"] == pytest.approx(5.0)
     assert not hours["extract_activations"]["source"].startswith("measured")
     text = format_plan(plan)
     assert "GPU-h" in text and "CPU-h" in text and "calibration cuda-h100" in text
+    assert "measured (2 jobs, same dataset/model/scale)" in text
+
+    # both pairs: digits/mlp's jobs measured, digits/cnn's from the model, and the report says so
+    both = make_plan(validate_config(SMALL)).hours["train"]
+    assert both["pairs"] == {"digits/mlp": "measured", "digits/cnn": "model"} and both["measured_jobs"] == 4
+    assert both["gpu_h"] == pytest.approx(4 * 10.0 / 3600 + cnn_only["train"]["gpu_h"])
+    assert both["source"] == ("measured for digits/mlp (2 jobs, same dataset/model/scale); cost model "
+                              "cuda-h100 for the other 4 jobs (no measured job of their dataset/model/scale)")
+
+
+def _paper_config() -> dict:
+    from pipeline.plan import workflow_config
+
+    return workflow_config([str(REPO / "config" / "paper.yaml")])
+
+
+def test_measured_digits_jobs_do_not_cost_the_paper_grid(tmp_path, monkeypatch, capsys):
+    """The issue: a benchmark table of the default digits/MLP run must not replace the cost model of
+    the paper grid's jobs (other datasets, models and scales): the paper's hours with it equal those
+    without any measurement, and the report names the source."""
+    from pipeline.__main__ import main
+    from pipeline.costs import BENCHMARK_DIR
+    from pipeline.plan import format_plan, workflow_config
+
+    monkeypatch.chdir(tmp_path)  # no results/ here
+    paper = str(REPO / "config" / "paper.yaml")
+    assert main(["plan", "--configfile", paper, "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+
+    bench = tmp_path / "digits"
+    _bench_tree(bench, workflow_config())  # jobs of the default run: digits/mlp, max_epochs 100
+    table = tmp_path / "benchmarks.parquet"
+    assert main(["aggregate", "--benchmarks", "--out", str(table), str(bench / BENCHMARK_DIR)]) == 0
+    capsys.readouterr()
+    assert main(["plan", "--configfile", paper, "--json", "--benchmarks", str(table)]) == 0
+    with_table = json.loads(capsys.readouterr().out)
+
+    assert with_table["measured_costs_source"] == str(table)
+    assert with_table["gpu_hours"] == pytest.approx(plain["gpu_hours"])
+    assert with_table["cpu_hours"] == pytest.approx(plain["cpu_hours"])
+    assert with_table["hours"]["train"]["gpu_h"] == pytest.approx(plain["hours"]["train"]["gpu_h"])
+    assert with_table["measured_costs"] == {}
+    for rule, h in with_table["hours"].items():
+        assert h["measured_jobs"] == 0 and h["source"] == (
+            f"cost model {h['model']} (no measured job of this dataset/model/scale)"), rule
+    assert with_table["hours"]["train"]["pairs"]["cifar10/resnet18"] == "model"
+
+    text = format_plan(make_plan(_paper_config(), benchmarks=str(table)))
+    hours_table = text.split("hours per rule")[1].splitlines()
+    train_line = next(line for line in hours_table if line.strip().startswith("train "))
+    assert train_line.endswith("cost model cuda-h100 (no measured job of this dataset/model/scale)")
+    assert "measured there: digits/mlp at n_train 1257, n_test 540, max_epochs 100 (6 jobs); 2 jobs " \
+           "without a recorded scale" in text
+    assert "cifar10/resnet18 at n_train 50000, n_test 10000, max_epochs 500" in text
+
+
+def test_a_measured_job_stands_in_only_at_the_same_dataset_model_and_scale(tmp_path, monkeypatch):
+    """Jobs of the same dataset, model, n_train, n_test and max_epochs take the measured seconds;
+    another max_epochs or training subset, a run without a train log, or a table without the scale
+    columns leaves the job to the cost model."""
+    import pandas as pd
+
+    from pipeline.__main__ import main
+    from pipeline.costs import BENCHMARK_DIR, SCALE_COLUMNS
+    from pipeline.plan import workflow_config
+
+    monkeypatch.chdir(tmp_path)
+    default = workflow_config()  # config/config.yaml: digits/mlp, 3 corruptions x 1 seed, max_epochs 100
+    others = [workflow_config(overrides={"train": {"max_epochs": 60}}),
+              workflow_config(overrides={"data": {"train_subset": 500}})]
+    model_only = make_plan(default).hours["train"]  # no results/ yet: the cost model
+    assert model_only["source"] == "cost model cuda-h100"
+    others_model_only = [make_plan(other).hours["train"]["gpu_h"] for other in others]
+    _bench_tree(tmp_path, default)
+    table = tmp_path / "benchmarks.parquet"
+    assert main(["aggregate", "--benchmarks", "--out", str(table), BENCHMARK_DIR]) == 0
+
+    same = make_plan(default, benchmarks=str(table)).hours["train"]
+    assert same["source"] == "measured (2 jobs, same dataset/model/scale)"
+    assert same["gpu_h"] == pytest.approx(3 * 10.0 / 3600) and same["measured_jobs"] == 3
+
+    for other, gpu_h in zip(others, others_model_only, strict=True):
+        h = make_plan(other, benchmarks=str(table)).hours["train"]
+        assert h["source"] == "cost model cuda-h100 (no measured job of this dataset/model/scale)"
+        assert h["measured_jobs"] == 0 and h["gpu_h"] == pytest.approx(gpu_h)
+
+    # a table from before the scale columns: nothing of it has a known scale
+    old = tmp_path / "old.parquet"
+    pd.read_parquet(table).drop(columns=list(SCALE_COLUMNS)).to_parquet(old)
+    assert make_plan(default, benchmarks=str(old)).hours["train"]["measured_jobs"] == 0
+    # runs whose train log is gone: their jobs' scale is unknown
+    for log in (tmp_path / "results" / "runs").rglob("train_log.parquet"):
+        log.unlink()
+    assert make_plan(default, benchmarks=BENCHMARK_DIR).hours["train"]["gpu_h"] == pytest.approx(
+        model_only["gpu_h"])
 
 
 def test_probe_cost_counts_one_eigendecomposition_for_all_masc_and_velpic_settings():

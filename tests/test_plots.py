@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.io import RESULT_COLUMNS, result_frame
-from pipeline.plots import FIGURE_NEEDS, FIGURES, draw_figure, figures_for, seed_band
+from pipeline.core.tables import RESULT_COLUMNS, result_frame
+from pipeline.images.plots import FIGURE_NEEDS, FIGURES, draw_figure, figures_for, seed_band
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +93,7 @@ def test_unknown_figure_and_missing_rows(tmp_path):
 # ----------------------------------------------------------------------------- what was drawn
 
 def _render(name, table, log, dataset="digits", model="mlp"):
-    from pipeline.plots import render
+    from pipeline.images.plots import render
 
     fig = render(name, table, log, dataset, model)
     fig.canvas.draw()  # lays out (constrained layout) and makes text extents available
@@ -219,14 +219,14 @@ def test_layer_order_is_forward_order_without_torch():
     import subprocess
     import sys
 
-    from pipeline.plots import layer_order
+    from pipeline.images.plots import layer_order
 
     rows = pd.DataFrame({"layer": ["fc2", "flat", "block1", "fc10", "block2", "fc1", "L1", "avg_pool", "L0",
                                    "conv5", "conv1"]})
     assert layer_order(rows) == ["L0", "L1", "block1", "block2", "conv1", "conv5", "flat", "fc1", "fc2",
                                  "fc10", "avg_pool"]
-    # the Snakefile imports pipeline.plots (and pipeline.costs) on every invocation: no heavy imports
-    code = ("import sys, pipeline.plots, pipeline.costs, pipeline.workflow; "
+    # the Snakefile imports pipeline.images.plots (and pipeline.costs) on every invocation: no heavy imports
+    code = ("import sys, pipeline.images.plots, pipeline.costs, pipeline.workflow; "
             "print(sorted(m for m in ('torch', 'matplotlib', 'pandas', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

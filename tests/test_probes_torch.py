@@ -311,7 +311,8 @@ def test_stage_device_auto_without_gpu_is_the_numpy_route(tmp_path, monkeypatch)
 
 
 def test_config_accepts_the_probe_device():
-    from pipeline.config import ConfigError, validate_config
+    from pipeline.config import validate_config
+    from pipeline.core.config import ConfigError
 
     assert validate_config({})["probes"]["device"] is None
     for value in ("cpu", "cuda", "cuda:1", "auto", None):

@@ -8,13 +8,14 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.activations import ActivationFile, extract_activations
-from pipeline.config import Run, validate_config
-from pipeline.data import load_labels, load_run_dataset, make_run_labels, save_labels
-from pipeline.io import RESULT_COLUMNS, check_result_schema
-from pipeline.runtime import RunRuntime, build_run_model, input_transform, load_checkpoint, predict
-from pipeline.train import train_run
-from pipeline.transfer.relabel import (
+from pipeline.config import validate_config
+from pipeline.core.activations import ActivationFile, extract_activations
+from pipeline.core.config import Run
+from pipeline.core.labels import load_labels, load_run_dataset, make_run_labels, save_labels
+from pipeline.core.runtime import RunRuntime, build_run_model, input_transform, load_checkpoint, predict
+from pipeline.core.tables import RESULT_COLUMNS, check_result_schema
+from pipeline.images.train import train_run
+from pipeline.images.transfer.relabel import (
     PROTOCOLS,
     choose,
     relabel_and_retrain,

@@ -12,21 +12,22 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.config import Run, validate_config
-from pipeline.data import make_run_labels
-from pipeline.datasets import load_dataset, subsample
-from pipeline.io import read_parquet_metadata
-from pipeline.runtime import RunRuntime
-from pipeline.train import (
+from pipeline.config import validate_config
+from pipeline.core.config import Run
+from pipeline.core.datasets import load_dataset, subsample
+from pipeline.core.labels import make_run_labels
+from pipeline.core.runtime import RunRuntime
+from pipeline.core.schedule import checkpoint_schedule, checkpoint_windows, schedule_for
+from pipeline.core.tables import read_parquet_metadata
+from pipeline.core.training import (
     crop_flip,
     crop_flip_draws,
     hyperparameters,
     lr_at_epoch,
     make_optimizer,
     train_one_epoch,
-    train_run,
 )
-from pipeline.workflow import checkpoint_schedule, checkpoint_windows, schedule_for
+from pipeline.images.train import train_run
 
 
 def test_schedule_matches_the_papers():
@@ -112,8 +113,8 @@ KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {tests!r})
     from test_train import _tiny_inputs
-    from pipeline.runtime import RunRuntime
-    from pipeline.train import train_run
+    from pipeline.core.runtime import RunRuntime
+    from pipeline.images.train import train_run
     config, arrays, run, labels = _tiny_inputs()
     config = {json_config}
     def die(epoch):
@@ -346,7 +347,8 @@ def test_step_decay_augmentation_and_windows_in_training_and_resume(tmp_path, ca
 
 def test_new_optimizer_keeps_the_lr_schedule(tmp_path):
     """A hook that resets the optimizer (the intervention) continues the step decay where it was."""
-    from pipeline.train import Trainer, current_lr, standard_plan
+    from pipeline.core.training import Trainer, current_lr
+    from pipeline.images.train import standard_plan
 
     config, arrays, run, labels = _tiny_inputs()
     config = eval(DECAY_CONFIG)

@@ -5,8 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from pipeline.config import Run, validate_config
-from pipeline.io import RESULT_COLUMNS, check_result_schema
+from pipeline.config import validate_config
+from pipeline.core.config import Run
+from pipeline.core.tables import RESULT_COLUMNS, check_result_schema
 from pipeline.workflow import transfer_tables
 
 TABLES = ["results/tables/probes.parquet", "results/tables/train_log.parquet"]

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline.io import RESULT_COLUMNS, read_parquet_metadata
+from pipeline.core.tables import RESULT_COLUMNS, read_parquet_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 

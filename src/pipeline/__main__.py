@@ -17,14 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.config import (
-    BASE_VARIANT,
-    ConfigError,
-    Run,
-    deep_merge,
-    read_config_file,
-    validate_config,
-)
+from pipeline.config import read_config_file, validate_config
+from pipeline.core.config import BASE_VARIANT, ConfigError, Run, deep_merge
 
 
 def _config(args) -> dict:
@@ -69,9 +63,9 @@ def _run(args) -> Run:
 
 def _prepare(args) -> None:
     """Before any stage: the one thread policy (Snakemake's ``threads``), and the temporary files a
-    killed job left in the output folder swept away (``pipeline.io.sweep_stale_tmp``)."""
-    from pipeline.io import sweep_stale_tmp
-    from pipeline.threads import limit_threads
+    killed job left in the output folder swept away (``pipeline.core.artifacts.sweep_stale_tmp``)."""
+    from pipeline.core.artifacts import sweep_stale_tmp
+    from pipeline.core.threads import limit_threads
 
     limit_threads(getattr(args, "threads", None))
     out = getattr(args, "out", None) or getattr(args, "out_dir", None)
@@ -287,8 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """The exceptions that name a file and its remedy (imported only once something failed)."""
-    from pipeline.datasets import DatasetCorruptError, DatasetNotFoundError
-    from pipeline.errors import ArtifactError
+    from pipeline.core.datasets import DatasetCorruptError, DatasetNotFoundError
+    from pipeline.core.errors import ArtifactError
 
     return (ArtifactError, DatasetNotFoundError, DatasetCorruptError)
 

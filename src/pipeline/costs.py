@@ -5,18 +5,24 @@ Every rule writes a Snakemake ``benchmark:`` file (:func:`benchmark_path`):
 level per wildcard of the rule, so the file's path alone names the job. :func:`benchmark_table`
 reads them into ``results/tables/benchmarks.parquet``: one row per job with
 
-* ``rule``, then the run-key columns (:data:`pipeline.io.RUN_KEY_COLUMNS`; NA for rules without
+* ``rule``, then the run-key columns (:data:`pipeline.core.tables.RUN_KEY_COLUMNS`; NA for rules without
   them, e.g. aggregation), then ``epoch`` and ``other`` (the job's remaining wildcards, e.g.
   ``block=0`` or ``protocol=heldout_true``);
 * ``wall_s`` (Snakemake's ``s``), ``cpu_s`` (its ``cpu_time``: user + system seconds of the
-  job's process tree) and ``max_rss_mib`` (its ``max_rss``, MiB).
+  job's process tree) and ``max_rss_mib`` (its ``max_rss``, MiB);
+* the **scale** of the run the job belongs to (:data:`SCALE_COLUMNS`: ``n_train``, ``n_test``,
+  ``max_epochs``, :func:`run_scale`), read from the config that run recorded in its
+  ``train_log.parquet`` (``results/runs/...``, next to the benchmark folder ``results/benchmarks``);
+  NA for jobs without a whole run key (aggregation, plots) and for runs without a train log.
 
 Snakemake samples a job's processes about once a second, so ``cpu_s`` and ``max_rss_mib`` of a
 job under a second are 0 (or NA) and those of longer jobs miss their last second: lower bounds.
 ``wall_s`` is exact.
 
 :func:`measured_costs` turns the table into per-rule figures per job for ``python -m pipeline
-plan``. Nothing here imports pandas until a table is read, so the Snakefile can import it.
+plan``, which lets them stand in only for planned jobs of the same rule, dataset, model and scale
+(:func:`pipeline.plan.make_plan`). Nothing here imports pandas until a table is read, so the
+Snakefile can import it.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from pipeline.errors import ArtifactError
+from pipeline.core.errors import ArtifactError
 
 #: Where the per-job benchmark files go (under the working directory).
 BENCHMARK_DIR = "results/benchmarks"
@@ -34,6 +40,56 @@ BENCHMARK_TABLE = "results/tables/benchmarks.parquet"
 #: Columns of the table after the rule and run keys.
 COST_COLUMNS = {"epoch": "Int64", "other": "string", "wall_s": "float64", "cpu_s": "float64",
                 "max_rss_mib": "float64"}
+#: Columns of the table after the cost columns: the scale of the job's run (:func:`run_scale`).
+SCALE_COLUMNS = {"n_train": "Int64", "n_test": "Int64", "max_epochs": "Int64"}
+
+
+def run_scale(config: dict, dataset: str) -> dict[str, int]:
+    """The scale of a run of ``dataset`` under ``config``, the one thing besides the rule, dataset
+    and model that a measured job must share with a planned job to stand in for it:
+    ``n_train``/``n_test``, the training and test images after ``data.train_subset``/``test_subset``
+    (:func:`pipeline.plan.dataset_sizes`), and ``max_epochs``, ``train.max_epochs``."""
+    from pipeline.plan import dataset_sizes
+
+    n_train, n_test = dataset_sizes(config, dataset)
+    return {"n_train": int(n_train), "n_test": int(n_test), "max_epochs": int(config["train"]["max_epochs"])}
+
+
+def _recorded_scale(train_log: Path, dataset: str) -> tuple | None:
+    """:func:`run_scale` of the config a run recorded in its train log; None if unreadable."""
+    import json
+
+    from pipeline.core.tables import read_parquet_metadata
+
+    try:
+        config = json.loads(read_parquet_metadata(train_log)["config"])
+        scale = run_scale(config, dataset)
+    except Exception:  # no/odd metadata, a dataset not in the registry: scale unknown
+        return None
+    return tuple(scale[c] for c in SCALE_COLUMNS)
+
+
+#: recorded scales by (train log, its mtime, dataset): a table of many jobs per run reads each log once
+_SCALE_CACHE: dict[tuple, tuple | None] = {}
+
+
+def _row_scale(row: dict, results: Path) -> tuple | None:
+    """The scale of the run of a benchmark row (raw wildcard strings) whose run folders are under
+    ``results``/runs; None if the row has no whole run key or its run has no train log."""
+    from pipeline.core.config import RUN_PATH
+    from pipeline.core.tables import RUN_KEY_COLUMNS
+
+    if any(row.get(key) is None for key in RUN_KEY_COLUMNS):
+        return None
+    log = results / RUN_PATH.format(**{key: row[key] for key in RUN_KEY_COLUMNS}) / "train_log.parquet"
+    try:
+        mtime = log.stat().st_mtime_ns
+    except OSError:
+        return None
+    key = (str(log), mtime, row["dataset"])
+    if key not in _SCALE_CACHE:
+        _SCALE_CACHE[key] = _recorded_scale(log, row["dataset"])
+    return _SCALE_CACHE[key]
 
 
 def benchmark_path(rule: str, wildcards: Iterable[str] = ()) -> str:
@@ -72,7 +128,7 @@ def _number(value: str) -> float:
 
 def read_benchmark(path: str | os.PathLike, root: str | os.PathLike = BENCHMARK_DIR) -> list[dict]:
     """Rows (one per repeat; Snakemake writes one unless ``repeat()``) of one benchmark TSV."""
-    from pipeline.io import RUN_KEY_COLUMNS
+    from pipeline.core.tables import RUN_KEY_COLUMNS
 
     rule, wildcards = parse_benchmark_path(path, root)
     lines = [line.rstrip("\n").split("\t") for line in Path(path).read_text().splitlines() if line.strip()]
@@ -103,10 +159,13 @@ def benchmark_table(paths: Iterable[str | os.PathLike], root: str | os.PathLike 
     and wildcards."""
     import pandas as pd
 
-    from pipeline.io import RUN_KEY_COLUMNS
+    from pipeline.core.tables import RUN_KEY_COLUMNS
 
     rows = [row for path in paths for row in read_benchmark(path, root)]
-    columns = {"rule": "string", **RUN_KEY_COLUMNS, **COST_COLUMNS}
+    results = Path(root).parent  # results/benchmarks -> results (whose runs/ hold the train logs)
+    for row in rows:
+        row.update(zip(SCALE_COLUMNS, _row_scale(row, results) or (None,) * len(SCALE_COLUMNS), strict=True))
+    columns = {"rule": "string", **RUN_KEY_COLUMNS, **COST_COLUMNS, **SCALE_COLUMNS}
     frame = pd.DataFrame(rows, columns=list(columns))
     # run-key dtypes with NA where a rule has no such wildcard
     dtypes = {k: {"int64": "Int64", "float64": "Float64"}.get(v, v) for k, v in columns.items()}
@@ -118,7 +177,7 @@ def benchmark_table(paths: Iterable[str | os.PathLike], root: str | os.PathLike 
 
 def write_benchmark_table(inputs: Iterable[str | os.PathLike], out: str | os.PathLike):
     """Gather benchmark files (``inputs``: files, or folders searched for ``*.tsv``) into ``out``."""
-    from pipeline.io import write_parquet
+    from pipeline.core.tables import write_parquet
 
     files: list[Path] = []
     roots: list[Path] = []
@@ -170,15 +229,24 @@ def load_measurements(path: str | os.PathLike | None = None):
     return None, None
 
 
-def measured_costs(table, dataset: str | None = None, model: str | None = None) -> dict[str, dict]:
+def measured_costs(table, dataset: str | None = None, model: str | None = None,
+                   scale: dict | None = None) -> dict[str, dict]:
     """Per rule: jobs measured, mean wall and CPU seconds per job, largest max RSS (MiB); a job
     too short for Snakemake to sample counts 0 CPU s and 0 MiB.
 
     With ``dataset``/``model``, only that pair's jobs count where the rule has them (rules
-    without run keys, e.g. aggregation, always count)."""
+    without run keys, e.g. aggregation, always count). With ``scale`` (:func:`run_scale`), only
+    jobs of exactly that dataset, model and scale count: rows without a recorded scale (a table
+    from before the scale columns, jobs without a whole run key) never do."""
     if table is None or len(table) == 0:
         return {}
     rows = table
+    if scale is not None:
+        rows = _with_scale(rows)
+        same = (rows["dataset"] == dataset) & (rows["model"] == model)
+        for column in SCALE_COLUMNS:
+            same &= rows[column] == int(scale[column])
+        rows = rows[same.fillna(False).astype(bool)]  # NA (not recorded) is not the same
     if dataset is not None:
         rows = rows[rows["dataset"].isna() | (rows["dataset"] == dataset)]
     if model is not None:
@@ -190,6 +258,36 @@ def measured_costs(table, dataset: str | None = None, model: str | None = None) 
                             "cpu_s": float(group["cpu_s"].fillna(0).mean()),
                             "max_rss_mib": float(group["max_rss_mib"].fillna(0).max())}
     return costs
+
+
+def _with_scale(table):
+    """``table`` with the :data:`SCALE_COLUMNS` (all NA when a table predates them)."""
+    missing = [c for c in SCALE_COLUMNS if c not in table.columns]
+    if missing:
+        table = table.assign(**{c: None for c in missing}).astype({c: SCALE_COLUMNS[c] for c in missing})
+    return table
+
+
+def measured_scales(table) -> list[dict]:
+    """What a benchmark table measured, for the plan's report: one entry per (dataset, model,
+    scale) with its jobs (NA dataset/model/scale: ``None``), in the table's order."""
+    if table is None or len(table) == 0:
+        return []
+    table = _with_scale(table)
+    keys = ["dataset", "model", *SCALE_COLUMNS]
+    out = []
+    for values, group in table.groupby(keys, sort=False, dropna=False):
+        entry = {k: (None if _isna(v) else (int(v) if k in SCALE_COLUMNS else str(v)))
+                 for k, v in zip(keys, values, strict=True)}
+        entry["jobs"] = int(len(group))
+        out.append(entry)
+    return out
+
+
+def _isna(value) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
 
 
 # ----------------------------------------------------------------------------- the cost model (issue 11)

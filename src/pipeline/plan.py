@@ -12,18 +12,26 @@
   sufficient statistics would be smaller than its training activations (``storage.persist``:
   with ``moments``/``auto`` the kept artifact is the reduced file, :mod:`pipeline.sufficient`).
 
-Time: when Snakemake benchmark files of an earlier run exist (``results/tables/benchmarks.parquet``
-or ``results/benchmarks/``, :mod:`pipeline.costs`), the plan multiplies its job counts by the
-measured per-job figures of each rule and says where they came from; otherwise it has no time
-figures (the SLURM profile's runtimes are limits, not estimates).
+Time: every rule's hours come from the cost model (:func:`estimate_hours`, calibrated constants times
+each job's sizes), except where Snakemake benchmark files of an earlier run
+(``results/tables/benchmarks.parquet`` or ``results/benchmarks/``, :mod:`pipeline.costs`) measured
+jobs **of the same rule, dataset, model and scale**: then the measured mean wall seconds per job
+stand in for those planned jobs, and only those. Same scale means the measured job's run was
+configured with the same ``n_train``, ``n_test`` (training and test images after
+``data.train_subset``/``test_subset``) and ``train.max_epochs`` as the planned job's
+(:func:`pipeline.costs.run_scale`; the measured run's scale is read from the config it recorded in
+its train log). Measured rows without a recorded scale (jobs without a whole run key, such as
+aggregation and plots, or runs without a train log) never stand in. The report says per rule which
+source it used, and for which (dataset, model) pairs. (A measured training job ran until its target
+accuracy, so at the same scale it can be shorter than this plan's ``max_epochs`` upper bound.)
 
 All numbers are **upper bounds**: training is a Snakemake checkpoint that stops at the target
 training accuracy, so how many epochs (and checkpoints) a run really has is known only after it
 trained. The plan assumes every run trains to ``train.max_epochs``. Sizes come from the models
-themselves (:func:`pipeline.models.layer_dims`, parameter counts) and the dataset registry
-(:data:`pipeline.datasets.DATASETS`), so nothing here loads data or needs a GPU.
+themselves (:func:`pipeline.core.models.layer_dims`, parameter counts) and the dataset registry
+(:data:`pipeline.core.datasets.DATASETS`), so nothing here loads data or needs a GPU.
 
-The epoch selection (:func:`pipeline.workflow.probed_epochs`, :func:`~pipeline.workflow.probe_blocks`)
+The epoch selection (:func:`pipeline.core.schedule.probed_epochs`, :func:`~pipeline.core.schedule.probe_blocks`)
 is the one the workflow uses, so the plan and the DAG agree by construction.
 """
 
@@ -33,7 +41,8 @@ import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pipeline.workflow import GPU_RULES, LOCAL_RULES, probe_blocks, probed_epochs, schedule_for  # noqa: F401
+from pipeline.core.schedule import probe_blocks, probed_epochs, schedule_for  # noqa: F401
+from pipeline.workflow import GPU_RULES, LOCAL_RULES  # noqa: F401
 
 _ITEMSIZE = {"float32": 4, "float16": 2}
 
@@ -45,7 +54,7 @@ def _model_facts(model: str, channels: int, image_size: int, num_classes: int) -
     """(probe layer dims, checkpoint bytes, parameter bytes) of a model on images of this shape."""
     import torch
 
-    from pipeline.models import build_model, layer_dims
+    from pipeline.core.models import build_model, layer_dims
 
     dims = layer_dims(model, in_channels=channels, image_size=image_size, num_classes=num_classes)
     net = build_model(model, in_channels=channels, image_size=image_size, num_classes=num_classes)
@@ -62,7 +71,7 @@ def forward_macs(model: str, channels: int, image_size: int, num_classes: int) -
     with forward hooks on one image): the unit the cost model scales training and extraction by."""
     import torch
 
-    from pipeline.models import build_model
+    from pipeline.core.models import build_model
 
     net = build_model(model, in_channels=channels, image_size=image_size, num_classes=num_classes).eval()
     total = [0]
@@ -84,7 +93,7 @@ def forward_macs(model: str, channels: int, image_size: int, num_classes: int) -
 
 def dataset_sizes(config: dict, dataset: str) -> tuple[int, int]:
     """(train, test) images a run of ``dataset`` uses, after ``data.train_subset/test_subset``."""
-    from pipeline.datasets import DATASETS
+    from pipeline.core.datasets import DATASETS
 
     spec = DATASETS[dataset]
     n_train, n_test = spec.train_size, spec.test_size
@@ -144,23 +153,38 @@ class Plan:
     allocations: dict[str, int] = field(default_factory=dict)
     local_jobs: int = 0
     disk: dict[str, int] = field(default_factory=dict)
-    #: measured per-job costs by rule (:func:`pipeline.costs.measured_costs`), and where they came
-    #: from; empty / None when nothing was measured
-    costs: dict[str, dict] = field(default_factory=dict)
+    #: measured per-job costs that stand in for this plan's jobs: rule -> "dataset/model" -> figures
+    #: (:func:`pipeline.costs.measured_costs` of the jobs of that pair's dataset, model and scale), and
+    #: where the measurements came from; empty / None when nothing (that fits) was measured
+    costs: dict[str, dict[str, dict]] = field(default_factory=dict)
     costs_source: str | None = None
+    #: what the measurements cover (:func:`pipeline.costs.measured_scales`), matching or not
+    measured_scales: list[dict] = field(default_factory=list)
     #: hours per rule from the cost model (:func:`estimate_hours`)
     hours: dict[str, dict] = field(default_factory=dict)
 
     def cost_totals(self) -> dict[str, dict]:
-        """Per rule with a measurement: the plan's jobs times the measured per-job figures."""
+        """Per rule with measurements that stand in for some of its jobs (same dataset, model and
+        scale, :attr:`costs`): those jobs (``jobs``, of the rule's ``planned_jobs``) times the
+        measured per-job figures of their pair; per job: the mean over those jobs."""
         totals = {}
         for rule, n in self.jobs.items():
-            measured = self.costs.get(rule)
-            if measured and n:
-                totals[rule] = {"jobs": n, "measured_jobs": measured["jobs"],
-                                "wall_s_per_job": measured["wall_s"], "cpu_s_per_job": measured["cpu_s"],
-                                "max_rss_mib": measured["max_rss_mib"],
-                                "cpu_s_total": n * measured["cpu_s"], "wall_s_total": n * measured["wall_s"]}
+            by_pair = self.costs.get(rule) or {}
+            jobs = wall = cpu = rows = 0
+            rss, used = 0.0, []
+            for p in self.pairs:
+                measured, n_p = by_pair.get(f"{p.dataset}/{p.model}"), pair_jobs(self, rule, p)
+                if measured and n_p:
+                    jobs, rows = jobs + n_p, rows + measured["jobs"]
+                    wall += n_p * measured["wall_s"]
+                    cpu += n_p * measured["cpu_s"]
+                    rss = max(rss, measured["max_rss_mib"])
+                    used.append(f"{p.dataset}/{p.model}")
+            if jobs:
+                totals[rule] = {"jobs": jobs, "planned_jobs": n, "measured_jobs": rows,
+                                "pairs": used, "wall_s_per_job": wall / jobs,
+                                "cpu_s_per_job": cpu / jobs, "max_rss_mib": rss,
+                                "cpu_s_total": cpu, "wall_s_total": wall}
         return totals
 
     @property
@@ -193,6 +217,7 @@ class Plan:
             "disk_bytes": dict(self.disk),
             "measured_costs_source": self.costs_source,
             "measured_costs": self.cost_totals(),
+            "measured_scales": self.measured_scales,
             "hours": self.hours,
             "gpu_hours": sum(h["gpu_h"] for h in self.hours.values()),
             "cpu_hours": sum(h["cpu_h"] for h in self.hours.values()),
@@ -200,7 +225,7 @@ class Plan:
 
 
 def _persisted_layers(config: dict, dims: dict[str, int], model: str) -> dict[str, int]:
-    from pipeline.activations import persisted_layers
+    from pipeline.core.activations import persisted_layers
     from pipeline.workflow import stored_layers
 
     wanted = persisted_layers(config["activations"].get("layers"), model)
@@ -210,7 +235,7 @@ def _persisted_layers(config: dict, dims: dict[str, int], model: str) -> dict[st
     wanted = [name for name in wanted if name not in fused]
     unknown = [name for name in wanted if name not in dims]
     if unknown:
-        from pipeline.config import ConfigError
+        from pipeline.core.config import ConfigError
         raise ConfigError(f"config key 'activations.layers': {unknown} are not probe layers of "
                           f"this model; its probe layers are {list(dims)}")
     return {name: dims[name] for name in wanted}
@@ -243,9 +268,9 @@ def make_plan(config: dict, benchmarks: str | None = None, calibration: str | No
     files, :mod:`pipeline.costs`); by default ``results/tables/benchmarks.parquet`` or
     ``results/benchmarks/`` when present. Rules without measurements are costed by the cost model
     with the built-in calibration (``calibration``: another calibration JSON), :func:`estimate_hours`."""
-    from pipeline.config import iter_runs, pairs
-    from pipeline.datasets import DATASETS
-    from pipeline.plots import FIGURES, figures_for
+    from pipeline.core.config import iter_runs, pairs
+    from pipeline.core.datasets import DATASETS
+    from pipeline.images.plots import FIGURES, figures_for
     from pipeline.probes import moment_bytes, moment_layer_choice
     from pipeline.workflow import check_fused, probe_layer_split
 
@@ -277,7 +302,7 @@ def make_plan(config: dict, benchmarks: str | None = None, calibration: str | No
             layers[name] * n_train * itemsize - moment_bytes(layers[name], spec.num_classes)
             for name in as_moments)
         # resume.pt: model + optimizer state (momentum: one buffer; Adam: two)
-        from pipeline.train import hyperparameters
+        from pipeline.core.training import hyperparameters
         hp = hyperparameters(config, model, dataset)
         opt_buffers = 2 if hp["optimizer"] == "adam" else (1 if hp.get("momentum") else 0)
         pair_plans.append(PairPlan(
@@ -327,10 +352,15 @@ def make_plan(config: dict, benchmarks: str | None = None, calibration: str | No
     }
     plan.local_jobs = sum(plan.jobs[r] for r in LOCAL_RULES if r in plan.jobs)
 
-    from pipeline.costs import load_measurements, measured_costs
+    from pipeline.costs import load_measurements, measured_costs, measured_scales, run_scale
 
     table, plan.costs_source = load_measurements(benchmarks)
-    plan.costs = measured_costs(table)
+    plan.measured_scales = measured_scales(table)
+    plan.costs = {}
+    for p in pair_plans:  # measured jobs stand in only for jobs of their dataset, model and scale
+        same = measured_costs(table, p.dataset, p.model, scale=run_scale(config, p.dataset))
+        for rule, figures in same.items():
+            plan.costs.setdefault(rule, {})[f"{p.dataset}/{p.model}"] = figures
     plan.hours = estimate_hours(plan, calibration)
 
     ckpt = sum(p.checkpoint_total for p in pair_plans)
@@ -366,16 +396,38 @@ _GPU_JOB_RULES = ("train", "extract_activations", "intervene", "edit_model", "re
 _PROBE_RULES = ("probe_checkpoint", "probe_fused", "probe_block")
 
 
+def pair_jobs(plan: Plan, rule: str, p: PairPlan) -> int:
+    """How many of ``rule``'s planned jobs belong to the (dataset, model) pair ``p``; 0 for rules
+    whose jobs belong to no pair (aggregation)."""
+    if rule in ("corrupt_labels", "train", "run_probe_table"):
+        return p.runs
+    if rule in ("extract_activations", "reduce_activations", "probe_checkpoint"):
+        return p.runs * p.probed if p.staged_probe_layers else 0
+    if rule == "probe_fused":
+        return p.runs * p.probed if p.fused_probe_layers else 0
+    if rule == "probe_block":
+        return p.runs * p.blocks
+    if rule == "plots":
+        return 1 if plan.jobs.get("plots") else 0
+    return 0
+
+
 def estimate_hours(plan: Plan, calibration: str | None = None) -> dict[str, dict]:
     """GPU-hours and CPU-hours per rule of the plan (upper bounds, like its job counts).
 
-    A rule with measured benchmark rows (``plan.costs``) uses their mean wall seconds per job;
-    every other rule the cost model (:mod:`pipeline.costs`: its per-unit constants times the
-    rule's sizes per (dataset, model) pair) with the calibration entry of the device the rule runs
-    on: the ``cuda`` entry for training and extraction when ``train.device`` is ``auto``/``cuda``,
-    and for the probe rules when ``probes.device`` is ``cuda``/``auto``; the ``cpu`` entry
-    otherwise. GPU rules count GPU-hours (wall time, one GPU per job); CPU rules count CPU
-    (core-)hours: wall time x the calibration's threads. Each rule says which source it used."""
+    The planned jobs of a rule and (dataset, model) pair for which ``plan.costs`` has measured
+    benchmark rows of the same rule, dataset, model and scale (see the module docstring) take those
+    rows' mean wall seconds per job; every other job the cost model (:mod:`pipeline.costs`: its
+    per-unit constants times the rule's sizes per (dataset, model) pair) with the calibration entry
+    of the device the rule runs on: the ``cuda`` entry for training and extraction when
+    ``train.device`` is ``auto``/``cuda``, and for the probe rules when ``probes.device`` is
+    ``cuda``/``auto``; the ``cpu`` entry otherwise. GPU rules count GPU-hours (wall time, one GPU per
+    job); CPU rules count CPU (core-)hours: wall time x the calibration's threads.
+
+    Each rule says which source it used (``source``, for the report), for how many jobs
+    (``measured_jobs`` of ``jobs``; ``model``: the calibration entry's name where the cost model
+    costed any job, else None) and per pair (``pairs``: "dataset/model" -> ``"measured"`` or
+    ``"model"``)."""
     from pipeline.costs import load_calibration, probe_flops, seconds
     from pipeline.workflow import probe_on_gpu
 
@@ -428,18 +480,40 @@ def estimate_hours(plan: Plan, calibration: str | None = None) -> dict[str, dict
             continue
         gpu = on_gpu(rule)
         entry = entries["cuda" if gpu else "cpu"]
-        measured = plan.costs.get(rule)
-        if measured:
-            wall = n * measured["wall_s"]
-            source = f"measured ({measured['jobs']} jobs)"
+        c = entry["constants"]
+        by_pair = plan.costs.get(rule) or {}
+        measured_wall = model_wall = 0.0
+        measured_jobs = measured_rows = 0
+        by_source: dict[str, str] = {}
+        for p in plan.pairs:
+            key, n_p = f"{p.dataset}/{p.model}", pair_jobs(plan, rule, p)
+            if by_pair.get(key) and n_p:  # measured jobs of this dataset, model and scale
+                measured_wall += n_p * by_pair[key]["wall_s"]
+                measured_jobs += n_p
+                measured_rows += by_pair[key]["jobs"]
+                by_source[key] = "measured"
+            else:
+                model_wall += pair_seconds(rule, p, c)
+                if n_p:
+                    by_source[key] = "model"
+        if measured_jobs < n and model_wall == 0.0:  # aggregation, plots, ...: one start-up per job
+            model_wall = (n - measured_jobs) * seconds(c)
+        wall = measured_wall + model_wall
+        if measured_jobs == n:
+            source = f"measured ({measured_rows} jobs, same dataset/model/scale)"
+        elif measured_jobs:
+            measured_pairs = ", ".join(k for k, v in by_source.items() if v == "measured")
+            source = (f"measured for {measured_pairs} ({measured_rows} jobs, same dataset/model/scale); "
+                      f"cost model {entry['name']} for the other {n - measured_jobs} jobs (no measured "
+                      "job of their dataset/model/scale)")
+        elif plan.costs_source:
+            source = f"cost model {entry['name']} (no measured job of this dataset/model/scale)"
         else:
-            c = entry["constants"]
-            wall = sum(pair_seconds(rule, p, c) for p in plan.pairs)
-            if wall == 0.0:  # aggregation, plots, ...: one start-up per job
-                wall = n * seconds(c)
-            source = entry["name"]
+            source = f"cost model {entry['name']}"
         threads = 1 if gpu else int(entry["provenance"].get("threads") or 1)
         hours[rule] = {"jobs": n, "where": "GPU" if gpu else "CPU", "source": source,
+                       "model": entry["name"] if measured_jobs < n else None,
+                       "measured_jobs": measured_jobs, "pairs": by_source,
                        "s_per_job": wall / n, "gpu_h": wall / 3600 if gpu else 0.0,
                        "cpu_h": 0.0 if gpu else wall * threads / 3600}
     return hours
@@ -505,18 +579,29 @@ def format_plan(plan: Plan) -> str:
     gpu_h = sum(h["gpu_h"] for h in plan.hours.values())
     cpu_h = sum(h["cpu_h"] for h in plan.hours.values())
     add(f"  {'grid':<22} {plan.total_jobs:>8} {'':>5} {'':>9} {gpu_h:>10.1f} {cpu_h:>10.1f}")
-    used = {h["source"] for h in plan.hours.values()}
+    used = {h["model"] for h in plan.hours.values()}
     for entry in load_calibration().values():
         if entry["name"] in used:
             prov = entry["provenance"]
             add(f"  calibration {entry['name']}: {prov.get('machine')}, {prov.get('date')}, "
                 f"{prov.get('script')} (see its provenance in pipeline/cost_calibration.json)")
     if plan.costs_source:
-        add(f"  measured per-job figures from {plan.costs_source} (Snakemake benchmark files, at the "
-            "scale of that run) replace the model for the rules marked measured")
-        unmeasured = [r for r, h in plan.hours.items() if not h["source"].startswith("measured")]
+        add(f"  measured per-job figures from {plan.costs_source} (Snakemake benchmark files) stand in "
+            "only for jobs of the same rule, dataset, model and scale (n_train, n_test, max_epochs of "
+            "the run); every other job from the cost model")
+        scaled = [f"{m['dataset']}/{m['model']} at n_train {m['n_train']}, n_test {m['n_test']}, "
+                  f"max_epochs {m['max_epochs']} ({m['jobs']} jobs)"
+                  for m in plan.measured_scales if m["n_train"] is not None]
+        unscaled = sum(m["jobs"] for m in plan.measured_scales if m["n_train"] is None)
+        if unscaled:
+            scaled.append(f"{unscaled} jobs without a recorded scale (no run key, or no train log of their run)")
+        add("  measured there: " + ("; ".join(scaled) or "no jobs"))
+        add("  this plan: " + "; ".join(
+            f"{p.dataset}/{p.model} at n_train {p.n_train}, n_test {p.n_test}, max_epochs "
+            f"{cfg['train']['max_epochs']}" for p in plan.pairs))
+        unmeasured = [r for r, h in plan.hours.items() if not h["measured_jobs"]]
         if unmeasured:
-            add(f"  not measured (no benchmark rows): {', '.join(unmeasured)}")
+            add(f"  not measured at this plan's dataset/model/scale (cost model): {', '.join(unmeasured)}")
     else:
         add("  no measured figures (no results/tables/benchmarks.parquet or results/benchmarks/): every "
             "rule from the cost model; run the workflow once, then `plan` uses measured per-rule figures")
@@ -598,7 +683,8 @@ def workflow_config(configfiles: Iterable[str] = (), overrides: dict | None = No
     """
     import yaml
 
-    from pipeline.config import DEFAULT_CONFIG_PATH, ConfigError, validate_config
+    from pipeline.config import validate_config
+    from pipeline.core.config import DEFAULT_CONFIG_PATH, ConfigError
 
     def merge(base: dict, update: dict) -> dict:
         for key, value in update.items():
@@ -640,7 +726,8 @@ def dynamics_plan(config: dict) -> dict | None:
     N one-step updates (a forward-backward of one mini-batch, ~3 forward passes per image) and
     2 N + 1 forward passes of the input set.
     """
-    from pipeline.workflow import ablation_runs, dynamics_figures, dynamics_pairs, dynamics_runs, schedule_for
+    from pipeline.core.schedule import schedule_for
+    from pipeline.workflow import ablation_runs, dynamics_figures, dynamics_pairs, dynamics_runs
 
     section = config.get("dynamics", {})
     if not section.get("enabled"):
@@ -684,7 +771,7 @@ def dynamics_plan(config: dict) -> dict | None:
         sn = section["sgd_noise"]
         sgd_passes = 0
         if sn["enabled"]:
-            from pipeline.train import hyperparameters
+            from pipeline.core.training import hyperparameters
 
             batch = sn["batch_size"] or hyperparameters(config, model, dataset)["batch_size"]
             n_depths = len((sn.get("depths") or {}).get(model) or depths)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.config import Run, provenance, validate_config
-from pipeline.io import check_result_schema, read_parquet_metadata, write_parquet
+from pipeline.config import validate_config
+from pipeline.core.config import Run
+from pipeline.core.tables import check_result_schema, provenance, read_parquet_metadata, write_parquet
 
 
 def _full(config: dict) -> dict:
@@ -32,7 +33,7 @@ def _stored_config(attrs) -> dict:
 
 
 def labels(config: dict, run: Run, out: str | Path) -> None:
-    from pipeline.data import load_run_dataset, make_run_labels, save_labels
+    from pipeline.core.labels import load_run_dataset, make_run_labels, save_labels
 
     given, config = config, _full(config)
     arrays = load_run_dataset(config, run.dataset)
@@ -44,13 +45,13 @@ def labels(config: dict, run: Run, out: str | Path) -> None:
 
 
 def _runtime(config: dict, run: Run, **paths):
-    from pipeline.runtime import RunRuntime
+    from pipeline.core.runtime import RunRuntime
 
     return RunRuntime(config, run, **paths)
 
 
 def train(config: dict, run: Run, labels_path: str | Path, out_dir: str | Path) -> None:
-    from pipeline.train import train_run
+    from pipeline.images.train import train_run
 
     config = _full(config)
     result = train_run(_runtime(config, run, run_dir=out_dir, labels_path=labels_path), out_dir)
@@ -62,7 +63,7 @@ def train(config: dict, run: Run, labels_path: str | Path, out_dir: str | Path) 
 
 def extract(config: dict, run: Run, epoch: int, labels_path: str | Path, checkpoint: str | Path,
             out: str | Path) -> None:
-    from pipeline.activations import extract_activations, persisted_layers
+    from pipeline.core.activations import extract_activations, persisted_layers
 
     given, config = config, _full(config)
     rt = _runtime(config, run, labels_path=labels_path)
@@ -117,11 +118,11 @@ def score(config: dict, run: Run, epoch: int, activations: str | Path, subspaces
                  metadata=provenance(recorded, run=run.keys(), epoch=epoch))
 
 
-# Transfer experiments (issue 3): pipeline.transfer.editing, pipeline.transfer.intervention, pipeline.transfer.relabel.
+# Transfer experiments (issue 3): pipeline.images.transfer.{editing,intervention,relabel}.
 
 def edit(config: dict, run: Run, index: str | Path, labels_path: str | Path, out: str | Path) -> None:
     """Weight editing of every probed checkpoint of ``run`` (rows probe="edited_model")."""
-    from pipeline.transfer.editing import edit_run
+    from pipeline.images.transfer.editing import edit_run
 
     given, config = config, _full(config)
     rt = _runtime(config, run, run_dir=Path(index).parent.parent, labels_path=labels_path)
@@ -131,7 +132,7 @@ def edit(config: dict, run: Run, index: str | Path, labels_path: str | Path, out
 def intervene(config: dict, run: Run, labels_path: str | Path, out_dir: str | Path,
               standard_dir: str | Path | None = None) -> None:
     """Train an intervened run (variant intervene-e{E}) into ``out_dir``."""
-    from pipeline.transfer.intervention import intervene_run
+    from pipeline.images.transfer.intervention import intervene_run
 
     config = _full(config)
     rt = _runtime(config, run, run_dir=out_dir, labels_path=labels_path)
@@ -144,7 +145,7 @@ def intervene(config: dict, run: Run, labels_path: str | Path, out_dir: str | Pa
 def relabel(config: dict, run: Run, protocol: str, index: str | Path, labels_path: str | Path,
             activations: str | Path, out: str | Path, details: str | Path) -> None:
     """Relabel-and-retrain from the final checkpoint of ``run`` (rows probe="relabel_retrain")."""
-    from pipeline.transfer.relabel import relabel_run
+    from pipeline.images.transfer.relabel import relabel_run
 
     given, config = config, _full(config)
     rt = _runtime(config, run, run_dir=Path(index).parent.parent, labels_path=labels_path)
@@ -155,10 +156,10 @@ def relabel(config: dict, run: Run, protocol: str, index: str | Path, labels_pat
 def aggregate(inputs: list[str | Path], out: str | Path, *, check_schema: bool = True) -> pd.DataFrame:
     """Concatenate per-(run, checkpoint) tables into one tidy table, sorted by its keys.
 
-    Every input's schema is checked (:func:`pipeline.io.read_tables`): result tables against the
+    Every input's schema is checked (:func:`pipeline.core.tables.read_tables`): result tables against the
     result schema, others (``check_schema=False``, e.g. training logs) against the first input.
     """
-    from pipeline.io import RESULT_KEYS, read_tables
+    from pipeline.core.tables import RESULT_KEYS, read_tables
 
     table = read_tables(inputs, result_schema=check_schema)
     if check_schema:
@@ -175,7 +176,7 @@ def plot(figure: str | list[str], table: str | Path, train_log: str | Path, data
          out: str | Path | list[str | Path], *, dpi: int = 120) -> list[Path]:
     """Draw one figure, or several (``figure`` and ``out`` lists of the same length) from one read
     of the tables: the workflow draws every figure of a (dataset, model) pair in one job."""
-    from pipeline.plots import draw_figures
+    from pipeline.images.plots import draw_figures
 
     figures = [figure] if isinstance(figure, str) else list(figure)
     outs = [out] if isinstance(out, (str, Path)) else list(out)
@@ -203,7 +204,7 @@ def probe_fused(config: dict, run: Run, epoch: int, labels_path: str | Path, che
                 model_rows: bool = True, max_bytes: float | None = None) -> dict:
     """``storage.fused``: extraction and probing of one checkpoint without an activation file.
 
-    The forward pass (:class:`pipeline.runtime.RunRuntime`, :func:`pipeline.runtime.forward`, as
+    The forward pass (:class:`pipeline.core.runtime.RunRuntime`, :func:`pipeline.core.runtime.forward`, as
     :func:`extract`) keeps each layer's activations in memory, cast to ``activations.dtype`` as
     the activation file would hold them: torch tensors on the GPU when ``probes.device`` is a CUDA
     device (or ``auto`` with a GPU), numpy arrays otherwise. They go to the same
@@ -219,11 +220,11 @@ def probe_fused(config: dict, run: Run, epoch: int, labels_path: str | Path, che
     import numpy as np
     import torch
 
-    from pipeline.models import layer_dims
+    from pipeline.core.models import layer_dims
+    from pipeline.core.runtime import forward
     from pipeline.probes import fit_subspaces, score_probes
     from pipeline.probes.accel import resolve_device as probe_device
     from pipeline.probes.stage import ActivationArrays
-    from pipeline.runtime import forward
     from pipeline.workflow import check_fused, probe_layer_split
 
     given, config = config, _full(config)

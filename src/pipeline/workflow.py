@@ -15,31 +15,38 @@ Nothing here imports torch, pandas or matplotlib: the Snakefile imports it on ev
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from pipeline.config import (  # noqa: F401 (re-exported for the rule files)
+from pipeline.config import read_config_file, validate_config  # noqa: F401 (re-exported for the rule files)
+from pipeline.core.artifacts import read_index
+from pipeline.core.config import (  # noqa: F401 (re-exported for the rule files)
     BASE_VARIANT,
     RUN_PATH,
     ConfigError,
     Run,
     iter_runs,
     pairs,
-    read_config_file,
-    validate_config,
+)
+from pipeline.core.schedule import probe_blocks, probed_epochs  # noqa: F401 (re-exported for the rule files)
+from pipeline.dynamics.paths import (  # noqa: F401 (re-exported for the rule files)
+    DYNAMICS_FIGURES,
+    DYNAMICS_PLOT_DIR,
+    DYNAMICS_RUN_FILES,
+    DYNAMICS_TABLES,
+)
+from pipeline.images.variants import (  # noqa: F401 (re-exported for the rule files)
+    INTERVENTION_PATTERN,
+    RELABEL_PROTOCOLS,
+    intervention_variant,
+    is_intervention,
 )
 
-#: A run's folder, with the run wildcards open; the one template (``pipeline.config.RUN_PATH``).
+#: A run's folder, with the run wildcards open; the one template (``pipeline.core.config.RUN_PATH``).
 RUN_DIR = f"results/{RUN_PATH}"
 LOG_DIR = "logs/" + RUN_PATH.removeprefix("runs/")
 RUN_WILDCARDS = ("dataset", "model", "corruption", "seed", "variant")
 
-CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT_NAME = "epoch_{epoch}.pt"
-INDEX_NAME = "index.json"     # the training job's "done" marker, written last
-RESUME_NAME = "resume.pt"     # state of an interrupted training, removed when training completes
 
 #: Rules that run on the submitting host under the SLURM profile (cheap bookkeeping).
 LOCAL_RULES = ("all", "corrupt_labels", "run_probe_table", "aggregate_probes",
@@ -49,26 +56,6 @@ GPU_RULES = ("train", "extract_activations", "intervene", "edit_model", "relabel
 
 
 # ----------------------------------------------------------------------------- run layout
-
-def checkpoint_file(run_dir: str | Path, epoch: int | str) -> Path:
-    """``{run_dir}/checkpoints/epoch_{epoch}.pt``."""
-    return Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_NAME.format(epoch=epoch)
-
-
-def index_file(run_dir: str | Path) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR / INDEX_NAME
-
-
-def read_index(path: str | Path) -> dict:
-    """A run's ``checkpoints/index.json`` (epochs saved, final epoch, hyperparameters, run keys)."""
-    from pipeline.errors import ArtifactError
-
-    try:
-        with open(path) as fh:
-            return json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"checkpoint index {path} is unreadable ({exc}); retrain the run: "
-                            f"snakemake --forcerun {path} (with your usual options)") from None
 
 
 def run_wildcards(wildcards) -> dict:
@@ -84,115 +71,11 @@ def all_runs(config: dict) -> list[Run]:
 
 # ----------------------------------------------------------------------------- checkpoint schedule
 
-def checkpoint_schedule(max_epochs: int, *, early_every: int = 2, early_until: int = 20,
-                        late_every: int = 5) -> list[int]:
-    """Epochs at which a checkpoint is saved if training gets there (the final epoch is added on stop).
-
-    >>> checkpoint_schedule(30)
-    [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 25, 30]
-    """
-    epochs = set(range(0, min(early_until, max_epochs) + 1, early_every))
-    if early_until <= max_epochs:
-        epochs.update(range(early_until, max_epochs + 1, late_every))
-    epochs.add(0)
-    return sorted(e for e in epochs if e <= max_epochs)
-
-
-def late_interval(config: dict, model: str) -> int:
-    """``train.checkpoints.late_every``, or the model's published interval (AlexNet 10, others 5)."""
-    late = config["train"]["checkpoints"]["late_every"]
-    if late:
-        return int(late)
-    from pipeline.models import MODELS  # torch; only when the config leaves it to the model
-
-    return MODELS[model].late_checkpoint_interval
-
-
-def checkpoint_windows(config: dict) -> list[tuple[int, int]]:
-    """``train.checkpoints.windows``: dense windows ``[t_a, t_b]`` (inclusive) saved at every epoch.
-
-    Absent or ``[]``: none (the schedule is the papers'). Each window needs ``0 <= t_a <= t_b``.
-    """
-    windows = config["train"]["checkpoints"].get("windows") or []
-    out = []
-    for i, window in enumerate(windows):
-        if (not isinstance(window, (list, tuple)) or len(window) != 2
-                or not all(isinstance(t, int) and not isinstance(t, bool) for t in window)):
-            raise ValueError(f"config key 'train.checkpoints.windows.{i}' is {window!r}; "
-                             "expected a pair of epochs [t_a, t_b]")
-        a, b = window
-        if not 0 <= a <= b:
-            raise ValueError(f"config key 'train.checkpoints.windows.{i}' is {list(window)}; "
-                             "expected 0 <= t_a <= t_b")
-        out.append((a, b))
-    return out
-
-
-def window_epochs(windows: Iterable[tuple[int, int]], max_epochs: int) -> list[int]:
-    """Every epoch of the windows, up to ``max_epochs``, sorted."""
-    return sorted({e for a, b in windows for e in range(a, min(b, max_epochs) + 1)})
-
-
-def schedule_for(config: dict, model: str) -> list[int]:
-    """The checkpoint schedule of a standard run: :func:`checkpoint_schedule` with the config's
-    intervals, plus every epoch of the dense windows (:func:`checkpoint_windows`)."""
-    ck = config["train"]["checkpoints"]
-    max_epochs = config["train"]["max_epochs"]
-    epochs = checkpoint_schedule(max_epochs, early_every=ck["early_every"],
-                                 early_until=ck["early_until"], late_every=late_interval(config, model))
-    dense = window_epochs(checkpoint_windows(config), max_epochs)
-    return sorted(set(epochs).union(dense)) if dense else epochs
-
 
 # ----------------------------------------------------------------------------- probed epochs
 
-def probed_epochs(saved: Iterable[int], config: dict) -> list[int]:
-    """The checkpoint epochs whose activations are extracted and probed.
-
-    ``saved`` are the epochs a run saved (``checkpoints/index.json``). ``storage.every = k`` keeps
-    every k-th of them by position, always with the first and the last; ``storage.epochs`` (a
-    list) then keeps only the listed epochs.
-    """
-    saved = sorted(int(e) for e in saved)
-    storage = config.get("storage", {})
-    every = int(storage.get("every", 1) or 1)
-    if every > 1 and saved:
-        kept = saved[::every]
-        if saved[-1] not in kept:
-            kept.append(saved[-1])
-        saved = kept
-    wanted = storage.get("epochs")
-    if wanted is not None:
-        wanted = {int(e) for e in wanted}
-        saved = [e for e in saved if e in wanted]
-    return saved
-
-
-def probe_block(epoch: int, config: dict) -> int:
-    """Block of a checkpoint: epochs in the same window of ``cluster.probe_block_epochs``."""
-    return int(epoch) // int(config.get("cluster", {}).get("probe_block_epochs", 50))
-
-
-def probe_blocks(epochs: Iterable[int], config: dict) -> dict[int, list[int]]:
-    """Epochs by block, blocks in order."""
-    blocks: dict[int, list[int]] = {}
-    for epoch in sorted(epochs):
-        blocks.setdefault(probe_block(epoch, config), []).append(int(epoch))
-    return blocks
-
 
 # ----------------------------------------------------------------------------- intervention runs
-
-INTERVENTION_PATTERN = r"intervene-e[0-9]+(-keepopt)?"
-
-
-def intervention_variant(icfg: dict) -> str:
-    """Run variant of the intervention configured by ``transfer.intervention``."""
-    return f"intervene-e{int(icfg['epoch'])}" + ("" if icfg["reset_optimizer"] else "-keepopt")
-
-
-def is_intervention(variant: str) -> bool:
-    return re.fullmatch(INTERVENTION_PATTERN, variant) is not None
 
 
 def intervention_runs(config: dict) -> list[Run]:
@@ -202,18 +85,6 @@ def intervention_runs(config: dict) -> list[Run]:
         return []
     return list(iter_runs(config, variant=intervention_variant(icfg)))
 
-
-def intervention_schedule(config: dict, model: str) -> list[int]:
-    """Checkpointed epochs of an intervened run: E (edited), then the schedule up to E+N, and E+N."""
-    icfg, ck = config["transfer"]["intervention"], config["train"]["checkpoints"]
-    first, last = int(icfg["epoch"]), int(icfg["epoch"]) + int(icfg["extra_epochs"])
-    if icfg.get("checkpoint_every"):
-        epochs = set(range(first, last + 1, int(icfg["checkpoint_every"])))
-    else:
-        epochs = set(checkpoint_schedule(last, early_every=ck["early_every"],
-                                         early_until=ck["early_until"],
-                                         late_every=late_interval(config, model)))
-    return sorted(e for e in epochs | {first, last} if first <= e <= last)
 
 
 def standard_run_dir(run_dir: str, wildcards: Mapping[str, str]) -> str:
@@ -263,22 +134,6 @@ def final_activations(run_dir: str, wildcards: Mapping[str, str], index_path: st
 
 # ----------------------------------------------------------------------------- feature dynamics (issue 9)
 
-#: per-run outputs of the dynamics rules (``workflow/rules/dynamics.smk``), under the run folder
-DYNAMICS_RUN_FILES = {"composite": "dynamics/composite.parquet",
-                      "pointwise": "dynamics/composite_pointwise.parquet",
-                      "trajectories": "dynamics/trajectories.parquet",
-                      "sgd_noise": "dynamics/sgd_noise.parquet"}
-#: the aggregated tables
-DYNAMICS_TABLES = {"composite": "results/tables/composite.parquet",
-                   "pointwise": "results/tables/composite_pointwise.parquet",
-                   "trajectories": "results/tables/dynamics_trajectories.parquet",
-                   "welch": "results/tables/dynamics_welch.parquet",
-                   "sgd_noise": "results/tables/sgd_noise.parquet",
-                   "ablations": "results/tables/dynamics_ablations.parquet"}
-DYNAMICS_PLOT_DIR = "results/plots/dynamics"
-#: figures of every (dataset, model) pair; ``eigen_spectra`` needs sgd_noise, ``trajectories`` a 2-D
-#: boundary (the bottleneck model)
-DYNAMICS_FIGURES = ("composite_curves", "consistency_heatmap", "consistency_ecdf")
 #: models with a 2-D boundary whose feature trajectories and decision regions are drawn (Fig. 6)
 TRAJECTORY_MODELS = ("bottleneck_mlp",)
 ABLATION_PATTERN = r"(freeze|reinit)-[A-Za-z0-9_]+-e[0-9]+"
@@ -370,7 +225,7 @@ def _layer_spec(spec, model: str) -> list[str] | None:
     if isinstance(spec, dict):
         chosen = spec.get(model)
         return None if chosen is None else list(chosen)
-    from pipeline.activations import persisted_layers  # "paper": the model registry (torch)
+    from pipeline.core.activations import persisted_layers  # "paper": the model registry (torch)
 
     return persisted_layers(spec, model)
 
@@ -378,7 +233,7 @@ def _layer_spec(spec, model: str) -> list[str] | None:
 def probed_layers(config: dict, model: str) -> list[str]:
     """The probe layers of ``model`` that ``activations.layers`` selects, in the model's order
     (stored on disk or, with ``storage.fused``, probed in memory)."""
-    from pipeline.models import MODELS
+    from pipeline.core.models import MODELS
 
     every = list(MODELS[model].build.probe_layers)
     chosen = _layer_spec(config["activations"].get("layers"), model)
@@ -425,7 +280,7 @@ def probe_layer_split(config: dict, model: str) -> tuple[list[str], list[str]]:
 
 
 def check_fused(config: dict) -> None:
-    """``storage.fused`` against the rest of the config; :class:`~pipeline.config.ConfigError`
+    """``storage.fused`` against the rest of the config; :class:`~pipeline.core.config.ConfigError`
     naming the key and what to do. Checked by the workflow and the plan before anything runs.
 
     * names must be probe layers selected by ``activations.layers`` for the models they apply to;
@@ -491,7 +346,5 @@ def probe_resources(config: dict) -> dict:
 # tables and the transfer experiments is named here (each of those modules is torch-free at
 # import, so the Snakefile stays cheap to parse).
 from pipeline.costs import BENCHMARK_DIR, BENCHMARK_TABLE, benchmark_path  # noqa: E402, F401
-from pipeline.plots import FIGURES, figures_for  # noqa: E402, F401
+from pipeline.images.plots import FIGURES, figures_for  # noqa: E402, F401
 
-#: relabel-and-retrain protocols (``pipeline.transfer.relabel`` validates against the same tuple)
-RELABEL_PROTOCOLS = ("heldout_true", "heldout_corrupted", "authors_test_split")

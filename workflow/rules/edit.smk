@@ -1,7 +1,7 @@
-# Weight editing (section 8, pipeline.transfer.editing): the pre-softmax weights replaced by VeLPIC class
+# Weight editing (section 8, pipeline.images.transfer.editing): the pre-softmax weights replaced by VeLPIC class
 # vectors of the last probe layer. One job per run edits all of its probed checkpoints (each edit is
 # one forward pass; a job per checkpoint would spend most of its time starting Python). Its table
-# joins results/tables/probes.parquet (pipeline.transfer.transfer_tables, in common.smk).
+# joins results/tables/probes.parquet (pipeline.images.transfer.transfer_tables, in common.smk).
 rule edit_model:
     input:
         labels=run_file("labels.npz"),

@@ -1,4 +1,4 @@
-# Weight intervention during training (section 9, pipeline.transfer.intervention): run variant
+# Weight intervention during training (section 9, pipeline.images.transfer.intervention): run variant
 # intervene-e{E}[-keepopt] trains E epochs, swaps in the VeLPIC vectors, trains N more. Like
 # training it is a checkpoint (its index.json lists the checkpoints after the edit), and its
 # checkpoints go through the same extract / fit / score rules as a standard run's. With a reset

@@ -1,7 +1,7 @@
-# Relabel and retrain (the MASC paper, pipeline.transfer.relabel): MASC on a chosen layer relabels the
+# Relabel and retrain (the MASC paper, pipeline.images.transfer.relabel): MASC on a chosen layer relabels the
 # training set and the final (memorized) checkpoint keeps training on it. One job per (run,
 # protocol); each job does every label source of transfer.relabel_retrain.fit_labels. Its table
-# joins results/tables/probes.parquet (pipeline.transfer.transfer_tables, in common.smk).
+# joins results/tables/probes.parquet (pipeline.images.transfer.transfer_tables, in common.smk).
 from pipeline.workflow import RELABEL_PROTOCOLS, final_activations
 
 

@@ -27,9 +27,9 @@ from pipeline.arithmetic.fourier import neuron_statistics
 from pipeline.arithmetic.model import build, weights_of
 from pipeline.arithmetic.tables import accuracy_rows, log_frame, neuron_frame, neuron_rows, result_frame, run_keys
 from pipeline.arithmetic.train import TrainSettings, set_accuracies, train
-from pipeline.config import provenance
-from pipeline.io import write_json, write_parquet
-from pipeline.threads import limit_threads
+from pipeline.core.artifacts import write_json
+from pipeline.core.tables import provenance, write_parquet
+from pipeline.core.threads import limit_threads
 
 DEFAULTS: dict = {
     # data

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.io import atomic_path
+from pipeline.core.artifacts import atomic_path
 
 TASKS = ("add", "sub", "mul")
 NOISE_MODES = ("wrong_only", "uniform", "symmetric")

@@ -389,7 +389,7 @@ def read_tables(results=None, neurons=None, log=None, memorization=None) -> dict
 
 def draw(names: list[str], outs: list[str | Path], tables: dict[str, pd.DataFrame], *, dpi: int = 120) -> list[Path]:
     """Save figure ``names[i]`` to ``outs[i]`` (atomically); returns the paths."""
-    from pipeline.io import atomic_path
+    from pipeline.core.artifacts import atomic_path
 
     if len(names) != len(outs):
         raise ValueError(f"{len(names)} figures but {len(outs)} output paths")

@@ -49,7 +49,7 @@ def noisy_labels(y: np.ndarray, num_classes: int, alpha: float, seed: int) -> np
 def memorization_order(alpha: float, *, dataset: str = "digits", epochs: int = 60, hidden: int = 256,
                        optimizer: str = "adam", lr: float = 1e-3, seed: int = 0, root: str = "data") -> pd.DataFrame:
     """The per-epoch accuracy table of one run (see the module docstring)."""
-    from pipeline.datasets import load_dataset
+    from pipeline.core.datasets import load_dataset
 
     arrays = load_dataset(dataset, root=root)
     x_train, x_test = _inputs(arrays)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.models import ProbedModel
+from pipeline.core.models import ProbedModel
 
 ACTIVATIONS = ("relu", "square", "gelu", "reverse_relu")
 PROBE_LAYER = "hidden"

@@ -1,9 +1,9 @@
-"""MASC / VeLPIC on the hidden layer, as rows of the image pipeline's probe table (pipeline.io schema).
+"""MASC / VeLPIC on the hidden layer, as rows of the image pipeline's probe table (pipeline.core.artifacts schema).
 
 The probes are fit on the training pairs' hidden activations with the given (noisy) labels
 (``fit_labels="corrupted"``) or the true ones (``"true"``), and scored on the training pairs against
 both label sets and on the test pairs against the true labels -- the same rows
-:func:`pipeline.io.accuracy_row` builds for the image models. ``dataset`` / ``model`` / ``variant``
+:func:`pipeline.core.tables.accuracy_row` builds for the image models. ``dataset`` / ``model`` / ``variant``
 name the cell (e.g. ``add-P23-f0.5-wrong_only`` / ``mlp2-w64-relu`` / ``standard``); how cells map to
 these keys is the workflow's choice.
 """
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from pipeline.arithmetic.data import ArithmeticData
 from pipeline.arithmetic.model import PROBE_LAYER, ArithmeticMLP, hidden_activations
-from pipeline.io import accuracy_row
+from pipeline.core.tables import accuracy_row
 
 
 def default_probes() -> dict[str, object]:
@@ -26,7 +26,7 @@ def default_probes() -> dict[str, object]:
 def probe_rows(model: ArithmeticMLP, data: ArithmeticData, keys: Mapping, *, epoch: int,
                probes: Mapping[str, object] | None = None,
                fit_labels: tuple[str, ...] = ("corrupted", "true")) -> list[dict]:
-    """Fit each probe on ``hidden`` and return pipeline.io result rows (``keys``: dataset, model,
+    """Fit each probe on ``hidden`` and return pipeline.core.artifacts result rows (``keys``: dataset, model,
     corruption, seed, variant)."""
     from sklearn.base import clone
 

@@ -1,7 +1,7 @@
 """The arithmetic tables' schemas (defined once here) and their validation.
 
 Every table starts with the run keys :data:`KEY_COLUMNS`: the pipeline's shared ones
-(:data:`pipeline.io.RUN_KEY_COLUMNS`, mapped by :func:`shared_run_keys`) and the arithmetic's own.
+(:data:`pipeline.core.tables.RUN_KEY_COLUMNS`, mapped by :func:`shared_run_keys`) and the arithmetic's own.
 
 ``arithmetic.parquet``: one row per (run keys, epoch, network, score, fraction, split) with the
 accuracy and its counts. ``network``: ``raw`` / ``G`` / ``R`` (frequency filtration),
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from pipeline.io import RUN_KEY_COLUMNS
+from pipeline.core.tables import RUN_KEY_COLUMNS
 
 #: the arithmetic's own keys of a cell (after the shared run keys), with their dtypes
 ARITH_KEY_COLUMNS: dict[str, str] = {
@@ -40,7 +40,7 @@ ARITH_KEY_COLUMNS: dict[str, str] = {
     "weight_decay": "float64",
 }
 #: the run keys of a cell, in order, with their dtypes: the shared run keys
-#: (:data:`pipeline.io.RUN_KEY_COLUMNS`, see :func:`shared_run_keys`), then the arithmetic's own
+#: (:data:`pipeline.core.tables.RUN_KEY_COLUMNS`, see :func:`shared_run_keys`), then the arithmetic's own
 KEY_COLUMNS: dict[str, str] = {**RUN_KEY_COLUMNS, **ARITH_KEY_COLUMNS}
 RESULT_COLUMNS: dict[str, str] = {
     **KEY_COLUMNS,

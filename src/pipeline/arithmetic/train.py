@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 from pipeline.arithmetic.data import SPLITS, ArithmeticData
 from pipeline.arithmetic.model import ArithmeticMLP, build, pair_tensor
-from pipeline.io import save_torch
-from pipeline.runtime import read_state
+from pipeline.core.artifacts import save_torch
+from pipeline.core.runtime import read_state
 
 LOSSES = ("ce", "mse")
 OPTIMIZERS = ("adamw", "adam", "sgd", "muon")
@@ -127,7 +127,7 @@ def predict_all(model: ArithmeticMLP, data: ArithmeticData, activation: str | No
 
 
 def save_state(model: torch.nn.Module, path: Path) -> None:
-    """A plain state_dict, atomic and byte-reproducible (:func:`pipeline.io.save_torch`)."""
+    """A plain state_dict, atomic and byte-reproducible (:func:`pipeline.core.artifacts.save_torch`)."""
     save_torch({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
 
 

@@ -1,76 +1,77 @@
 """Feature dynamics across checkpoints (issue 9): composite networks, temporal consistency,
-one-step SGD noise and sphericity tests.  This module only re-exports; see the submodules."""
+one-step SGD noise and sphericity tests.  This module only re-exports; see the submodules.
 
-from pipeline.dynamics.blur import BLUR_SIGMAS, blur_sigma, blur_uint8, gaussian_blur
-from pipeline.dynamics.composite import CompositeNetwork, build_composite, composite_state_dict, load_state
-from pipeline.dynamics.consistency import (
-                                         REFERENCES,
-                                         WindowConsistency,
-                                         accuracy_and_cross_entropy,
-                                         baseline_agreement,
-                                         consistency_summary,
-                                         dataset_consistency,
-                                         drift_ratio,
-                                         ecdf,
-                                         per_sample_nll,
-                                         pointwise_consistency,
-                                         window_consistency,
-                                         window_epochs,
-)
-from pipeline.dynamics.controls import matched_control_logits, matched_random_features
-from pipeline.dynamics.grid import (
-                                         CompositePredictions,
-                                         composite_grid,
-                                         composite_predictions,
-                                         composite_rows,
-                                         pointwise_rows,
-)
-from pipeline.dynamics.sgd_noise import (
-                                         SOURCES,
-                                         OneStepNoise,
-                                         isotropic_gaussian_control,
-                                         matched_sigma,
-                                         noise_summary_rows,
-                                         one_step_sgd_noise,
-                                         parameter_noise_control,
-                                         shallow_parameter_names,
-)
-from pipeline.dynamics.sphericity import (
-                                         TOP_K,
-                                         SphericityNull,
-                                         covariance_spectrum,
-                                         gram_matrix,
-                                         sphericity_null,
-                                         sphericity_statistics,
-                                         sphericity_test,
-)
-from pipeline.dynamics.stats import welch_test
-from pipeline.dynamics.tables import (
-                                         COMPOSITE_COLUMNS,
-                                         DEFAULT_CHOICES,
-                                         POINTWISE_COLUMNS,
-                                         SGD_NOISE_COLUMNS,
-                                         check_frame,
-                                         composite_frame,
-                                         pointwise_frame,
-                                         provenance,
-                                         sgd_noise_frame,
-)
+The names are re-exported lazily (PEP 562), so importing one light submodule, such as
+:mod:`pipeline.dynamics.paths` from the Snakefile, does not import torch."""
 
-__all__ = [
-    "BLUR_SIGMAS", "blur_sigma", "blur_uint8", "gaussian_blur",
-    "CompositeNetwork", "build_composite", "composite_state_dict", "load_state",
-    "REFERENCES", "WindowConsistency", "accuracy_and_cross_entropy", "baseline_agreement",
-    "consistency_summary", "dataset_consistency", "drift_ratio", "ecdf", "per_sample_nll",
-    "pointwise_consistency", "window_consistency", "window_epochs",
-    "matched_control_logits", "matched_random_features",
-    "CompositePredictions", "composite_grid", "composite_predictions", "composite_rows",
-    "pointwise_rows",
-    "SOURCES", "OneStepNoise", "isotropic_gaussian_control", "matched_sigma", "noise_summary_rows",
-    "one_step_sgd_noise", "parameter_noise_control", "shallow_parameter_names",
-    "TOP_K", "SphericityNull", "covariance_spectrum", "gram_matrix", "sphericity_null",
-    "sphericity_statistics", "sphericity_test",
-    "welch_test",
-    "COMPOSITE_COLUMNS", "DEFAULT_CHOICES", "POINTWISE_COLUMNS", "SGD_NOISE_COLUMNS", "check_frame",
-    "composite_frame", "pointwise_frame", "provenance", "sgd_noise_frame",
-]
+from __future__ import annotations
+
+import importlib
+
+#: public name -> the submodule that defines it
+_EXPORTS = {
+    "BLUR_SIGMAS": "pipeline.dynamics.blur",
+    "blur_sigma": "pipeline.dynamics.blur",
+    "blur_uint8": "pipeline.dynamics.blur",
+    "gaussian_blur": "pipeline.dynamics.blur",
+    "CompositeNetwork": "pipeline.dynamics.composite",
+    "build_composite": "pipeline.dynamics.composite",
+    "composite_state_dict": "pipeline.dynamics.composite",
+    "load_state": "pipeline.dynamics.composite",
+    "REFERENCES": "pipeline.dynamics.consistency",
+    "WindowConsistency": "pipeline.dynamics.consistency",
+    "accuracy_and_cross_entropy": "pipeline.dynamics.consistency",
+    "baseline_agreement": "pipeline.dynamics.consistency",
+    "consistency_summary": "pipeline.dynamics.consistency",
+    "dataset_consistency": "pipeline.dynamics.consistency",
+    "drift_ratio": "pipeline.dynamics.consistency",
+    "ecdf": "pipeline.dynamics.consistency",
+    "per_sample_nll": "pipeline.dynamics.consistency",
+    "pointwise_consistency": "pipeline.dynamics.consistency",
+    "window_consistency": "pipeline.dynamics.consistency",
+    "window_epochs": "pipeline.dynamics.consistency",
+    "matched_control_logits": "pipeline.dynamics.controls",
+    "matched_random_features": "pipeline.dynamics.controls",
+    "CompositePredictions": "pipeline.dynamics.grid",
+    "composite_grid": "pipeline.dynamics.grid",
+    "composite_predictions": "pipeline.dynamics.grid",
+    "composite_rows": "pipeline.dynamics.grid",
+    "pointwise_rows": "pipeline.dynamics.grid",
+    "OneStepNoise": "pipeline.dynamics.sgd_noise",
+    "SOURCES": "pipeline.dynamics.sgd_noise",
+    "isotropic_gaussian_control": "pipeline.dynamics.sgd_noise",
+    "matched_sigma": "pipeline.dynamics.sgd_noise",
+    "noise_summary_rows": "pipeline.dynamics.sgd_noise",
+    "one_step_sgd_noise": "pipeline.dynamics.sgd_noise",
+    "parameter_noise_control": "pipeline.dynamics.sgd_noise",
+    "shallow_parameter_names": "pipeline.dynamics.sgd_noise",
+    "SphericityNull": "pipeline.dynamics.sphericity",
+    "TOP_K": "pipeline.dynamics.sphericity",
+    "covariance_spectrum": "pipeline.dynamics.sphericity",
+    "gram_matrix": "pipeline.dynamics.sphericity",
+    "sphericity_null": "pipeline.dynamics.sphericity",
+    "sphericity_statistics": "pipeline.dynamics.sphericity",
+    "sphericity_test": "pipeline.dynamics.sphericity",
+    "welch_test": "pipeline.dynamics.stats",
+    "COMPOSITE_COLUMNS": "pipeline.dynamics.tables",
+    "DEFAULT_CHOICES": "pipeline.dynamics.tables",
+    "POINTWISE_COLUMNS": "pipeline.dynamics.tables",
+    "SGD_NOISE_COLUMNS": "pipeline.dynamics.tables",
+    "check_frame": "pipeline.dynamics.tables",
+    "composite_frame": "pipeline.dynamics.tables",
+    "pointwise_frame": "pipeline.dynamics.tables",
+    "provenance": "pipeline.dynamics.tables",
+    "sgd_noise_frame": "pipeline.dynamics.tables",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

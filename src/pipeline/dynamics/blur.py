@@ -11,7 +11,7 @@ for severities 1..5.  Here:
   which truncates; ``rounding="floor"`` reproduces that.
 
 Images are ``uint8`` with the spatial axes last: ``(H, W)``, ``(C, H, W)`` or ``(N, C, H, W)`` as in
-:class:`pipeline.datasets.DatasetArrays` (pass ``channels_last=True`` for ``(..., H, W, C)``).
+:class:`pipeline.core.datasets.DatasetArrays` (pass ``channels_last=True`` for ``(..., H, W, C)``).
 """
 
 from __future__ import annotations

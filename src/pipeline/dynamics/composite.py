@@ -5,7 +5,7 @@ A composite is built from two state dicts of the same architecture; every state-
 parameters *and* buffers (BatchNorm running mean / variance / ``num_batches_tracked``) -- comes from
 the checkpoint of the part that owns it, so in eval mode each layer normalises with the running
 statistics of its own checkpoint.  Ownership is the model's split plan
-(:meth:`pipeline.models.ProbedModel.shallow_state_keys`).
+(:meth:`pipeline.core.models.ProbedModel.shallow_state_keys`).
 
 Two equivalent forms:
 
@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 
 from torch import Tensor, nn
 
-from pipeline.models import ProbedModel
+from pipeline.core.models import ProbedModel
 
 __all__ = ["composite_state_dict", "build_composite", "CompositeNetwork", "load_state"]
 

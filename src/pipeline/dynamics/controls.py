@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pipeline.models import ProbedModel
+from pipeline.core.models import ProbedModel
 
 __all__ = ["matched_random_features", "matched_control_logits"]
 

@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pipeline.config import BASE_VARIANT  # noqa: E402
+from pipeline.core.config import BASE_VARIANT  # noqa: E402
 from pipeline.dynamics.consistency import ecdf  # noqa: E402
 
 __all__ = ["FIGURES", "read_tables", "draw", "composite_curves", "consistency_heatmap",
@@ -282,7 +282,7 @@ def draw(figures: Sequence[str], outs: Sequence[str | Path], tables: Mapping[str
     unknown = [f for f in figures if f not in FIGURES]
     if unknown:
         raise ValueError(f"unknown dynamics figures {unknown}; allowed: {list(FIGURES)}")
-    from pipeline.io import atomic_path
+    from pipeline.core.artifacts import atomic_path
 
     paths = []
     for name, out in zip(figures, outs, strict=True):

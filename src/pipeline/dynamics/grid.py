@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipeline.core.models import ProbedModel
 from pipeline.dynamics.composite import load_state
 from pipeline.dynamics.consistency import WindowConsistency, drift_ratio, window_consistency
-from pipeline.models import ProbedModel
 
 __all__ = ["CompositePredictions", "composite_predictions", "composite_rows", "pointwise_rows",
            "composite_grid"]

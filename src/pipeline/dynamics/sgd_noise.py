@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipeline.core.models import ProbedModel
 from pipeline.dynamics.sphericity import TOP_K, sphericity_null, sphericity_test
-from pipeline.models import ProbedModel
 
 __all__ = ["OneStepNoise", "one_step_sgd_noise", "shallow_parameter_names", "matched_sigma",
            "parameter_noise_control", "isotropic_gaussian_control", "noise_summary_rows",

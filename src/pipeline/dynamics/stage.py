@@ -1,5 +1,5 @@
 """The feature-dynamics stages the workflow runs (``workflow/rules/dynamics.smk``), one function per
-rule, each reading a run's checkpoints through :class:`pipeline.runtime.RunRuntime`:
+rule, each reading a run's checkpoints through :class:`pipeline.core.runtime.RunRuntime`:
 
 * :func:`composite_run` -- the composite grid of one run on every input set of ``dynamics.splits``
   (train with its clean / corrupted subsets from the saved corruption mask, test, blurred test), the
@@ -26,12 +26,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import Run
+from pipeline.core.config import Run
+from pipeline.core.tables import read_parquet_metadata, write_parquet
 from pipeline.dynamics import tables as T
 from pipeline.dynamics.blur import blur_sigma, blur_uint8
 from pipeline.dynamics.controls import matched_random_features
 from pipeline.dynamics.grid import composite_grid
-from pipeline.io import read_parquet_metadata, write_parquet
 
 __all__ = ["default_depths", "run_depths", "resolve_epochs", "resolve_windows", "input_sets",
            "composite_run", "sgd_noise_run", "ablation_run", "FreezeShallow", "ReinitDeep",
@@ -43,7 +43,7 @@ __all__ = ["default_depths", "run_depths", "resolve_epochs", "resolve_windows", 
 def default_depths(model: str) -> list[str]:
     """ResNet-20: the paper's split (``stage1.block2``, "the second basic block"); every other model:
     its probe layers (all of them are split boundaries)."""
-    from pipeline.models import MODELS, ResNet20
+    from pipeline.core.models import MODELS, ResNet20
 
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; allowed: {', '.join(MODELS)}")
@@ -209,8 +209,8 @@ def composite_run(config: dict, run: Run, *, index: str | Path, labels_path: str
                   out_composite: str | Path, out_pointwise: str | Path, out_trajectories: str | Path,
                   threads: int | None = None) -> dict:
     """The composite grid of one run (see the module doc); writes the three per-run tables."""
-    from pipeline.runtime import RunRuntime
-    from pipeline.workflow import read_index
+    from pipeline.core.artifacts import read_index
+    from pipeline.core.runtime import RunRuntime
 
     section = config["dynamics"]
     run_dir = Path(index).parent.parent
@@ -249,7 +249,7 @@ def composite_run(config: dict, run: Run, *, index: str | Path, labels_path: str
                 batch_size=section["batch_size"], device=rt.device, drift_cache=drift_cache)
         except ValueError as exc:
             if "save every epoch" in str(exc):
-                from pipeline.config import ConfigError
+                from pipeline.core.config import ConfigError
                 raise ConfigError(f"dynamics.windows: {exc} (train.checkpoints.windows saves dense "
                                   "windows; or set dynamics.allow_sparse: true)") from None
             raise
@@ -301,6 +301,9 @@ def sgd_noise_run(config: dict, run: Run, *, index: str | Path, labels_path: str
                   out: str | Path, threads: int | None = None) -> pd.DataFrame:
     """One-step SGD noise of one run at ``dynamics.sgd_noise.epoch`` for every configured depth,
     with the equal-trace isotropic Gaussian and the step-matched parameter-space control."""
+    from pipeline.core.artifacts import read_index
+    from pipeline.core.runtime import RunRuntime
+    from pipeline.core.training import hyperparameters
     from pipeline.dynamics.sgd_noise import (
         isotropic_gaussian_control,
         matched_sigma,
@@ -308,9 +311,6 @@ def sgd_noise_run(config: dict, run: Run, *, index: str | Path, labels_path: str
         one_step_sgd_noise,
         parameter_noise_control,
     )
-    from pipeline.runtime import RunRuntime
-    from pipeline.train import hyperparameters
-    from pipeline.workflow import read_index
 
     section = config["dynamics"]
     sn = section["sgd_noise"]
@@ -320,7 +320,7 @@ def sgd_noise_run(config: dict, run: Run, *, index: str | Path, labels_path: str
     final = int(idx["final_epoch"])
     epoch = _epoch(sn["epoch"], final)
     if epoch not in idx["epochs"]:
-        from pipeline.errors import ArtifactError
+        from pipeline.core.errors import ArtifactError
         raise ArtifactError(f"dynamics.sgd_noise.epoch {sn['epoch']} = {epoch} is not a checkpoint of "
                             f"{run.path} (saved: {idx['epochs']}); choose a saved epoch or final")
     model = rt.model_at(epoch)
@@ -368,7 +368,7 @@ _ABLATION = re.compile(r"(?P<kind>freeze|reinit)-(?P<depth>[A-Za-z0-9_]+)-e(?P<e
 def parse_ablation_variant(variant: str, model: str) -> tuple[str, str, int]:
     """``(kind, depth, epoch)`` of ``freeze-<depth>-e<E>`` / ``reinit-<depth>-e<E>`` (the depth's dots
     were written as underscores; matched back against the model's boundaries)."""
-    from pipeline.models import MODELS
+    from pipeline.core.models import MODELS
 
     m = _ABLATION.fullmatch(variant)
     if m is None:
@@ -447,10 +447,11 @@ def ablation_run(config: dict, run: Run, *, labels_path: str | Path, standard_di
                  out_dir: str | Path, threads: int | None = None):
     """Train the ablation run variant ``run.variant`` into ``out_dir``: branch from the standard run's
     epoch-E checkpoint, apply the hook, train ``dynamics.ablations.extra_epochs`` more epochs."""
-    from pipeline.errors import ArtifactError
-    from pipeline.runtime import RunRuntime
-    from pipeline.train import LOG_COLUMNS, Plan, Trainer
-    from pipeline.workflow import checkpoint_file, schedule_for
+    from pipeline.core.artifacts import checkpoint_file
+    from pipeline.core.errors import ArtifactError
+    from pipeline.core.runtime import RunRuntime
+    from pipeline.core.schedule import schedule_for
+    from pipeline.core.training import LOG_COLUMNS, Plan, Trainer
 
     kind, depth, epoch = parse_ablation_variant(run.variant, run.model)
     abl = config["dynamics"]["ablations"]
@@ -525,7 +526,7 @@ def aggregate_tables(composites: Sequence[str | Path], *, out_composite, out_poi
                      out_trajectories, out_welch) -> None:
     """Gather per-run composite tables (their point-wise and trajectory siblings are found next to
     them) into the aggregated tables, sorted by their keys, plus the Welch tests across seeds."""
-    from pipeline.workflow import DYNAMICS_RUN_FILES
+    from pipeline.dynamics.paths import DYNAMICS_RUN_FILES
 
     dirs = [Path(p).parent for p in composites]
     names = {k: Path(v).name for k, v in DYNAMICS_RUN_FILES.items()}

@@ -19,7 +19,7 @@
   sphericity statistics.
 
 :data:`DEFAULT_CHOICES` lists the readings of the paper's ambiguities; write it (plus run-specific
-values) into the Parquet footer with ``pipeline.io.write_parquet(df, path, metadata=provenance(...))``.
+values) into the Parquet footer with ``pipeline.core.tables.write_parquet(df, path, metadata=provenance(...))``.
 """
 
 from __future__ import annotations

@@ -42,6 +42,8 @@ Package layout
                    numpy reference route; ``"cpu"`` / ``"cuda[:i]"`` = torch there, same float64
                    eigenproblems, same fitted arrays); :func:`~.accel.resolve_device` maps the
                    config's ``probes.device`` (``"auto"`` = CUDA if visible, else numpy).
+:mod:`.agreement`  :func:`prediction_agreement` / :func:`assert_agree`: whether two score arrays
+                   predict alike up to near-ties (the reliability promise across routes).
 ``_common``        the package's internal helpers (input checks, float64 eigen-helpers, row
                    chunking, the ``_Probe`` base class); nothing outside the package imports it.
 
@@ -49,6 +51,7 @@ torch is imported lazily (when :class:`LinearProbe` fits or a probe runs on a ``
 h5py, pandas and the activation reader (when a stage runs): ``import pipeline.probes`` is cheap.
 """
 
+from pipeline.probes.agreement import Agreement, assert_agree, prediction_agreement
 from pipeline.probes.linear import LinearProbe, LogisticProbe
 from pipeline.probes.masc import MASC
 from pipeline.probes.moments import (
@@ -91,4 +94,6 @@ __all__ = [
     "SPECTRAL_PROBES", "fit_spectral",
     # stages
     "probe_layers", "fit_subspaces", "score_probes", "load_fitted", "open_subspaces",
+    # predictions of two routes agree up to near-ties
+    "Agreement", "prediction_agreement", "assert_agree",
 ]

@@ -185,7 +185,7 @@ def reduce_activations(activation_path: str | Path, out_path: str | Path, *, mod
                        attrs: dict | None = None) -> Path:
     """Write the reduced copy of one activation file that ``storage.persist: moments|auto`` keeps.
 
-    Same layout as the activation file (so :class:`pipeline.activations.ActivationFile` reads it
+    Same layout as the activation file (so :class:`pipeline.core.activations.ActivationFile` reads it
     and the ``fit``/``score`` stages take it unchanged), with, for each layer chosen by
     :func:`moment_layer_choice`, the training activations replaced by the per-class statistics
     ``moments/{layer}/{corrupted,true}/{classes,counts,sums,second_upper}`` (both label sources,
@@ -194,8 +194,8 @@ def reduce_activations(activation_path: str | Path, out_path: str | Path, *, mod
     """
     import h5py
 
-    from pipeline.activations import ActivationFile
-    from pipeline.io import atomic_path, write_h5_attrs
+    from pipeline.core.activations import ActivationFile
+    from pipeline.core.artifacts import atomic_path, write_h5_attrs
 
     out_path = Path(out_path)
     with ActivationFile(activation_path) as acts, atomic_path(out_path) as tmp, \

@@ -7,7 +7,7 @@ as weight editing) never refits:
                            ``{layer}/{probe}/{setting}/{fit_labels}`` holding the arrays of
                            :func:`pipeline.probes.probe_to_arrays` (MASC bases, VeLPIC vectors,
                            class means, ...), with the probe name and params in attributes.
-``probes/epoch_{E}.parquet`` rows of the tidy result schema (:mod:`pipeline.io`): every probe
+``probes/epoch_{E}.parquet`` rows of the tidy result schema (:mod:`pipeline.core.artifacts`): every probe
                            setting x layer x fit-label source, on the train split (against both
                            label sets) and the test split, plus the model's own accuracy rows.
 
@@ -24,8 +24,8 @@ its own ``params``; it is an execution choice, so setting ids, group names and t
 depend on it, and a file fitted on one device is scored on any.
 
 A subspace file that cannot be read (truncated, not HDF5, incomplete, lacking a group) raises
-:class:`pipeline.errors.ArtifactError` naming it; activation files do the same
-(:class:`pipeline.activations.ActivationFile`).  h5py, pandas and the activation reader are
+:class:`pipeline.core.errors.ArtifactError` naming it; activation files do the same
+(:class:`pipeline.core.activations.ActivationFile`).  h5py, pandas and the activation reader are
 imported when a stage runs, so ``import pipeline.probes`` stays cheap.
 """
 
@@ -35,7 +35,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from pipeline.errors import ArtifactError
+from pipeline.core.errors import ArtifactError
 from pipeline.probes.accel import resolve_device
 from pipeline.probes.moments import fit_from_moments
 from pipeline.probes.registry import make_probe, probe_from_arrays, probe_to_arrays, setting_id
@@ -59,7 +59,7 @@ def probe_layers(available: list[str], requested: Iterable[str] | None) -> list[
 
 
 class ActivationArrays:
-    """Activations in memory, read like an :class:`~pipeline.activations.ActivationFile`: what the
+    """Activations in memory, read like an :class:`~pipeline.core.activations.ActivationFile`: what the
     fused path (``storage.fused``, :func:`pipeline.stages.probe_fused`) hands to
     :func:`fit_subspaces` and :func:`score_probes` instead of a file path, so fitting and scoring
     are the same code whichever way the activations arrive.
@@ -143,7 +143,7 @@ def _activations(source):
     """An :class:`ActivationArrays` as is; a path opened as an activation (or reduced) file."""
     if isinstance(source, ActivationArrays):
         return source
-    from pipeline.activations import ActivationFile
+    from pipeline.core.activations import ActivationFile
 
     return ActivationFile(source)
 
@@ -198,7 +198,7 @@ def fit_subspaces(activation_path: str | Path | ActivationArrays, out_path: str 
     """
     import h5py
 
-    from pipeline.io import atomic_path, write_h5_attrs
+    from pipeline.core.artifacts import atomic_path, write_h5_attrs
 
     out_path = Path(out_path)
     device = resolve_device(device)
@@ -299,7 +299,7 @@ def score_probes(activation_path: str | Path | ActivationArrays, subspace_path: 
     ``activation_path`` may be an :class:`ActivationArrays`; ``model_rows=False`` leaves out the
     model's own accuracy rows (a checkpoint whose layers are split between the staged and the fused
     path has them in the staged table only)."""
-    from pipeline.io import MODEL_LAYER, MODEL_PROBE, accuracy_row, result_frame, write_parquet
+    from pipeline.core.tables import MODEL_LAYER, MODEL_PROBE, accuracy_row, result_frame, write_parquet
 
     rows: list[dict] = []
     device = resolve_device(device)

@@ -7,7 +7,7 @@ i.e. the first principal component of the negative-augmented class data, compute
 that the mean projection of training activations on ``v_c`` is non-negative; two conventions
 exist and both are offered (``sign``).  Prediction is ``argmax_c v_c^T x`` (the smallest angle,
 since ``||v_c|| = 1``): a linear classifier whose class vectors can replace a network's
-pre-softmax weights (Sec. 8, :mod:`pipeline.transfer.editing`).
+pre-softmax weights (Sec. 8, :mod:`pipeline.images.transfer.editing`).
 
 ``device="cpu"`` / ``"cuda"`` runs the same algorithm with torch there
 (:mod:`pipeline.probes.accel`); ``None`` (default) is the numpy reference route.

@@ -21,7 +21,7 @@ in blocks of about 64 KiB (a single row for layers of 16k dims), so reading one 
 default; ``lzf`` is offered because it is fast enough for the extraction loop (gzip is not).
 
 Extraction runs in eval mode, batched, in the dataset's original order, and takes activations from
-:meth:`pipeline.models.ProbedModel.forward_layers`, which computes them out of place, so a later
+:meth:`pipeline.core.models.ProbedModel.forward_layers`, which computes them out of place, so a later
 in-place ReLU or residual addition cannot overwrite what was recorded.
 """
 
@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-if TYPE_CHECKING:  # torch and pipeline.data (the dataset registry, torch): not for reading files
+if TYPE_CHECKING:  # torch and pipeline.core.labels (the dataset registry, torch): not for reading files
     import torch
 
-    from pipeline.data import RunLabels
-from pipeline.io import atomic_path, write_h5_attrs
+    from pipeline.core.labels import RunLabels
+from pipeline.core.artifacts import atomic_path, write_h5_attrs
 
 CHUNK_BYTES = 1 << 16
 
@@ -54,7 +54,7 @@ def persisted_layers(spec, model: str) -> list[str] | None:
     ``spec`` is null (all), ``"paper"`` (the layers the papers report, ``paper_layers``), a list
     of names, or a mapping model -> list (a model it does not name keeps all its layers).
     """
-    from pipeline.models import MODELS
+    from pipeline.core.models import MODELS
 
     if spec is None:
         return None
@@ -68,7 +68,7 @@ def persisted_layers(spec, model: str) -> list[str] | None:
 
 def _extract_split(model, x_uint8: torch.Tensor, transform, layers: list[str], datasets: dict,
                    predictions: h5py.Dataset, batch_size: int, device, dtype) -> None:
-    from pipeline.runtime import forward
+    from pipeline.core.runtime import forward
 
     for start, stop, logits, acts in forward(model, x_uint8, transform, layers=layers,
                                              batch_size=batch_size, device=device):
@@ -138,7 +138,7 @@ class ActivationFile:
     REMEDY = "delete it and rerun the workflow; it is regenerated from the checkpoint"
 
     def __init__(self, path: str | Path):
-        from pipeline.errors import ArtifactError
+        from pipeline.core.errors import ArtifactError
 
         self.path = Path(path)
         if not self.path.exists():
@@ -166,7 +166,7 @@ class ActivationFile:
     def _load(self, name: str, selection=()) -> np.ndarray:
         """``self.h5[name][selection]``; ArtifactError naming the file if it lacks ``name`` or
         its data cannot be read."""
-        from pipeline.errors import ArtifactError
+        from pipeline.core.errors import ArtifactError
 
         try:
             node = self.h5[name]

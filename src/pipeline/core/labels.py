@@ -7,7 +7,7 @@ fraction of *changed* labels is ``p * (K - 1) / K``. The test set always keeps i
 The randomness is seeded by (dataset, corruption, seed) only, so the same run always gets the same
 labels, and different corruption degrees or seeds get independent draws.
 
-The dataset loaders live in :mod:`pipeline.datasets` and are re-exported here.
+The dataset loaders live in :mod:`pipeline.core.datasets` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.datasets import DATASETS, DatasetArrays, load_dataset, subsample  # noqa: F401 (re-export)
-from pipeline.errors import ArtifactError
-from pipeline.io import atomic_path
+from pipeline.core.artifacts import atomic_path
+from pipeline.core.datasets import DATASETS, DatasetArrays, load_dataset, subsample  # noqa: F401 (re-export)
+from pipeline.core.errors import ArtifactError
 
 
 def corruption_rng(dataset: str, corruption: float, seed: int) -> np.random.Generator:
@@ -101,7 +101,7 @@ def _label_problems(labels: RunLabels) -> list[str]:
 
 
 def check_labels(labels: RunLabels, arrays: DatasetArrays, path: str | Path) -> None:
-    """Raise :class:`~pipeline.errors.ArtifactError` unless ``labels`` (read from ``path``) fit ``arrays``.
+    """Raise :class:`~pipeline.core.errors.ArtifactError` unless ``labels`` (read from ``path``) fit ``arrays``.
 
     Checks that the training label arrays have one entry per training image, the test labels one
     per test image, ``num_classes`` equals the dataset's, every label lies in ``[0, num_classes)``,

@@ -57,10 +57,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.io import accuracy_row, result_frame, write_json, write_parquet
+from pipeline.core.artifacts import write_json
+from pipeline.core.runtime import RunRuntime
+from pipeline.core.tables import accuracy_row, result_frame, write_parquet
+from pipeline.images.variants import RELABEL_PROTOCOLS
 from pipeline.probes import MASC
-from pipeline.runtime import RunRuntime
-from pipeline.workflow import RELABEL_PROTOCOLS
 
 if TYPE_CHECKING:
     import torch
@@ -134,8 +135,8 @@ def retrain(model: torch.nn.Module, x: torch.Tensor, y: np.ndarray, val_x: torch
     improvement. Epoch ``i`` shuffles with the training seed of epoch ``epoch_offset + i``."""
     import torch
 
-    from pipeline.runtime import predict
-    from pipeline.train import make_optimizer, train_one_epoch
+    from pipeline.core.runtime import predict
+    from pipeline.core.training import make_optimizer, train_one_epoch
 
     optimizer = make_optimizer(model, hp)
     y_t = torch.from_numpy(np.asarray(y, dtype=np.int64))
@@ -230,7 +231,7 @@ def relabel_and_retrain(model: torch.nn.Module, x_train: torch.Tensor, x_test: t
 def relabel_rows(result: RelabelResult, x_train: torch.Tensor, x_test: torch.Tensor, labels, transform, *,
                  run_keys: dict, epoch: int, setting: str, device: torch.device) -> list[dict]:
     """Result rows of one :class:`RelabelResult` (this is where test labels are read)."""
-    from pipeline.runtime import predict
+    from pipeline.core.runtime import predict
 
     common = dict(epoch=epoch, layer=result.layer, probe_setting=setting, fit_labels=result.fit_labels)
     rows = []
@@ -252,9 +253,9 @@ def relabel_rows(result: RelabelResult, x_train: torch.Tensor, x_test: torch.Ten
 def relabel_run(rt: RunRuntime, protocol: str, activations: str | Path, out: str | Path,
                 details_out: str | Path, *, metadata: dict | None = None) -> list[dict]:
     """Relabel-and-retrain the final checkpoint of the run of ``rt`` under ``protocol``, every label source."""
-    from pipeline.activations import ActivationFile
-    from pipeline.train import hyperparameters
-    from pipeline.transfer.editing import label_sources
+    from pipeline.core.activations import ActivationFile
+    from pipeline.core.training import hyperparameters
+    from pipeline.images.transfer.editing import label_sources
 
     config, run, labels, device = rt.config, rt.run, rt.labels, rt.device
     rcfg = config["transfer"]["relabel_retrain"]

@@ -1,8 +1,8 @@
 """Weight editing (section 8): the model's pre-softmax weights replaced by VeLPIC class vectors.
 
 VeLPIC (:class:`pipeline.probes.VeLPIC`) fitted on the model's last probe layer
-(:attr:`pipeline.models.ProbedModel.last_probe_layer`, the input of
-:attr:`~pipeline.models.ProbedModel.classifier`) gives one unit vector ``v_c`` per class. The
+(:attr:`pipeline.core.models.ProbedModel.last_probe_layer`, the input of
+:attr:`~pipeline.core.models.ProbedModel.classifier`) gives one unit vector ``v_c`` per class. The
 edited model has ``classifier.weight[c] = v_c`` and, in the papers' setting, all classifier biases
 set to zero (``bias="zero"``); its logits are then ``v_c . h(x)``, exactly VeLPIC's decision
 function on that layer, so the edited model predicts what VeLPIC predicts. ``bias="keep"`` keeps
@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.io import MODEL_LAYER, accuracy_row, result_frame, write_parquet
+from pipeline.core.runtime import RunRuntime, layer_outputs, predict
+from pipeline.core.tables import MODEL_LAYER, accuracy_row, result_frame, write_parquet
 from pipeline.probes import VeLPIC
-from pipeline.runtime import RunRuntime, layer_outputs, predict
 
 EDIT_PROBE = "edited_model"
 BIAS_SETTINGS = ("zero", "keep")
@@ -142,7 +142,7 @@ def edit_run(rt: RunRuntime, out: str | Path, *, metadata: dict | None = None,
              epochs: Iterable[int] | None = None) -> Path:
     """Edit the checkpoints of the run of ``rt`` and write the rows.
 
-    ``epochs`` defaults to the probed ones (:attr:`pipeline.runtime.RunRuntime.probed_epochs`), so
+    ``epochs`` defaults to the probed ones (:attr:`pipeline.core.runtime.RunRuntime.probed_epochs`), so
     the edited model has a row wherever the unedited model has one.
     """
     ecfg = rt.config["transfer"]["edited_model"]

@@ -893,7 +893,7 @@ def load_tiny_imagenet(root: str | Path, download: bool = False, *, use_cache: b
     arrays = DatasetArrays(name, x_train, y_train, x_test, y_test, num_classes=_TINY_NUM_CLASSES)
 
     if use_cache:
-        from pipeline.io import atomic_path
+        from pipeline.core.artifacts import atomic_path
 
         try:
             with atomic_path(cache) as tmp, tmp.open("wb") as f:

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.config import BASE_VARIANT
+from pipeline.core.config import BASE_VARIANT
 
 if TYPE_CHECKING:  # imported for real only when a figure is drawn (the Snakefile imports this module)
     import matplotlib.pyplot as plt
     import pandas as pd
 
-#: The model's own rows in the table (``pipeline.io.MODEL_PROBE``; not imported: pandas).
+#: The model's own rows in the table (``pipeline.core.tables.MODEL_PROBE``; not imported: pandas).
 MODEL_PROBE = "model"
 
 
@@ -36,7 +36,7 @@ FIGURES: dict[str, Callable] = {}
 #: What each figure needs in the table: probe names (and/or "edited_model", "intervention").
 FIGURE_NEEDS: dict[str, tuple[str, ...]] = {}
 
-#: Layer names in forward order, by name pattern (torch-free: :mod:`pipeline.models` imports
+#: Layer names in forward order, by name pattern (torch-free: :mod:`pipeline.core.models` imports
 #: torch, and a plot job has no use for it): stems, convolutional blocks, the flattened map,
 #: fully connected layers, pooling, then the output; a trailing number orders within a kind.
 _LAYER_KINDS = ("L", "block", "conv", "flat", "fc", "avg_pool", "output")
@@ -439,7 +439,7 @@ def draw_figures(outputs: dict[str, str | Path], table: str | Path, train_log: s
     """Draw each figure of ``outputs`` (figure name -> path) from one read of the two tables."""
     import pandas as pd
 
-    from pipeline.io import atomic_path
+    from pipeline.core.artifacts import atomic_path
 
     unknown = sorted(set(outputs) - set(FIGURES))
     if unknown:

@@ -1,7 +1,7 @@
 """The one thread policy: cap torch's and the BLAS libraries' threads for the whole process.
 
 Every stage applies it once, at start (the command line with the ``threads`` Snakemake gives a
-rule; :class:`pipeline.runtime.RunRuntime` with ``train.num_threads`` when that is set). Without
+rule; :class:`pipeline.core.runtime.RunRuntime` with ``train.num_threads`` when that is set). Without
 the BLAS cap two jobs on a 2-core machine each start a BLAS pool per core and MASC / VeLPIC fits
 run several times slower than on one thread.
 

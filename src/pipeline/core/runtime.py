@@ -11,7 +11,7 @@ then asks it for what it needs:
 * :func:`forward` -- the one batched eval-mode forward pass, returning logits and named layers;
   :func:`predict` and :func:`layer_outputs` are built on it.
 
-A runtime applies the one thread policy (:func:`pipeline.threads.limit_threads`, torch and BLAS)
+A runtime applies the one thread policy (:func:`pipeline.core.threads.limit_threads`, torch and BLAS)
 when it is created, so training, extraction and the transfer experiments all run with the
 ``threads`` Snakemake gives them (or ``train.num_threads``).
 
@@ -29,13 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.config import Run
-from pipeline.data import RunLabels
-from pipeline.datasets import DatasetArrays, channel_stats, normalize
-from pipeline.errors import ArtifactError
-from pipeline.models import MODELS, ProbedModel, build_model
-from pipeline.threads import limit_threads
-from pipeline.workflow import INDEX_NAME, checkpoint_file, index_file, probed_epochs, read_index
+from pipeline.core.artifacts import INDEX_NAME, checkpoint_file, index_file, read_index
+from pipeline.core.config import Run
+from pipeline.core.datasets import DatasetArrays, channel_stats, normalize
+from pipeline.core.errors import ArtifactError
+from pipeline.core.labels import RunLabels
+from pipeline.core.models import MODELS, ProbedModel, build_model
+from pipeline.core.schedule import probed_epochs
+from pipeline.core.threads import limit_threads
 
 # ----------------------------------------------------------------------------- device
 
@@ -78,14 +79,14 @@ def build_run_model(run: Run, arrays: DatasetArrays, *, dropout: bool = False) -
 
 def save_checkpoint(model: torch.nn.Module, path: str | Path) -> None:
     """A plain state_dict, written atomically; identical weights give identical bytes."""
-    from pipeline.io import save_torch
+    from pipeline.core.artifacts import save_torch
 
     save_torch(model.state_dict(), path)
 
 
 def read_state(path: str | Path, redo: str = "delete it and rerun the job that wrote it") -> dict:
     """A plain state_dict from ``path`` (``weights_only=True``: the file cannot run code); an
-    unreadable, truncated or foreign file raises :class:`~pipeline.errors.ArtifactError` naming it,
+    unreadable, truncated or foreign file raises :class:`~pipeline.core.errors.ArtifactError` naming it,
     with ``redo`` as the advice."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -110,7 +111,7 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module) -> torch.nn.Module
     """Load a plain state_dict checkpoint (``weights_only=True``: it cannot run code) into ``model``.
 
     A checkpoint that cannot be read, or that holds another model's weights, raises
-    :class:`~pipeline.errors.ArtifactError` with advice that works: the checkpoints are not
+    :class:`~pipeline.core.errors.ArtifactError` with advice that works: the checkpoints are not
     declared outputs, the run's ``checkpoints/index.json`` is (the training job's "done" marker),
     so forcing that file retrains the run, rewrites every checkpoint, and reruns everything
     downstream of it (deleting it alone would not: Snakemake sees the finished tables and does
@@ -198,13 +199,13 @@ class RunRuntime:
     # data ---------------------------------------------------------------------------------
     @cached_property
     def arrays(self) -> DatasetArrays:
-        from pipeline.data import load_run_dataset
+        from pipeline.core.labels import load_run_dataset
 
         return load_run_dataset(self.config, self.run.dataset)
 
     @cached_property
     def labels(self) -> RunLabels:
-        from pipeline.data import check_labels, load_labels
+        from pipeline.core.labels import check_labels, load_labels
 
         labels = load_labels(self.labels_path)
         check_labels(labels, self.arrays, self.labels_path)

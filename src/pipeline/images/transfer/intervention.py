@@ -1,7 +1,7 @@
 """Weight intervention during training (section 9): edit at epoch E, then keep training.
 
 An intervened run is the standard run of the same (dataset, model, corruption, seed) trained for
-``E = transfer.intervention.epoch`` epochs, then edited exactly as in :mod:`pipeline.transfer.editing`
+``E = transfer.intervention.epoch`` epochs, then edited exactly as in :mod:`pipeline.images.transfer.editing`
 (classifier weights := VeLPIC class vectors fitted on the last probe layer with the corrupted
 training labels, biases zeroed), then trained on the corrupted labels for ``N = extra_epochs`` more
 epochs, numbered ``E+1 .. E+N``. There is no stop-at-target criterion: it always runs ``E+N``
@@ -18,7 +18,7 @@ just before the edit) and ``checkpoints/index.json`` (the "done" marker with the
 accuracies before and after the edit and the intervention settings). The listed checkpoints go
 through the same extract / fit / score rules as a standard run's.
 
-The first E epochs: training is deterministic given (seed, epoch) (see :mod:`pipeline.train`), so
+The first E epochs: training is deterministic given (seed, epoch) (see :mod:`pipeline.core.training`), so
 retraining them reproduces the standard run's weights. With ``reset_optimizer`` the optimizer state
 at E is not needed, and when the standard run saved a checkpoint at epoch E (``standard_dir``) the
 intervened run branches from it directly (its log rows 0..E are copied): cheaper, and on a GPU,
@@ -27,7 +27,7 @@ Otherwise (optimizer kept, or no standard checkpoint at E because the standard r
 earlier or E is off its schedule) epochs 1..E are trained here, exactly like :func:`train_run`.
 
 It is training plus one hook: :class:`EditHook` runs at the end of epoch E inside
-:class:`pipeline.train.Trainer`, so the loop, the log columns, resuming (with its staleness check,
+:class:`pipeline.core.training.Trainer`, so the loop, the log columns, resuming (with its staleness check,
 which here also covers ``transfer.intervention``), checkpoints and provenance are the training's own.
 """
 
@@ -38,9 +38,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.runtime import RunRuntime, layer_outputs
-from pipeline.train import LOG_COLUMNS, Hook, Plan, Trainer, TrainResult
-from pipeline.workflow import checkpoint_file, index_file, intervention_schedule, intervention_variant
+from pipeline.core.artifacts import checkpoint_file, index_file
+from pipeline.core.runtime import RunRuntime, layer_outputs
+from pipeline.core.training import LOG_COLUMNS, Hook, Plan, Trainer, TrainResult
+from pipeline.images.variants import intervention_schedule, intervention_variant
 
 PRE_EDIT_FILE = "epoch_{epoch}_pre_edit.pt"
 _ACCURACIES = ("train_acc_corrupted", "train_acc_true", "test_acc")
@@ -67,7 +68,7 @@ class EditHook(Hook):
             self.info["branched_from"] = None if trainer.branched_from is None else str(trainer.branched_from)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
-        from pipeline.transfer.editing import edit_classifier, fit_class_vectors
+        from pipeline.images.transfer.editing import edit_classifier, fit_class_vectors
 
         if epoch != self.edit_epoch or "pre_edit" in self.info:
             return

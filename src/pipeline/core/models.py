@@ -713,7 +713,7 @@ class ModelSpec:
     Per-dataset defaults: ``batch_size_by_dataset`` (batch size only, the probing papers' CNN) and
     ``by_dataset`` (any of :data:`HYPERPARAMETER_KEYS`, plus ``epochs`` as documentation: the
     feature-dynamics paper's Table 2, :data:`PAPER_TABLE2`); :meth:`defaults` resolves them, and
-    ``train.overrides.<model>`` in the config goes on top (:func:`pipeline.train.hyperparameters`).
+    ``train.overrides.<model>`` in the config goes on top (:func:`pipeline.core.training.hyperparameters`).
     """
 
     name: str

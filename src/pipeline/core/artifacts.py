@@ -18,41 +18,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-#: The run-key columns every table starts with (accuracy, composite, SGD-noise, arithmetic, train
-#: logs, benchmarks), in this order and with these dtypes, so any two tables join on them. They are
-#: :meth:`pipeline.config.Run.keys`; a family whose runs have more keys appends its own after these.
-RUN_KEY_COLUMNS: dict[str, str] = {
-    "dataset": "string",
-    "model": "string",
-    "corruption": "float64",
-    "seed": "int64",
-    "variant": "string",
-}
-#: The accuracy table: one row per (run keys, epoch, layer, probe, probe setting, fit labels, split,
-#: target). ``fit_labels`` is the training-label source the probe was fit on ("corrupted" or "true";
-#: the model itself is "corrupted"); ``target`` is the label set the accuracy is measured against
-#: (the test split only ever has "true"). The model's own accuracy is a row with probe "model".
-RESULT_COLUMNS: dict[str, str] = {
-    **RUN_KEY_COLUMNS,
-    "epoch": "int64",
-    "layer": "string",
-    "probe": "string",
-    "probe_setting": "string",
-    "fit_labels": "string",
-    "split": "string",
-    "target": "string",
-    "accuracy": "float64",
-    "n_correct": "int64",
-    "n_samples": "int64",
-}
-RESULT_KEYS = [c for c in RESULT_COLUMNS if c not in ("accuracy", "n_correct", "n_samples")]
-MODEL_LAYER = "output"
-MODEL_PROBE = "model"
-
 
 #: Temporary files of :func:`atomic_path` are named ``.<name>.<host>.<pid>.<token>.tmp`` in the
 #: target's folder: ``host`` is this machine's name (characters other than letters, digits and
@@ -209,118 +174,34 @@ def write_json(path: str | os.PathLike, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
-def write_parquet(df: pd.DataFrame, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> None:
-    """Write ``df`` atomically with ``metadata`` (string key-values) in the Parquet footer."""
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    meta = dict(table.schema.metadata or {})
-    for key, value in (metadata or {}).items():
-        meta[key.encode()] = str(value).encode()
-    table = table.replace_schema_metadata(meta)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+CHECKPOINT_DIR = "checkpoints"
 
 
-def read_parquet_metadata(path: str | os.PathLike) -> dict[str, str]:
-    meta = pq.read_schema(path).metadata or {}
-    return {k.decode(): v.decode() for k, v in meta.items() if k != b"pandas"}
+CHECKPOINT_NAME = "epoch_{epoch}.pt"
 
 
-def result_frame(rows: list[dict]) -> pd.DataFrame:
-    """Build a DataFrame in the result schema (column order and dtypes), validating the rows."""
-    df = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
-    missing = df.columns[df.isna().any()].tolist() if len(df) else []
-    if missing:
-        raise ValueError(f"result rows have missing values in columns {missing}")
-    return df.astype(RESULT_COLUMNS)
+INDEX_NAME = "index.json"     # the training job's "done" marker, written last
 
 
-def check_result_schema(df: pd.DataFrame) -> None:
-    """Raise if ``df`` does not follow the result schema exactly."""
-    if list(df.columns) != list(RESULT_COLUMNS):
-        raise ValueError(f"result columns {list(df.columns)} differ from the schema {list(RESULT_COLUMNS)}")
-    dup = df.duplicated(RESULT_KEYS)
-    if dup.any():
-        raise ValueError(f"{int(dup.sum())} duplicate result rows, e.g.\n{df[dup].head()}")
+RESUME_NAME = "resume.pt"     # state of an interrupted training, removed when training completes
 
 
-def accuracy_row(keys: Mapping, *, epoch: int, layer: str, probe: str, probe_setting: str,
-                 fit_labels: str, split: str, target: str, predictions: np.ndarray,
-                 labels: np.ndarray) -> dict:
-    predictions = np.asarray(predictions)
-    labels = np.asarray(labels)
-    n_correct = int((predictions == labels).sum())
-    n = int(labels.shape[0])
-    return {**keys, "epoch": int(epoch), "layer": layer, "probe": probe,
-            "probe_setting": probe_setting, "fit_labels": fit_labels, "split": split,
-            "target": target, "accuracy": n_correct / n if n else float("nan"),
-            "n_correct": n_correct, "n_samples": n}
+def checkpoint_file(run_dir: str | Path, epoch: int | str) -> Path:
+    """``{run_dir}/checkpoints/epoch_{epoch}.pt``."""
+    return Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_NAME.format(epoch=epoch)
 
 
-def _read_table(path: str | os.PathLike) -> pd.DataFrame:
-    from pipeline.errors import ArtifactError
+def index_file(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / INDEX_NAME
+
+
+def read_index(path: str | Path) -> dict:
+    """A run's ``checkpoints/index.json`` (epochs saved, final epoch, hyperparameters, run keys)."""
+    from pipeline.core.errors import ArtifactError
 
     try:
-        return pd.read_parquet(path)
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise ArtifactError(
-            f"table {path} is unreadable ({type(exc).__name__}: {exc}); delete it and rerun the "
-            "workflow to regenerate it"
-        ) from None
-
-
-def _schema_mismatch(columns: list[str], dtypes: Mapping, df: pd.DataFrame) -> str:
-    """What in ``df`` differs from the ``columns`` with ``dtypes``; empty when nothing does."""
-    problems = []
-    missing = [c for c in columns if c not in df.columns]
-    extra = [c for c in df.columns if c not in columns]
-    if missing:
-        problems.append(f"missing columns {missing}")
-    if extra:
-        problems.append(f"extra columns {extra}")
-    mistyped = [f"{c} is {df[c].dtype}, expected {dtypes[c]}" for c in columns
-                if c in df.columns and df[c].dtype != dtypes[c]]
-    if mistyped:
-        problems.append(f"mistyped columns: {'; '.join(mistyped)}")
-    return ", ".join(problems)
-
-
-def read_tables(paths: list[str | os.PathLike], *, result_schema: bool) -> pd.DataFrame:
-    """Read Parquet tables and concatenate them, checking **every** input's schema first.
-
-    Args:
-        paths: the tables, in order (at least one).
-        result_schema: each table must have exactly the result schema's columns and dtypes
-            (:data:`RESULT_COLUMNS`; columns in another order are put in schema order). With
-            False (e.g. training logs) every table must have the first table's columns and
-            dtypes. Duplicate rows are not looked for here (:func:`check_result_schema` does).
-
-    Raises:
-        ArtifactError: a table cannot be read, or its schema differs; the message names the file,
-            the missing, extra and mistyped columns, and what to do.
-        ValueError: no paths.
-    """
-    from pipeline.errors import ArtifactError
-
-    if not paths:
-        raise ValueError("nothing to aggregate: no input tables")
-    frames = []
-    for path in paths:
-        df = _read_table(path)
-        if result_schema:
-            columns, dtypes, against = list(RESULT_COLUMNS), RESULT_COLUMNS, "the result schema"
-        elif frames:
-            columns = list(frames[0].columns)
-            dtypes = dict(frames[0].dtypes.items())
-            against = f"the first table {paths[0]}"
-        else:
-            frames.append(df)
-            continue
-        problem = _schema_mismatch(columns, dtypes, df)
-        if problem:
-            raise ArtifactError(
-                f"table {path} does not match {against}: {problem}. It was made by another version "
-                "of the pipeline or is damaged; delete it and rerun the workflow to regenerate it"
-            )
-        df = df[columns] if list(df.columns) != columns else df
-        frames.append(df.astype(RESULT_COLUMNS) if result_schema else df)
-    return pd.concat(frames, ignore_index=True)
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"checkpoint index {path} is unreadable ({exc}); retrain the run: "
+                            f"snakemake --forcerun {path} (with your usual options)") from None

@@ -1,7 +1,7 @@
 """Training stage: train one run on its corrupted labels, saving checkpoints on the papers' schedule.
 
 * Optimizer defaults are the authors' published ones, kept with each model in
-  :data:`pipeline.models.MODELS`; ``train.overrides`` in the config changes them per model.
+  :data:`pipeline.core.models.MODELS`; ``train.overrides`` in the config changes them per model.
 * Training stops when accuracy on the corrupted training labels reaches ``target_train_accuracy``
   or at ``max_epochs``, whichever comes first (section 3.2).
 * Checkpoints are plain ``state_dict``\\ s at epoch 0 (the initialization), every ``early_every``
@@ -27,7 +27,7 @@
   resumed run stays exact.
 * :class:`Trainer` is the one training loop. Hooks (:class:`Hook`) run at the end of an epoch and
   may change the model or the optimizer (the intervention experiment is training plus one hook,
-  :mod:`pipeline.transfer.intervention`).
+  :mod:`pipeline.images.transfer.intervention`).
 """
 
 from __future__ import annotations
@@ -47,11 +47,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from pipeline.config import provenance
-from pipeline.io import write_json, write_parquet
-from pipeline.models import MODELS
-from pipeline.runtime import RunRuntime, save_checkpoint
-from pipeline.workflow import CHECKPOINT_DIR, INDEX_NAME, RESUME_NAME, schedule_for
+from pipeline.core.artifacts import CHECKPOINT_DIR, INDEX_NAME, RESUME_NAME, write_json
+from pipeline.core.models import MODELS
+from pipeline.core.runtime import RunRuntime, save_checkpoint
+from pipeline.core.tables import provenance, write_parquet
 
 LOG_COLUMNS = ["epoch", "loss", "train_acc_corrupted", "train_acc_true", "test_acc", "lr", "seconds"]
 
@@ -65,7 +64,7 @@ CROP_PADDING = 4
 
 def hyperparameters(config: dict, model: str, dataset: str) -> dict:
     """The optimizer settings a run uses: the model's published defaults for ``dataset``
-    (:meth:`pipeline.models.ModelSpec.defaults`: its weight decay, per-dataset defaults, step decay),
+    (:meth:`pipeline.core.models.ModelSpec.defaults`: its weight decay, per-dataset defaults, step decay),
     then ``train.overrides.<model>``.
 
     ``optimizer, lr, momentum, batch_size, weight_decay`` always; ``lr_decay_epochs`` (sorted list)
@@ -306,7 +305,7 @@ class Trainer:
                           sort_keys=True, default=str)
 
     def _save_state(self) -> None:
-        from pipeline.io import save_torch
+        from pipeline.core.artifacts import save_torch
 
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "rows": self.rows, "saved": self.saved, "epoch": self.epoch,
@@ -369,7 +368,7 @@ class Trainer:
         self._branch = (Path(checkpoint), [dict(r) for r in rows])
 
     def _apply_branch(self) -> bool:
-        from pipeline.runtime import load_checkpoint
+        from pipeline.core.runtime import load_checkpoint
 
         if self._branch is None:
             return False
@@ -447,28 +446,4 @@ class Trainer:
         return TrainResult(sorted(self.saved), final_epoch, stop_reason, log)
 
 
-def standard_plan(config: dict, model: str) -> Plan:
-    tcfg = config["train"]
-    return Plan(last_epoch=tcfg["max_epochs"], schedule=set(schedule_for(config, model)),
-                stop_at_target=tcfg["target_train_accuracy"])
 
-
-def train_run(rt: RunRuntime, out_dir: str | Path | None = None, *,
-              after_epoch: Callable[[int], None] | None = None, progress: bool = True,
-              deadline: float | None = None) -> TrainResult:
-    """Train the run of ``rt`` into ``out_dir`` (default: its run folder); resumable.
-
-    ``after_epoch(epoch)`` is called once an epoch's state is safely on disk (used by tests to kill
-    the process at a known point). ``deadline`` (a ``time.monotonic()`` value) ends training at the
-    first epoch boundary past it, checkpointed, with ``stop_reason == "deadline"``.
-    """
-    from pipeline.io import sweep_stale_tmp
-
-    out_dir = Path(out_dir) if out_dir is not None else rt.run_dir
-    for folder in (out_dir, out_dir / CHECKPOINT_DIR):
-        if folder.is_dir():
-            sweep_stale_tmp(folder)
-    plan = standard_plan(rt.config, rt.run.model)
-    plan.deadline = deadline
-    trainer = Trainer(rt, out_dir, plan, after_epoch=after_epoch, progress=progress)
-    return trainer.run()
