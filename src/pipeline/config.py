@@ -123,7 +123,7 @@ def _check_corruptions(config: dict) -> None:
 def _check_fused(config: dict) -> None:
     """``storage.fused`` against layers and the transfer experiments (:func:`pipeline.workflow.check_fused`)."""
     if config.get("storage", {}).get("fused"):
-        from pipeline.workflow import check_fused
+        from pipeline.images.layers import check_fused
 
         check_fused(config)
 

@@ -48,8 +48,8 @@ def run_scale(config: dict, dataset: str) -> dict[str, int]:
     """The scale of a run of ``dataset`` under ``config``, the one thing besides the rule, dataset
     and model that a measured job must share with a planned job to stand in for it:
     ``n_train``/``n_test``, the training and test images after ``data.train_subset``/``test_subset``
-    (:func:`pipeline.plan.dataset_sizes`), and ``max_epochs``, ``train.max_epochs``."""
-    from pipeline.plan import dataset_sizes
+    (:func:`pipeline.core.datasets.dataset_sizes`), and ``max_epochs``, ``train.max_epochs``."""
+    from pipeline.core.datasets import dataset_sizes
 
     n_train, n_test = dataset_sizes(config, dataset)
     return {"n_train": int(n_train), "n_test": int(n_test), "max_epochs": int(config["train"]["max_epochs"])}

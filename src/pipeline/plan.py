@@ -41,6 +41,7 @@ import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from pipeline.core.datasets import dataset_sizes
 from pipeline.core.schedule import probe_blocks, probed_epochs, schedule_for  # noqa: F401
 from pipeline.workflow import GPU_RULES, LOCAL_RULES  # noqa: F401
 
@@ -90,19 +91,6 @@ def forward_macs(model: str, channels: int, image_size: int, num_classes: int) -
         h.remove()
     return int(total[0])
 
-
-def dataset_sizes(config: dict, dataset: str) -> tuple[int, int]:
-    """(train, test) images a run of ``dataset`` uses, after ``data.train_subset/test_subset``."""
-    from pipeline.core.datasets import DATASETS
-
-    spec = DATASETS[dataset]
-    n_train, n_test = spec.train_size, spec.test_size
-    data = config.get("data", {})
-    if data.get("train_subset"):
-        n_train = min(n_train, int(data["train_subset"]))
-    if data.get("test_subset"):
-        n_test = min(n_test, int(data["test_subset"]))
-    return n_train, n_test
 
 
 @dataclass

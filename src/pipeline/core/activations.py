@@ -210,17 +210,16 @@ class ActivationFile:
                            f"{split} split, not its activations (storage.persist)")
         return self.h5[f"layers/{layer}/{split}"]
 
-    def moments(self, layer: str, source: str):
-        """Per-class statistics of ``layer``'s training activations under label ``source``."""
-        from pipeline.probes import ClassMoments
-
+    def moment_arrays(self, layer: str, source: str) -> dict[str, np.ndarray]:
+        """The stored per-class statistics of ``layer``'s training activations under label
+        ``source``, as arrays (``pipeline.probes.ClassMoments.from_arrays`` reads them)."""
         if layer not in self.moment_layers:
             raise KeyError(f"{self.path} holds no per-class statistics of layer {layer!r}; layers "
                            f"with statistics: {self.moment_layers}")
         name = f"moments/{layer}/{source}"
         arrays = {k: self._load(f"{name}/{k}")
                   for k in ("classes", "counts", "sums", "second_upper")}
-        return ClassMoments.from_arrays(arrays)
+        return arrays
 
     def read(self, layer: str, split: str, rows: np.ndarray | None = None) -> np.ndarray:
         ds = self._dataset(layer, split)

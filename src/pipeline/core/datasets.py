@@ -1103,3 +1103,15 @@ def subsample(arrays: DatasetArrays, n_train: int | None, n_test: int | None, se
     x_train, y_train = pick(arrays.x_train, arrays.y_train, idx_train)
     x_test, y_test = pick(arrays.x_test, arrays.y_test, idx_test)
     return DatasetArrays(arrays.name, x_train, y_train, x_test, y_test, arrays.num_classes)
+
+
+def dataset_sizes(config: dict, dataset: str) -> tuple[int, int]:
+    """(train, test) images a run of ``dataset`` uses, after ``data.train_subset/test_subset``."""
+    spec = DATASETS[dataset]
+    n_train, n_test = spec.train_size, spec.test_size
+    data = config.get("data", {})
+    if data.get("train_subset"):
+        n_train = min(n_train, int(data["train_subset"]))
+    if data.get("test_subset"):
+        n_test = min(n_test, int(data["test_subset"]))
+    return n_train, n_test

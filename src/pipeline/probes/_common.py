@@ -205,18 +205,6 @@ class _Probe(ClassifierMixin, BaseEstimator):
                              f"with {self.n_features_in_} features")
         return X
 
-    def _device_rows(self, X: Any):
-        """The torch route's predict-time checks: ``X`` as :class:`pipeline.probes.accel.DeviceRows`
-        on ``self.device``."""
-        from pipeline.probes.accel import DeviceRows
-
-        check_is_fitted(self, "classes_")
-        rows = DeviceRows(X, self.device)
-        if rows.d != self.n_features_in_:
-            raise ValueError(f"X has {rows.d} features, but {type(self).__name__} was fitted "
-                             f"with {self.n_features_in_} features")
-        return rows
-
     def predict(self, X: Any) -> np.ndarray:
         """Class label of each row of ``X``: the argmax of :meth:`decision_function`."""
         scores = self.decision_function(X)

@@ -33,6 +33,7 @@ import contextlib
 from typing import Any
 
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
 import pipeline.probes._common as _common
 from pipeline.probes._common import _check_X, _check_y, _is_tensor
@@ -255,3 +256,14 @@ def linear_scores(rows: DeviceRows, W: np.ndarray, bias: np.ndarray | None = Non
                 S += b
             out[sl] = S.cpu().numpy()
     return out
+
+
+def fitted_device_rows(probe, X: Any) -> DeviceRows:
+    """The torch route's predict-time checks: ``X`` as :class:`DeviceRows` on ``probe.device``, for
+    a fitted probe with as many features as it was fitted with."""
+    check_is_fitted(probe, "classes_")
+    rows = DeviceRows(X, probe.device)
+    if rows.d != probe.n_features_in_:
+        raise ValueError(f"X has {rows.d} features, but {type(probe).__name__} was fitted "
+                         f"with {probe.n_features_in_} features")
+    return rows

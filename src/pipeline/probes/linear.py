@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.probes._common import _as_int, _check_Xy, _compute_dtype, _is_real, _Probe, _row_chunks
-from pipeline.probes.accel import check_device, linear_scores
+from pipeline.probes.accel import check_device, fitted_device_rows, linear_scores
 
 __all__ = ["LinearProbe", "LogisticProbe"]
 
@@ -139,7 +139,7 @@ class LinearProbe(_Probe):
         """(n, K) logits ``X coef_^T + intercept_`` (numpy with ``device=None``, torch on
         ``device`` otherwise)."""
         if self.device is not None:
-            rows = self._device_rows(X)  # checks fitted first
+            rows = fitted_device_rows(self, X)  # checks fitted first
             return linear_scores(rows, self.coef_, self.intercept_)
         X = self._check_predict_X(X)
         dtype = _compute_dtype(X)

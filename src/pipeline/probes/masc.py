@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.probes._common import _as_int, _compute_dtype, _Probe, _row_chunks
-from pipeline.probes.accel import check_device
+from pipeline.probes.accel import check_device, fitted_device_rows
 from pipeline.probes.spectral import fit_spectral, fit_spectral_moments
 
 __all__ = ["MASC"]
@@ -145,7 +145,7 @@ class MASC(_Probe):
 
         from pipeline.probes.accel import full_precision
 
-        rows = self._device_rows(X)
+        rows = fitted_device_rows(self, X)
         np_dtype = np.float64 if rows.dtype == torch.float64 else np.float32
         ks = self.n_components_
         nonempty = ks > 0

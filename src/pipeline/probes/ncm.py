@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.probes._common import _check_Xy, _compute_dtype, _Probe
-from pipeline.probes.accel import check_device
+from pipeline.probes.accel import check_device, fitted_device_rows
 
 __all__ = ["NearestClassMean"]
 
@@ -95,7 +95,7 @@ class NearestClassMean(_Probe):
 
         from pipeline.probes.accel import full_precision
 
-        rows = self._device_rows(X)
+        rows = fitted_device_rows(self, X)
         K = self.means_.shape[0]
         out = np.empty((rows.n, K), dtype=np.float64 if rows.dtype == torch.float64 else np.float32)
         with torch.no_grad(), full_precision(torch):

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from pipeline.core.errors import ArtifactError
 from pipeline.probes.accel import resolve_device
-from pipeline.probes.moments import fit_from_moments
+from pipeline.probes.moments import ClassMoments, fit_from_moments
 from pipeline.probes.registry import make_probe, probe_from_arrays, probe_to_arrays, setting_id
 from pipeline.probes.spectral import fit_spectral, is_spectral
 
@@ -214,7 +214,8 @@ def fit_subspaces(activation_path: str | Path | ActivationArrays, out_path: str 
             for source in fit_labels:
                 y = None if from_moments else acts.labels("train", source)
                 if from_moments:
-                    fitted = _fit_from_moments(settings, acts.moments(layer, source), layer, activation_path)
+                    fitted = _fit_from_moments(settings, ClassMoments.from_arrays(acts.moment_arrays(layer, source)),
+                                                layer, activation_path)
                 else:
                     fitted = _fit_on_activations(settings, X, y, device)
                 for entry, probe in zip(settings, fitted, strict=True):

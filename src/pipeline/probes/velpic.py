@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.probes._common import _check_choice, _compute_dtype, _Probe
-from pipeline.probes.accel import check_device, linear_scores
+from pipeline.probes.accel import check_device, fitted_device_rows, linear_scores
 from pipeline.probes.spectral import fit_spectral, fit_spectral_moments
 
 __all__ = ["VeLPIC", "SIGN_CONVENTIONS"]
@@ -85,7 +85,7 @@ class VeLPIC(_Probe):
     def decision_function(self, X: Any) -> np.ndarray:
         """(n, K) projections ``v_c^T x`` (cosines times ``||x||``)."""
         if self.device is not None:
-            rows = self._device_rows(X)  # checks fitted first
+            rows = fitted_device_rows(self, X)  # checks fitted first
             return linear_scores(rows, self.class_vectors_)
         X = self._check_predict_X(X)
         V = self.class_vectors_.astype(_compute_dtype(X), copy=False)
