@@ -131,3 +131,44 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@dataclass
+class TrainedRun:
+    """A standard run trained by the pipeline's own training stage, in a temporary folder."""
+
+    config: dict      # validated, defaults filled in
+    run: object       # pipeline.core.config.Run
+    arrays: object    # pipeline.core.datasets.DatasetArrays (the run's subset)
+    labels: object    # pipeline.core.labels.RunLabels (also saved as run_dir/labels.npz)
+    run_dir: Path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """``trained_run(config, corruption=0.5, seed=0, model="mlp", dataset="digits")``: train the run
+    once per session and argument set (its labels, checkpoints, log and index in ``run_dir``) and
+    return a :class:`TrainedRun`. Tests must not change its files; copy them first."""
+    from pipeline.config import validate_config
+    from pipeline.core.config import Run
+    from pipeline.core.labels import load_run_dataset, make_run_labels, save_labels
+    from pipeline.core.runtime import RunRuntime
+    from pipeline.images.train import train_run
+
+    cache: dict[str, TrainedRun] = {}
+
+    def make(config: dict, *, corruption: float = 0.5, seed: int = 0, model: str = "mlp",
+             dataset: str = "digits") -> TrainedRun:
+        key = yaml.safe_dump([config, corruption, seed, model, dataset], sort_keys=True)
+        if key not in cache:
+            full = validate_config(config)
+            run = Run(dataset, model, corruption, seed)
+            arrays = load_run_dataset(full, dataset)
+            labels = make_run_labels(arrays, dataset=dataset, corruption=corruption, seed=seed)
+            run_dir = tmp_path_factory.mktemp("trained_run")
+            save_labels(labels, run_dir / "labels.npz")
+            train_run(RunRuntime(full, run, arrays=arrays, labels=labels, run_dir=run_dir), progress=False)
+            cache[key] = TrainedRun(full, run, arrays, labels, run_dir)
+        return cache[key]
+
+    return make

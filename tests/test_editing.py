@@ -7,15 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.config import validate_config
 from pipeline.core.activations import ActivationFile, extract_activations
 from pipeline.core.config import Run
-from pipeline.core.labels import load_run_dataset, make_run_labels, save_labels
 from pipeline.core.models import build_model
 from pipeline.core.runtime import RunRuntime, build_run_model, input_transform, predict
 from pipeline.core.runtime import layer_outputs as layer_activations
 from pipeline.core.tables import RESULT_COLUMNS, check_result_schema, read_parquet_metadata
-from pipeline.images.train import train_run
 from pipeline.images.transfer.editing import (
     EDIT_PROBE,
     edit_checkpoint_rows,
@@ -38,16 +35,10 @@ CONFIG = {
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(trained_run):
     """A standard run of the MLP trained 2 epochs on 50 %-corrupted digits (checkpoints 0 and 2)."""
-    config = validate_config(CONFIG)
-    run = Run("digits", "mlp", 0.5, 0)
-    arrays = load_run_dataset(config, "digits")
-    labels = make_run_labels(arrays, dataset="digits", corruption=0.5, seed=0)
-    out = tmp_path_factory.mktemp("run")
-    save_labels(labels, out / "labels.npz")
-    train_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=out), progress=False)
-    return config, run, arrays, labels, out
+    r = trained_run(CONFIG, corruption=0.5)
+    return r.config, r.run, r.arrays, r.labels, r.run_dir
 
 
 def load_model(run, arrays, path):

@@ -9,12 +9,10 @@ import torch
 
 from pipeline.config import validate_config
 from pipeline.core.config import Run
-from pipeline.core.labels import load_run_dataset, make_run_labels
 from pipeline.core.models import MODELS
 from pipeline.core.runtime import RunRuntime, build_run_model, input_transform
 from pipeline.core.runtime import layer_outputs as layer_activations
 from pipeline.core.training import LOG_COLUMNS
-from pipeline.images.train import train_run
 from pipeline.images.transfer.editing import fit_class_vectors
 from pipeline.images.transfer.intervention import intervene_run
 from pipeline.images.variants import intervention_schedule, intervention_variant, is_intervention
@@ -35,15 +33,10 @@ def make_config(**intervention):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(trained_run):
     """Data, labels, and the standard run (3 epochs, checkpoints 0, 2, 3)."""
-    config = make_config()
-    arrays = load_run_dataset(config, "digits")
-    labels = make_run_labels(arrays, dataset="digits", corruption=0.5, seed=0)
-    standard = tmp_path_factory.mktemp("standard")
-    train_run(RunRuntime(config, Run("digits", "mlp", 0.5, 0), arrays=arrays, labels=labels, run_dir=standard),
-              progress=False)
-    return config, arrays, labels, standard
+    r = trained_run(make_config(), corruption=0.5)
+    return r.config, r.arrays, r.labels, r.run_dir
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Relabel and retrain (the MASC paper): layer choice, relabelling, early stopping, rows."""
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -8,13 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.config import validate_config
 from pipeline.core.activations import ActivationFile, extract_activations
-from pipeline.core.config import Run
-from pipeline.core.labels import load_labels, load_run_dataset, make_run_labels, save_labels
+from pipeline.core.labels import load_labels, save_labels
 from pipeline.core.runtime import RunRuntime, build_run_model, input_transform, load_checkpoint, predict
 from pipeline.core.tables import RESULT_COLUMNS, check_result_schema
-from pipeline.images.train import train_run
 from pipeline.images.transfer.relabel import (
     PROTOCOLS,
     choose,
@@ -35,16 +33,13 @@ CONFIG = {
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(trained_run, tmp_path_factory):
     """A run trained 4 epochs on 50 %-corrupted digits, its labels and final activations; plus a
     copy of labels and activations whose test labels are permuted (garbage)."""
-    config = validate_config(CONFIG)
-    run = Run("digits", "mlp", 0.5, 0)
-    arrays = load_run_dataset(config, "digits")
-    labels = make_run_labels(arrays, dataset="digits", corruption=0.5, seed=0)
-    out = tmp_path_factory.mktemp("run")
-    save_labels(labels, out / "labels.npz")
-    train_run(RunRuntime(config, run, arrays=arrays, labels=labels, run_dir=out), progress=False)
+    r = trained_run(CONFIG, corruption=0.5)
+    config, run, arrays, labels = r.config, r.run, r.arrays, r.labels
+    out = tmp_path_factory.mktemp("relabel")
+    shutil.copytree(r.run_dir, out, dirs_exist_ok=True)
     model = build_run_model(run, arrays)
     load_checkpoint(out / "checkpoints/epoch_4.pt", model)
     transform = input_transform(arrays, "mlp")
