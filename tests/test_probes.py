@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.neighbors import KNeighborsClassifier
@@ -264,6 +265,10 @@ def test_velpic_sign_follows_rule_when_class_negated(sign):
 # ----------------------------------------------------------------------------------------------
 # LinearProbe, NCM, KNN, LDA
 # ----------------------------------------------------------------------------------------------
+#: the torch route's devices here: the CPU, and the GPU where one is visible
+TORCH_DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
 def blobs(n=100, d=10, K=3, sep=4.0, seed=0):
     rng = np.random.default_rng(seed)
     centers = sep * rng.standard_normal((K, d))
@@ -397,28 +402,33 @@ def test_make_probe_errors():
         probe_from_arrays("masc", {}, {"bases": np.zeros((3, 1))})
 
 
-def test_input_validation():
+@pytest.mark.parametrize("device", [None, *TORCH_DEVICES], ids=lambda d: f"device={d}")
+def test_input_validation(device):
+    """The same refusals on every route: numpy (None) and torch on each device present."""
     X, y = blobs(n=10)
-    probe = MASC()
+    probe = MASC(device=device)
     with pytest.raises(ValueError, match="2-D"):
         probe.fit(X[:, 0], y)
     with pytest.raises(ValueError, match="different numbers of samples"):
         probe.fit(X, y[:-1])
     bad = X.copy()
     bad[0, 0] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
-        probe.fit(bad, y)
+    for given in (bad, torch.from_numpy(bad), bad.astype(np.float16)):
+        with pytest.raises(ValueError, match="NaN"):
+            probe.fit(given, y)
     with pytest.raises(ValueError, match="integer class labels"):
         probe.fit(X, y + 0.5)
     with pytest.raises(ValueError, match="at least one sample"):
         probe.fit(X[:0], y[:0])
+    with pytest.raises(Exception, match="not fitted"):
+        VeLPIC(device=device).predict(X)
     probe.fit(X, y)
     with pytest.raises(ValueError, match="features"):
         probe.predict(X[:, :5])
     with pytest.raises(ValueError, match="infinity"):
         probe.predict(np.full((1, 10), np.inf))
     # a single class is fine for the geometric probes
-    assert (MASC().fit(X[:10], y[:10]).predict(X) == 0).all()
+    assert (MASC(device=device).fit(X[:10], y[:10]).predict(X) == 0).all()
 
 
 def test_setting_id():

@@ -238,28 +238,6 @@ def test_full_precision_is_restored_and_enforced():
         torch.set_float32_matmul_precision(before)
 
 
-def test_torch_route_input_validation():
-    X, y, _ = case_data("gram")
-    probe = MASC(device="cpu")
-    with pytest.raises(ValueError, match="2-D"):
-        probe.fit(X[:, 0], y)
-    with pytest.raises(ValueError, match="different numbers of samples"):
-        probe.fit(X, y[:-1])
-    bad = X.copy()
-    bad[3, 3] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
-        probe.fit(bad, y)
-    with pytest.raises(ValueError, match="NaN"):
-        probe.fit(torch.from_numpy(bad), y)
-    with pytest.raises(ValueError, match="NaN"):
-        probe.fit(bad.astype(np.float16), y)
-    probe.fit(X, y)
-    with pytest.raises(ValueError, match="features"):
-        probe.predict(X[:, :5])
-    with pytest.raises(Exception, match="not fitted"):
-        VeLPIC(device="cpu").predict(X)
-
-
 # ----------------------------------------------------------------------------------------------
 # the stages: probes.device "cpu" gives the rows of probes.device null
 # ----------------------------------------------------------------------------------------------
