@@ -1,19 +1,24 @@
 # Latent generalization during memorization: the whole DAG.
-#   snakemake --cores 2                      embedded default (config/config.yaml), offline, minutes
-#   snakemake --profile slurm all            a cluster run (see README, "SLURM")
+#   snakemake --cores 2                      # embedded default (config/config.yaml), offline, minutes
+#   snakemake all --profile slurm            # a cluster run (see docs/scale-out.md, "SLURM")
 # Stage rules live one per file in workflow/rules/; all logic lives in src/pipeline/.
 
 # Read config/config.yaml with pipeline.config first: a YAML error then names the file and line
 # (Snakemake's own message names neither). A missing file is reported by `configfile:` itself.
 import os
 
-from pipeline.workflow import ConfigError, read_config_file
+from pipeline.workflow import ConfigError, read_config_file, set_aside_damaged_tables
 
 if os.path.exists("config/config.yaml"):
     try:
         read_config_file("config/config.yaml")
     except ConfigError as exc:
         raise WorkflowError(f"invalid configuration: {exc}") from None
+
+# A damaged aggregated table would count as up to date (Snakemake looks at times only): set it
+# aside so that its job reruns.
+for line in set_aside_damaged_tables("results/tables"):
+    logger.warning(line)
 
 
 configfile: "config/config.yaml"

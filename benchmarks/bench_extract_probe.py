@@ -26,6 +26,7 @@ import time
 import numpy as np
 import torch
 
+from pipeline.core.device import resolve_device
 from pipeline.core.models import build_model
 from pipeline.core.runtime import InputTransform, forward
 from pipeline.probes import MASC, VeLPIC
@@ -38,12 +39,12 @@ def main(argv=None) -> dict:
     p.add_argument("--m", type=int, default=500, help="test images")
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--layers", nargs="+", default=["L0", "avg_pool"])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA if visible, else CPU), cpu or cuda")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
 
-    device = torch.device(args.device)
+    device = resolve_device(args.device, key="--device")
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.integers(0, 256, size=(args.n + args.m, 3, 32, 32), dtype=np.uint8))
     y = rng.integers(0, args.classes, size=args.n + args.m)

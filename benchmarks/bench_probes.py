@@ -294,9 +294,9 @@ def main(argv=None):
                         help="also time the torch path on this device (default: 'cuda' if available)")
     args = parser.parse_args(argv)
 
-    import torch
+    from pipeline.probes.accel import probe_device
 
-    torch_device = args.torch_device or ("cuda" if torch.cuda.is_available() else None)
+    torch_device = args.torch_device or probe_device("auto")  # "cuda" if visible, else None
     print("bench_probes: MASC / VeLPIC, (a) authors' approach vs (b) pipeline.probes")
     print(hardware_header())
     for K, n, d in (QUICK_CASES if args.quick else FULL_CASES):

@@ -3,7 +3,7 @@
 For each corruption degree: trains with the pipeline's own training loop
 (:func:`pipeline.images.train.train_run`, checkpoints on the papers' schedule), then at epoch 0, the
 checkpoint nearest the test-accuracy peak and the last one runs the pipeline's fused stage
-(:func:`pipeline.stages.probe_fused`: the forward pass to every CNN probe layer, MASC (variance
+(:func:`pipeline.images.stages.probe_fused`: the forward pass to every CNN probe layer, MASC (variance
 0.99) and VeLPIC fitted on the corrupted labels and scored on the run's device, no activation file;
 the probe table in the tidy schema in ``c<degree>/probes.parquet``). Prints the training curve's summary and, per
 probed epoch, the model's and every layer's test accuracy; writes ``summary_c<degree>.json`` per
@@ -75,13 +75,13 @@ def run_config(args: argparse.Namespace, corruption: float) -> dict:
 
 
 def run_one(args: argparse.Namespace, corruption: float) -> dict:
-    """Train one degree, then the pipeline's fused stage (:func:`pipeline.stages.probe_fused`) at
+    """Train one degree, then the pipeline's fused stage (:func:`pipeline.images.stages.probe_fused`) at
     the probed epochs: its probe tables (the tidy schema) land in ``c<degree>/probes/``."""
     import pandas as pd
 
     from pipeline.core.labels import save_labels
     from pipeline.core.tables import MODEL_PROBE
-    from pipeline.stages import probe_fused
+    from pipeline.images.stages import probe_fused
 
     deadline = time.monotonic() + args.time_budget_s if args.time_budget_s else None
     config = run_config(args, corruption)

@@ -241,7 +241,7 @@ def test_training_is_deterministic_and_logs_the_four_sets(tmp_path):
 
 
 def test_tiny_cell_end_to_end_and_tables_schema(tmp_path):
-    settings = {"P": 23, "width": 64, "alpha": 0.5, "epochs": 300, "log_every": 5,
+    settings = {"P": 23, "train_fraction": 0.5, "width": 64, "alpha": 0.5, "epochs": 300, "log_every": 5,
                 "checkpoint_every": 150, "weight_decay": 1.0}
     paths = run_cell(settings, tmp_path)
     assert cell_path(settings).startswith("arithmetic/add/P23/")

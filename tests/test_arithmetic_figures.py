@@ -55,7 +55,7 @@ def test_config_refuses_even_p_and_colliding_folders():
     assert check_cells(section()) == []
     with pytest.raises(ConfigError, match="odd P"):
         section(P=[12])
-    with pytest.raises(ConfigError, match="share the folder"):
+    with pytest.raises(ConfigError, match="share the folder|cell folder named"):
         section(alpha=[0.5, 0.50000001])
     with pytest.raises(ConfigError, match="arithmetic"):
         validate_config({"arithmetic": {"widht": [3]}})
@@ -89,7 +89,7 @@ def test_paper_and_doshi_configs_plan():
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory):
-    from pipeline.stages import arithmetic_tables
+    from pipeline.arithmetic.stages import arithmetic_tables
 
     root = tmp_path_factory.mktemp("arith")
     s = section()

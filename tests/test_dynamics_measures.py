@@ -11,6 +11,7 @@ from scipy.ndimage import gaussian_filter
 from pipeline.core.models import build_model
 from pipeline.dynamics import (
     BLUR_SIGMAS,
+    CHOICE_METADATA,
     COMPOSITE_COLUMNS,
     POINTWISE_COLUMNS,
     blur_uint8,
@@ -24,7 +25,6 @@ from pipeline.dynamics import (
     matched_random_features,
     pointwise_consistency,
     pointwise_frame,
-    provenance,
     welch_test,
     window_consistency,
 )
@@ -234,7 +234,9 @@ def test_composite_table_schema():
     with pytest.raises(ValueError, match="missing"):
         composite_frame([_row(depth=None)])
     assert composite_frame([]).empty
-    meta = provenance(decay_epochs=[100, 150])
+    from pipeline.core.tables import provenance
+
+    meta = provenance({}, decay_epochs=[100, 150], **CHOICE_METADATA)
     assert meta["decay_epochs"] == "[100, 150]" and "choice.resnet20_second_basic_block" in meta
 
 

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import stages
 from pipeline.config import validate_config
 from pipeline.core.config import ConfigError, Run
 from pipeline.core.tables import MODEL_LAYER
+from pipeline.images import stages
 
 KEYS = ["dataset", "model", "corruption", "seed", "variant", "epoch", "layer", "probe",
         "probe_setting", "fit_labels", "split", "target"]

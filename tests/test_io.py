@@ -272,3 +272,163 @@ def test_unreadable_input_table_names_the_file(tmp_path):
 def test_read_tables_needs_inputs():
     with pytest.raises(ValueError, match="no input tables"):
         read_tables([], result_schema=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# the one table builder: declared schemas, provenance with the code version, damaged tables
+# ----------------------------------------------------------------------------------------------
+
+
+def _family_schemas():
+    """Every table schema the families declare (the builder's TableSchema instances)."""
+    from pipeline.arithmetic import tables as arithmetic
+    from pipeline.core import tables as core
+    from pipeline.dynamics import tables as dynamics
+
+    return {f"{module.__name__}.{name}": value for module in (core, dynamics, arithmetic)
+            for name, value in vars(module).items() if isinstance(value, core.TableSchema)}
+
+
+def test_every_family_table_is_declared_once_and_starts_with_the_run_keys():
+    from pipeline.core.tables import RUN_KEY_COLUMNS, TableSchema
+
+    schemas = _family_schemas()
+    assert {"pipeline.core.tables.RESULTS", "pipeline.dynamics.tables.COMPOSITE", "pipeline.dynamics.tables.POINTWISE",
+            "pipeline.dynamics.tables.SGD_NOISE", "pipeline.dynamics.tables.TRAJECTORIES",
+            "pipeline.dynamics.tables.WELCH", "pipeline.arithmetic.tables.RESULTS",
+            "pipeline.arithmetic.tables.NEURONS", "pipeline.arithmetic.tables.LOG",
+            "pipeline.arithmetic.tables.MEMORIZATION"} <= set(schemas)
+    for name, schema in schemas.items():
+        lead = list(schema.columns)[:len(schema.run_keys)]
+        assert lead == list(schema.run_keys), name
+        # tables of runs join on the shared run keys; the Welch tests (across seeds) declare theirs
+        if not name.endswith("WELCH"):
+            assert lead[:5] == list(RUN_KEY_COLUMNS), name
+        assert all(RUN_KEY_COLUMNS.get(k, t) == t for k, t in schema.run_keys.items()), name
+    from pipeline.dynamics import tables as dynamics
+
+    assert dynamics.RUN_KEY_COLUMNS is RUN_KEY_COLUMNS  # one definition, not a copy
+    assert not hasattr(dynamics, "provenance")  # one provenance function: pipeline.core.tables.provenance
+    with pytest.raises(ValueError, match="must start with its run keys"):
+        TableSchema("bad", {"epoch": "int64", **RUN_KEY_COLUMNS}, ("epoch", *RUN_KEY_COLUMNS))
+    with pytest.raises(ValueError, match="shared dtypes"):
+        TableSchema("bad", {"dataset": "string", "seed": "float64"}, ("dataset", "seed"),
+                    run_keys={"dataset": "string", "seed": "float64"})
+
+
+def test_code_version_is_the_package_version_and_the_checkout_commit(monkeypatch, tmp_path):
+    from pipeline import __version__
+    from pipeline.core import tables
+
+    tables.code_version.cache_clear()
+    version = tables.code_version()
+    assert version["pipeline_version"] == __version__
+    root = Path(tables.__file__).resolve().parents[3]
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:  # the tests run from the source checkout
+        assert version["git_commit"] == head.stdout.strip()
+        assert version["git_dirty"] in ("true", "false")
+    # no git on the machine, or a package outside a checkout: "unknown", never an error
+    monkeypatch.setattr(tables.shutil, "which", lambda name: None)
+    tables.code_version.cache_clear()
+    assert tables.code_version()["git_commit"] == "unknown"
+    monkeypatch.undo()
+    monkeypatch.setattr(tables, "_source_root", lambda: tmp_path)
+    tables.code_version.cache_clear()
+    assert tables.code_version() == {"pipeline_version": __version__, "git_commit": "unknown",
+                                     "git_dirty": "unknown"}
+    monkeypatch.undo()
+    tables.code_version.cache_clear()
+
+
+def test_every_written_table_records_the_config_sections_and_the_code_version(tmp_path):
+    from pipeline.core.tables import RESULTS, code_version, provenance, read_parquet_metadata, write_table
+
+    config = {"data": {"root": "data"}, "train": {"max_epochs": 3}, "probes": {"layers": "all"}}
+    write_table(_rows(0), tmp_path / "t.parquet", RESULTS, provenance(config, sections=("data", "train")))
+    meta = read_parquet_metadata(tmp_path / "t.parquet")
+    assert json_loads(meta["config"]) == {"data": {"root": "data"}, "train": {"max_epochs": 3}}
+    assert {k: meta[k] for k in code_version()} == code_version() and meta["table_schema"] == "result"
+    # an aggregate is stamped with the code that made it, not the version an input carries
+    from pipeline.stages import aggregate
+
+    paths = _write_results(tmp_path, _rows(0))  # carries pipeline_version "1"
+    aggregate(paths, tmp_path / "all.parquet")
+    assert read_parquet_metadata(tmp_path / "all.parquet")["git_commit"] == code_version()["git_commit"]
+
+
+def json_loads(text):
+    import json
+
+    return json.loads(text)
+
+
+def test_write_table_checks_the_schema_and_writes_nothing_on_a_mismatch(tmp_path):
+    from pipeline.core.tables import RESULTS, write_table
+
+    bad = _rows(0).astype({"n_correct": "float64"})
+    with pytest.raises(ValueError, match="n_correct is float64, expected int64"):
+        write_table(bad, tmp_path / "t.parquet", RESULTS)
+    with pytest.raises(ValueError, match="duplicate rows"):
+        write_table(pd.concat([_rows(0), _rows(0)], ignore_index=True), tmp_path / "t.parquet", RESULTS)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:-40])
+    else:
+        path.write_bytes(b"this is not a parquet file\n" * 10)
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage"])
+def test_a_damaged_cell_table_is_named_with_the_remedy(tmp_path, how):
+    """Gathering per-run (dynamics) or per-cell (arithmetic) tables: one error naming the file, not a
+    raw ArrowInvalid."""
+    from pipeline.core.tables import gather_tables
+    from pipeline.dynamics import tables as T
+
+    rows = [{"dataset": "digits", "model": "mlp", "corruption": 0.0, "seed": s, "variant": "standard",
+             "depth": "fc1", "deep_epoch": 3, "window_start": 0, "reference": "paper", "split": "test",
+             "subset": "all", "sample_index": 0, "consistency": 0.5, "n_epochs": 4, "dense": True}
+            for s in (0, 1)]
+    paths = []
+    for i, row in enumerate(rows):
+        paths.append(tmp_path / f"run{i}.parquet")
+        T.pointwise_frame([row]).to_parquet(paths[-1])
+    assert gather_tables(paths, T.POINTWISE)["seed"].tolist() == [0, 1]
+    _damage(paths[1], how)
+    with pytest.raises(ArtifactError, match="run1.parquet") as err:
+        gather_tables(paths, T.POINTWISE)
+    assert "delete it and rerun the workflow" in str(err.value)
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage"])
+def test_a_damaged_aggregated_table_is_refused_by_every_family_reader(tmp_path, how):
+    """A damaged table in results/tables is not a figure input: each family's reader names it and
+    says to delete it; :func:`damaged_tables` finds it (so the workflow can drop it and rebuild)."""
+    from pipeline.arithmetic.figures import read_tables as arithmetic_tables
+    from pipeline.core.tables import damaged_tables
+    from pipeline.dynamics.figures import read_tables as dynamics_tables
+    from pipeline.images.plots import draw_figures
+
+    (good,) = _write_results(tmp_path, _rows(0))
+    bad = tmp_path / "probes.parquet"
+    bad.write_bytes(good.read_bytes())
+    _damage(bad, how)
+    assert damaged_tables([good, bad, tmp_path / "absent.parquet"]).keys() == {str(bad)}
+    for read in (lambda: draw_figures({"training": tmp_path / "x.png"}, bad, good, "digits", "mlp"),
+                 lambda: dynamics_tables(composite=bad, pointwise=good),
+                 lambda: arithmetic_tables(results=bad)):
+        with pytest.raises(ArtifactError, match="probes.parquet") as err:
+            read()
+        assert "delete it" in str(err.value)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_table_of_another_schema_is_refused_by_the_figure_readers(tmp_path):
+    from pipeline.dynamics.figures import read_tables as dynamics_tables
+
+    (results,) = _write_results(tmp_path, _rows(0))
+    with pytest.raises(ArtifactError, match=r"does not match the composite schema: missing columns"):
+        dynamics_tables(composite=results, pointwise=results)

@@ -212,15 +212,15 @@ def test_device_is_an_execution_parameter():
         make_probe(name, device="cuda:1")  # not used until fit
 
 
-def test_resolve_device(monkeypatch):
-    assert accel.resolve_device(None) is None
-    assert accel.resolve_device("cpu") == "cpu"
+def test_probe_device(monkeypatch):
+    assert accel.probe_device(None) is None
+    assert accel.probe_device("cpu") == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert accel.resolve_device("auto") is None  # no GPU: the numpy reference route
-    with pytest.raises(RuntimeError, match="no GPU is visible"):
-        accel.resolve_device("cuda")
+    assert accel.probe_device("auto") is None  # no GPU: the numpy reference route
+    with pytest.raises(RuntimeError, match="probes.device is 'cuda' but no GPU is visible"):
+        accel.probe_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert accel.resolve_device("auto") == "cuda"
+    assert accel.probe_device("auto") == "cuda"
 
 
 def test_full_precision_is_restored_and_enforced():

@@ -143,3 +143,21 @@ def test_persisted_statistics_serve_the_probe_only_rerun(tmp_path, snakemake, ti
     table = pd.read_parquet(tmp_path / "results/tables/probes.parquet")
     assert set(table.probe) == {"model", "masc", "ncm"}
     assert not list(run.glob("activations/*.h5"))
+
+
+def test_a_damaged_aggregated_table_is_set_aside_so_its_job_reruns(tmp_path, snakemake, tiny_config):
+    """Snakemake looks at modification times only: a garbage table newer than its inputs would
+    count as up to date. Before the DAG is built it is moved to ``<name>.damaged`` (nothing lost)."""
+    from pipeline.workflow import set_aside_damaged_tables
+
+    tables = tmp_path / "results" / "tables"
+    tables.mkdir(parents=True)
+    (tables / "probes.parquet").write_bytes(b"PAR1 not a table")
+    good = tables / "other.parquet"
+    pd.DataFrame({"a": [1]}).to_parquet(good)
+    result = snakemake("-n", "--cores", "1", workdir=tmp_path, config=tiny_config)
+    assert "probes.parquet is not a readable table" in result.output
+    assert not (tables / "probes.parquet").exists()
+    assert (tables / "probes.parquet.damaged").read_bytes() == b"PAR1 not a table"
+    assert "aggregate_probes" in result.job_counts()
+    assert good.exists() and set_aside_damaged_tables(tables) == []

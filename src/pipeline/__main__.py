@@ -1,8 +1,14 @@
 """Command line: ``python -m pipeline <stage> ...`` runs one stage without Snakemake.
 
-The Snakemake rules call these same commands. A stage's configuration comes from ``--configfile``
-(a YAML file, validated against the schema) and/or ``--config-json`` (a JSON string, as the rules
-pass their ``params``); the run is named by ``--dataset --model --corruption --seed [--variant]``.
+The Snakemake rules call these same commands. Every stage is ONE function, named in :data:`STAGES`
+and imported only when its command runs; its signature declares the command's options
+(:func:`add_stage_options`: ``out_dir`` is ``--out-dir``, a ``list`` takes several values, a ``bool``
+is a flag, a positional-only parameter is a positional argument) and its docstring's first line is
+the command's help. A stage's configuration (its ``config`` parameter) comes from ``--configfile``
+(a YAML file) and/or ``--config-json`` (a JSON string, as the rules pass their ``params``), checked
+whole once (:func:`pipeline.config.validate_config`); its run (``run``) is named by ``--dataset
+--model --corruption --seed [--variant]``. ``validate`` and ``plan`` are the two commands that are
+not stages.
 
 A failure the user can fix (a bad config, a missing or corrupt dataset or artifact, a full disk,
 a file that cannot be written) ends in one line on stderr naming the file or key and what to do,
@@ -13,17 +19,57 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
+import inspect
 import json
 import sys
+import types
+import typing
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.config import read_config_file, validate_config
 from pipeline.core.config import BASE_VARIANT, ConfigError, Run, deep_merge
 
+#: command -> "module:function", the one function the command runs (a workflow rule calls one of these)
+STAGES: dict[str, str] = {
+    "labels": "pipeline.images.stages:labels",
+    "train": "pipeline.images.stages:train",
+    "extract": "pipeline.images.stages:extract",
+    "fit": "pipeline.images.stages:fit",
+    "score": "pipeline.images.stages:score",
+    "probe": "pipeline.images.stages:probe",
+    "probe-fused": "pipeline.images.stages:probe_fused",
+    "edit": "pipeline.images.stages:edit",
+    "intervene": "pipeline.images.stages:intervene",
+    "relabel": "pipeline.images.stages:relabel",
+    "reduce": "pipeline.images.stages:reduce",
+    "plot": "pipeline.images.stages:plot",
+    "aggregate": "pipeline.stages:aggregate",
+    "arithmetic-cell": "pipeline.arithmetic.stages:arithmetic_cell",
+    "arithmetic-tables": "pipeline.arithmetic.stages:arithmetic_tables",
+    "arithmetic-memorization": "pipeline.arithmetic.stages:arithmetic_memorization",
+    "arithmetic-figures": "pipeline.arithmetic.stages:arithmetic_figures",
+    "dynamics-composite": "pipeline.dynamics.stages:dynamics_composite",
+    "dynamics-sgd-noise": "pipeline.dynamics.stages:dynamics_sgd_noise",
+    "dynamics-ablation": "pipeline.dynamics.stages:dynamics_ablation",
+    "dynamics-tables": "pipeline.dynamics.stages:dynamics_tables",
+    "dynamics-figures": "pipeline.dynamics.stages:dynamics_figures",
+}
+
+#: parameters the command line fills in itself rather than as one option of the same name
+RUN_OPTIONS = ("dataset", "model", "corruption", "seed", "variant")
+
+
+def stage_function(command: str) -> Callable:
+    """The function behind ``command`` (imports its module, and only that)."""
+    module, name = STAGES[command].split(":")
+    return getattr(importlib.import_module(module), name)
+
 
 def _config(args) -> dict:
-    """The config as given (validated; defaults are filled in by each stage, which records only
-    the sections it was given as provenance)."""
+    """The config as given, validated once, here (each stage fills in the defaults and records
+    only the sections it was given as provenance)."""
     config: dict = {}
     if args.configfile:
         config = read_config_file(args.configfile)  # names the file if missing or not YAML
@@ -76,195 +122,138 @@ def _prepare(args) -> None:
             sweep_stale_tmp(folder)
 
 
-def _add_common(p: argparse.ArgumentParser, *, run: bool = True, epoch: bool = False) -> None:
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and BLAS")
-    p.add_argument("--configfile", help="YAML config (default: schema defaults)")
-    p.add_argument("--config-json", help="JSON config sections merged over --configfile")
-    if run:
-        p.add_argument("--dataset", required=True)
-        p.add_argument("--model", required=True)
-        p.add_argument("--corruption", required=True, type=float)
-        p.add_argument("--seed", required=True, type=int)
-        p.add_argument("--variant", default=BASE_VARIANT)
-    if epoch:
-        p.add_argument("--epoch", required=True, type=int)
+# ----------------------------------------------------------------------------- options from signatures
+
+def option_name(parameter: str, annotation=None) -> str:
+    """The command-line option of a parameter: ``out_dir`` -> ``--out-dir``; a ``dict`` parameter
+    is given as JSON (``settings`` -> ``--settings-json``)."""
+    name = "--" + parameter.replace("_", "-")
+    return name + "-json" if _plain(annotation)[0] is dict else name
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _plain(annotation) -> tuple[object, bool]:
+    """``(type, optional)``: ``X | None`` -> ``(X, True)``; ``str | Path`` -> ``str`` (a path is
+    given as text)."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        optional = len(members) < len(typing.get_args(annotation))
+        if all(m in (str, Path) for m in members):
+            return str, optional
+        if len(members) == 1:
+            return members[0], optional
+        raise TypeError(f"no command-line type for {annotation}")
+    return annotation, False
+
+
+def _element_type(annotation) -> Callable:
+    """What argparse converts one value with: ``int``, ``float`` or ``str``."""
+    plain, _ = _plain(annotation)
+    if plain in (int, float):
+        return plain
+    if plain in (str, Path):
+        return str
+    raise TypeError(f"no command-line type for {annotation}")
+
+
+def add_stage_options(parser: argparse.ArgumentParser, function: Callable) -> None:
+    """The options of ``function``'s command, from its signature (see the module docstring)."""
+    hints = typing.get_type_hints(function)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch and BLAS")
+    for p in inspect.signature(function).parameters.values():
+        required = p.default is inspect.Parameter.empty
+        annotation = hints[p.name]
+        if p.name == "threads":
+            continue  # every stage's --threads
+        if p.name == "config":
+            parser.add_argument("--configfile", help="YAML config (default: schema defaults)")
+            parser.add_argument("--config-json", help="JSON config sections merged over --configfile")
+            continue
+        if p.name == "run":
+            parser.add_argument("--dataset", required=True)
+            parser.add_argument("--model", required=True)
+            parser.add_argument("--corruption", required=True, type=float)
+            parser.add_argument("--seed", required=True, type=int)
+            parser.add_argument("--variant", default=BASE_VARIANT)
+            continue
+        plain, _ = _plain(annotation)
+        many = typing.get_origin(plain) is list
+        if p.kind is inspect.Parameter.POSITIONAL_ONLY:
+            parser.add_argument(p.name, nargs="+" if many else None,
+                                type=_element_type(typing.get_args(plain)[0] if many else plain))
+            continue
+        flag = option_name(p.name, annotation)
+        default = None if required else p.default
+        if plain is bool:
+            if default:  # on unless switched off
+                parser.add_argument("--no-" + p.name.replace("_", "-"), dest=p.name, action="store_false")
+            else:
+                parser.add_argument(flag, dest=p.name, action="store_true")
+        elif plain is dict:
+            parser.add_argument(flag, dest=p.name, required=required, metavar="JSON",
+                                help="a JSON object")
+        elif typing.get_origin(plain) is typing.Literal:
+            parser.add_argument(flag, dest=p.name, required=required, default=default,
+                                choices=typing.get_args(plain))
+        elif many:
+            parser.add_argument(flag, dest=p.name, required=required, default=default, nargs="+",
+                                type=_element_type(typing.get_args(plain)[0]))
+        else:
+            parser.add_argument(flag, dest=p.name, required=required, default=default,
+                                type=_element_type(plain))
+
+
+def run_stage(command: str, args: argparse.Namespace):
+    """Call ``command``'s function with the parsed options (the config validated once, here)."""
+    function = stage_function(command)
+    hints = typing.get_type_hints(function)
+    positional, keywords = [], {}
+    for p in inspect.signature(function).parameters.values():
+        if p.name == "config":
+            value = _config(args)
+        elif p.name == "run":
+            value = _run(args)
+        elif _plain(hints[p.name])[0] is dict:
+            text = getattr(args, p.name)
+            value = None if text is None else _json_object(text, option_name(p.name, hints[p.name]))
+            if value is None and p.default is not inspect.Parameter.empty:
+                value = p.default
+        else:
+            value = getattr(args, p.name)
+        if p.kind is inspect.Parameter.POSITIONAL_ONLY:
+            positional.append(value)
+        else:
+            keywords[p.name] = value
+    return function(*positional, **keywords)
+
+
+def _summary(function: Callable) -> tuple[str, str]:
+    """(the docstring's first line, the whole docstring): the command's help in the list of
+    commands, and its description under ``--help`` (where the parameters are explained)."""
+    doc = inspect.getdoc(function) or ""
+    return (doc.splitlines() or [""])[0], doc
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line. With ``command`` (a stage), only that stage's function is imported; the
+    other stages are listed by name."""
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="validate a config file and print it with defaults filled in")
-    _add_common(p, run=False)
-
-    p = sub.add_parser("labels", help="corrupt the training labels of one run")
-    _add_common(p)
-    p.add_argument("--out", required=True)
-
-    p = sub.add_parser("train", help="train one run (resumes from its latest state)")
-    _add_common(p)
-    p.add_argument("--labels", required=True)
-    p.add_argument("--out-dir", required=True)
-
-    p = sub.add_parser("extract", help="extract layer activations of one checkpoint to HDF5")
-    _add_common(p, epoch=True)
-    p.add_argument("--labels", required=True)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", required=True)
-
-    p = sub.add_parser("fit", help="fit probes (class subspaces) on one activation (or reduced) file")
-    _add_common(p, epoch=True)
-    p.add_argument("--activations", required=True)
-    p.add_argument("--out", required=True)
-
-    p = sub.add_parser("score", help="score fitted probes and the model on one activation (or reduced) file")
-    _add_common(p, epoch=True)
-    p.add_argument("--activations", required=True)
-    p.add_argument("--subspaces", required=True)
-    p.add_argument("--out", required=True)
-
-    p = sub.add_parser("probe", help="fit and score the probes of one checkpoint in one process "
-                                     "(`fit`, then `score`; what the workflow runs)")
-    _add_common(p, epoch=True)
-    p.add_argument("--activations", required=True)
-    p.add_argument("--subspaces", required=True, help="the fitted probes (written)")
-    p.add_argument("--out", required=True, help="the probe table (written)")
-
-    p = sub.add_parser("probe-fused", help="storage.fused: forward pass, fit and score the probes of one "
-                                           "checkpoint in memory (no activation file)")
-    _add_common(p, epoch=True)
-    p.add_argument("--labels", required=True)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--subspaces", required=True, help="the fitted probes (written)")
-    p.add_argument("--out", required=True, help="the probe table (written)")
-    p.add_argument("--no-model-rows", action="store_true",
-                   help="leave the model's own rows out (the staged table of this checkpoint has them)")
-
-    p = sub.add_parser("edit", help="weight editing: a run's probed checkpoints with VeLPIC "
-                                    "pre-softmax weights (section 8)")
-    _add_common(p)
-    p.add_argument("--index", required=True, help="the run's checkpoints/index.json")
-    p.add_argument("--labels", required=True)
-    p.add_argument("--out", required=True)
-
-    p = sub.add_parser("intervene", help="train an intervened run: E epochs, VeLPIC edit, N more "
-                                         "(section 9; resumes from its latest state)")
-    _add_common(p)
-    p.add_argument("--labels", required=True)
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--standard-dir", help="the standard run to branch from at epoch E, if it has it")
-
-    p = sub.add_parser("relabel", help="relabel the training set with MASC and retrain the final "
-                                       "checkpoint (the MASC paper)")
-    _add_common(p)
-    p.add_argument("--protocol", required=True)
-    p.add_argument("--index", required=True, help="the run's checkpoints/index.json")
-    p.add_argument("--labels", required=True)
-    p.add_argument("--activations", required=True, help="activations of the final checkpoint")
-    p.add_argument("--out", required=True)
-    p.add_argument("--details", required=True, help="JSON with the selection scores and the retraining")
-
-    p = sub.add_parser("reduce", help="replace an activation file's training activations by "
-                                      "per-class statistics (storage.persist: moments|auto); "
-                                      "`fit` and `score` read the result")
-    _add_common(p, epoch=True)
-    p.add_argument("--activations", required=True)
-    p.add_argument("--out", required=True)
-
-    p = sub.add_parser("aggregate", help="concatenate tidy tables into one")
-    p.add_argument("--out", required=True)
-    p.add_argument("--no-schema-check", action="store_true", help="inputs are not result tables")
-    p.add_argument("--benchmarks", action="store_true",
-                   help="inputs are Snakemake benchmark files or folders of them (results/benchmarks): "
-                        "write the per-job cost table (pipeline.costs)")
-    p.add_argument("inputs", nargs="+")
-
-    p = sub.add_parser("plot", help="draw figures from the aggregated tables (one --out per --figure)")
-    p.add_argument("--figure", required=True, nargs="+")
-    p.add_argument("--table", required=True)
-    p.add_argument("--train-log", required=True)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True, nargs="+")
-    p.add_argument("--dpi", type=int, default=120)
-
-    p = sub.add_parser("arithmetic-cell", help="train and analyse one cell of the arithmetic grid "
-                                               "(issue 10; pipeline.arithmetic.run_cell)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and BLAS")
-    p.add_argument("--settings-json", required=True,
-                   help='the cell as JSON, e.g. {"P": 31, "width": 257, "alpha": 0.8}; missing keys '
-                        "take pipeline.arithmetic.DEFAULTS")
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--configfile", help="YAML config (default: schema defaults)")
+    p.add_argument("--config-json", help="JSON config sections merged over --configfile")
 
-    p = sub.add_parser("arithmetic-tables", help="gather the arithmetic cells into their three tables")
-    p.add_argument("--results", required=True)
-    p.add_argument("--neurons", required=True)
-    p.add_argument("--log", required=True)
-    p.add_argument("indexes", nargs="+", help="the cells' index.json files")
-
-    p = sub.add_parser("arithmetic-memorization", help="the memorization-order check on digits "
-                                                       "(3-layer MLP, full batch, label noise)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and BLAS")
-    p.add_argument("--settings-json", default="{}", help="the config's arithmetic.memorization as JSON")
-    p.add_argument("--data-root", default="data")
-    p.add_argument("--out", required=True)
-
-    p = sub.add_parser("arithmetic-figures", help="draw the arithmetic figures from the tables "
-                                                  "(one --out per --figure)")
-    p.add_argument("--figure", required=True, nargs="+")
-    p.add_argument("--outputs", required=True, nargs="+", help="one path per --figure")
-    p.add_argument("--results", required=True)
-    p.add_argument("--neurons", required=True)
-    p.add_argument("--log", required=True)
-    p.add_argument("--memorization")
-    p.add_argument("--dpi", type=int, default=120)
-
-    p = sub.add_parser("dynamics-composite", help="feature dynamics (issue 9): the composite grid, "
-                                                  "controls, point-wise consistency and 2-D trajectories "
-                                                  "of one run")
-    _add_common(p)
-    p.add_argument("--index", required=True, help="the run's checkpoints/index.json")
-    p.add_argument("--labels", required=True)
-    p.add_argument("--out", required=True, help="the run's composite table (written)")
-    p.add_argument("--pointwise", required=True, help="the run's point-wise consistency table (written)")
-    p.add_argument("--trajectories", required=True, help="the run's 2-D trajectory table (written)")
-
-    p = sub.add_parser("dynamics-sgd-noise", help="feature dynamics: one-step SGD noise and its "
-                                                  "isotropic controls at one checkpoint of one run")
-    _add_common(p)
-    p.add_argument("--index", required=True)
-    p.add_argument("--labels", required=True)
-    p.add_argument("--out", required=True)
-
-    p = sub.add_parser("dynamics-ablation", help="feature dynamics: train a freeze/reinit ablation run "
-                                                 "variant from the standard run's epoch-E checkpoint")
-    _add_common(p)
-    p.add_argument("--labels", required=True)
-    p.add_argument("--standard-dir", required=True)
-    p.add_argument("--out-dir", required=True)
-
-    p = sub.add_parser("dynamics-tables", help="gather the dynamics per-run tables into results/tables")
-    p.add_argument("--kind", required=True, choices=["composite", "sgd_noise", "ablations"])
-    p.add_argument("--out", help="the table (sgd_noise, ablations)")
-    p.add_argument("--composite")
-    p.add_argument("--pointwise")
-    p.add_argument("--trajectories")
-    p.add_argument("--welch")
-    p.add_argument("inputs", nargs="+")
-
-    p = sub.add_parser("dynamics-figures", help="draw the dynamics figures of one (dataset, model) pair "
-                                                "from the tables (one --outputs path per --figure)")
-    p.add_argument("--figure", required=True, nargs="+")
-    p.add_argument("--outputs", required=True, nargs="+")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--model", required=True)
-    p.add_argument("--composite", required=True)
-    p.add_argument("--pointwise", required=True)
-    p.add_argument("--trajectories")
-    p.add_argument("--sgd-noise")
-    p.add_argument("--depth", help="depth of the heatmap (default: the first in the table)")
-    p.add_argument("--dpi", type=int, default=120)
+    for name in STAGES:
+        if command is not None and name != command:
+            sub.add_parser(name)
+            continue
+        function = stage_function(name)
+        help_line, description = _summary(function)
+        p = sub.add_parser(name, help=help_line, description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_stage_options(p, function)
 
     p = sub.add_parser("plan", help="runs, jobs, SLURM allocations and disk a config costs "
                                     "(upper bounds; nothing is run)")
@@ -312,80 +301,22 @@ def _os_error_message(exc: OSError, args: argparse.Namespace) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in STAGES else None).parse_args(argv)
     _prepare(args)
-    from pipeline import stages
-
     try:
         if args.command == "validate":
             import yaml
             print(yaml.safe_dump(validate_config(_config(args)), sort_keys=False))
-        elif args.command == "labels":
-            stages.labels(_config(args), _run(args), args.out)
-        elif args.command == "train":
-            stages.train(_config(args), _run(args), args.labels, args.out_dir)
-        elif args.command == "extract":
-            stages.extract(_config(args), _run(args), args.epoch, args.labels, args.checkpoint, args.out)
-        elif args.command == "fit":
-            stages.fit(_config(args), _run(args), args.epoch, args.activations, args.out)
-        elif args.command == "score":
-            stages.score(_config(args), _run(args), args.epoch, args.activations, args.subspaces, args.out)
-        elif args.command == "edit":
-            stages.edit(_config(args), _run(args), args.index, args.labels, args.out)
-        elif args.command == "intervene":
-            stages.intervene(_config(args), _run(args), args.labels, args.out_dir, args.standard_dir)
-        elif args.command == "relabel":
-            stages.relabel(_config(args), _run(args), args.protocol, args.index, args.labels,
-                           args.activations, args.out, args.details)
-        elif args.command == "reduce":
-            stages.reduce(_config(args), _run(args), args.epoch, args.activations, args.out)
-        elif args.command == "probe":
-            stages.probe(_config(args), _run(args), args.epoch, args.activations, args.subspaces, args.out)
-        elif args.command == "probe-fused":
-            stages.probe_fused(_config(args), _run(args), args.epoch, args.labels, args.checkpoint,
-                               args.subspaces, args.out, model_rows=not args.no_model_rows)
-        elif args.command == "aggregate" and args.benchmarks:
-            stages.benchmarks(args.inputs, args.out)
-        elif args.command == "aggregate":
-            stages.aggregate(args.inputs, args.out, check_schema=not args.no_schema_check)
-        elif args.command == "plot":
-            stages.plot(args.figure, args.table, args.train_log, args.dataset, args.model, args.out,
-                        dpi=args.dpi)
-        elif args.command == "arithmetic-cell":
-            stages.arithmetic_cell(_json_object(args.settings_json, "--settings-json"), args.out_dir)
-        elif args.command == "arithmetic-tables":
-            stages.arithmetic_tables(args.indexes, args.results, args.neurons, args.log)
-        elif args.command == "arithmetic-memorization":
-            stages.arithmetic_memorization(_json_object(args.settings_json, "--settings-json"), args.out,
-                                           root=args.data_root)
-        elif args.command == "arithmetic-figures":
-            stages.arithmetic_figures(args.figure, args.outputs, results=args.results, neurons=args.neurons,
-                                      log=args.log, memorization=args.memorization, dpi=args.dpi)
-        elif args.command == "dynamics-composite":
-            stages.dynamics_composite(_config(args), _run(args), args.index, args.labels, args.out,
-                                      args.pointwise, args.trajectories, threads=args.threads)
-        elif args.command == "dynamics-sgd-noise":
-            stages.dynamics_sgd_noise(_config(args), _run(args), args.index, args.labels, args.out,
-                                      threads=args.threads)
-        elif args.command == "dynamics-ablation":
-            stages.dynamics_ablation(_config(args), _run(args), args.labels, args.standard_dir,
-                                     args.out_dir, threads=args.threads)
-        elif args.command == "dynamics-tables":
-            stages.dynamics_tables(args.kind, args.inputs,
-                                   {"out": args.out, "composite": args.composite,
-                                    "pointwise": args.pointwise, "trajectories": args.trajectories,
-                                    "welch": args.welch})
-        elif args.command == "dynamics-figures":
-            stages.dynamics_figures(args.figure, args.outputs, dataset=args.dataset, model=args.model,
-                                    composite=args.composite, pointwise=args.pointwise,
-                                    trajectories=args.trajectories, sgd_noise=args.sgd_noise,
-                                    depth=args.depth, dpi=args.dpi)
         elif args.command == "plan":
             from pipeline.plan import format_plan, make_plan, workflow_config
             overrides = _json_object(args.config_json, "--config-json") if args.config_json else None
             plan = make_plan(workflow_config(args.configfile or [], overrides=overrides),
                              benchmarks=args.benchmarks)
             print(json.dumps(plan.as_dict(), indent=1) if args.json else format_plan(plan))
+        else:
+            run_stage(args.command, args)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

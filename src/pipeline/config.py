@@ -11,9 +11,12 @@ What is checked, before any job runs (the schema's descriptions say the same per
   layers of the grid's models (:data:`pipeline.core.models.MODELS`), persisted where they must be;
 * ``storage.epochs`` can select a checkpoint (:func:`pipeline.core.schedule.schedule_for`,
   :func:`pipeline.core.schedule.probed_epochs`);
-* the arithmetic grid's cells (:func:`pipeline.arithmetic.grid.check_cells`).
+* the arithmetic section (:func:`pipeline.arithmetic.checks.check_config`);
+* the dynamics section (:func:`pipeline.dynamics.checks.check_config`: pairs, run folders, control
+  splits, epochs the runs save, depth names);
+* ``train.device``/``probes.device`` ``cuda`` need a GPU here (:func:`check_devices`).
 
-Modules with torch are imported only when the config names layers or epochs.
+Modules with torch are imported only when the config names layers, depths, epochs or cuda.
 """
 
 from __future__ import annotations
@@ -32,14 +35,57 @@ from pipeline.core.config import (
 )
 
 
-def validate_config(config: dict | None) -> dict:
+def validate_config(config: dict | None, *, devices: bool = True) -> dict:
     """Validate ``config`` against the schema and every family's checks; return a copy with defaults.
 
+    ``devices``: also check that the devices it names exist here (:func:`check_devices`); false
+    where the config is only planned for other machines (``python -m pipeline plan``).
     Raises :class:`ConfigError` naming the first offending key and the allowed keys or values.
     """
     config = apply_schema(config)
     _check_semantics(config)
+    if devices:
+        check_devices(config)
     return config
+
+
+def _jobs_run_elsewhere() -> bool:
+    """Whether this process is Snakemake submitting the jobs to other machines (``--profile``,
+    ``--executor``/``-e`` other than local, ``--slurm``): the GPU the config asks for is then on the
+    nodes, not here. Each job checks again where it runs (the command line validates its config)."""
+    import os
+    import sys
+
+    if "snakemake" not in sys.modules:
+        return False
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        name, _, value = arg.partition("=")
+        if name in ("--executor", "-e"):
+            value = value or (argv[i + 1] if i + 1 < len(argv) else "")
+            if value not in ("local", "dryrun", "touch"):
+                return True
+        if name in ("--profile", "--slurm", "--workflow-profile"):
+            return True
+    return bool(os.environ.get("SNAKEMAKE_PROFILE"))
+
+
+def check_devices(config: dict) -> None:
+    """``train.device`` and ``probes.device`` ``cuda``/``cuda:<i>`` need a GPU on this machine
+    (:func:`pipeline.core.device.resolve_device`, the one resolver; it names the key): refused here,
+    before any job, instead of a traceback in the first training or probe job. Torch is imported
+    only when a key names cuda; skipped while Snakemake submits the jobs elsewhere."""
+    arithmetic = config.get("arithmetic", {})
+    wanted = [(key, value) for key, value in (("train.device", config["train"]["device"]),
+                                              ("probes.device", config["probes"]["device"]),
+                                              ("arithmetic.device", arithmetic.get("enabled") and arithmetic["device"]))
+              if isinstance(value, str) and value.startswith("cuda")]
+    if not wanted or _jobs_run_elsewhere():
+        return
+    from pipeline.core.device import resolve_device
+
+    for key, value in wanted:
+        resolve_device(value, key=key)  # DeviceUnavailable is a ConfigError naming the key
 
 
 def _check_semantics(config: dict) -> None:
@@ -83,18 +129,15 @@ def _check_semantics(config: dict) -> None:
     _check_fused(config)
     _check_epochs(config)
     _check_arithmetic(config)
+    from pipeline.dynamics.checks import check_config as check_dynamics  # torch only for depth names
 
+    check_dynamics(config)
 
 def _check_arithmetic(config: dict) -> None:
-    """The arithmetic grid (issue 10): odd P, one folder per cell (pipeline.arithmetic.grid)."""
-    section = config.get("arithmetic", {})
-    if not section.get("enabled"):
-        return
-    from pipeline.arithmetic.grid import check_cells
+    """The arithmetic section (issue 10; :func:`pipeline.arithmetic.checks.check_config`)."""
+    from pipeline.arithmetic.checks import check_config
 
-    problems = check_cells(section)
-    if problems:
-        raise ConfigError(f"config key 'arithmetic': {problems[0]}")
+    check_config(config)
 
 
 def _grid_models(config: dict) -> list[str]:

@@ -669,10 +669,8 @@ def workflow_config(configfiles: Iterable[str] = (), overrides: dict | None = No
     ``--configfile`` files over it key by key (nested mappings merge, everything else replaces);
     this does the same, then validates.
     """
-    import yaml
-
     from pipeline.config import validate_config
-    from pipeline.core.config import DEFAULT_CONFIG_PATH, ConfigError
+    from pipeline.core.config import DEFAULT_CONFIG_PATH, read_config_file
 
     def merge(base: dict, update: dict) -> dict:
         for key, value in update.items():
@@ -684,14 +682,13 @@ def workflow_config(configfiles: Iterable[str] = (), overrides: dict | None = No
 
     config: dict = {}
     for path in [DEFAULT_CONFIG_PATH, *configfiles]:
-        try:
-            with open(path) as fh:
-                merge(config, yaml.safe_load(fh) or {})
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
+        # the one reader: a missing file, a YAML error (with its line) or a file that holds no
+        # mapping is a ConfigError naming the file, not a traceback
+        merge(config, read_config_file(path))
     if overrides:  # `plan --config-json`: merged last, like snakemake's --config
         merge(config, overrides)
-    return validate_config(config)
+    # a plan is for the machines that will run the jobs (a cluster's GPUs), not for this one
+    return validate_config(config, devices=False)
 
 
 # ----------------------------------------------------------------------------- feature dynamics (issue 9)

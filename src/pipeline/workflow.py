@@ -15,6 +15,7 @@ Nothing here imports torch, pandas or matplotlib: the Snakefile imports it on ev
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -245,3 +246,25 @@ def probe_resources(config: dict) -> dict:
 from pipeline.costs import BENCHMARK_DIR, BENCHMARK_TABLE, benchmark_path  # noqa: E402, F401
 from pipeline.images.plots import FIGURES, figures_for  # noqa: E402, F401
 
+# ----------------------------------------------------------------------------- damaged tables
+
+def set_aside_damaged_tables(folder: str | Path = "results/tables") -> list[str]:
+    """Rename every aggregated table in ``folder`` that is not readable Parquet to ``<name>.damaged``
+    and return one line per file saying so.
+
+    Snakemake judges an output by its modification time alone, so a truncated or garbage table
+    newer than its inputs would count as up to date and every later reader would fail on it. Set
+    aside (never deleted: nothing is lost), its aggregate job reruns in this very invocation.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    from pipeline.core.tables import damaged_tables  # pyarrow: only when there are tables to vet
+
+    lines = []
+    for path, problem in sorted(damaged_tables(sorted(folder.glob("*.parquet"))).items()):
+        aside = Path(f"{path}.damaged")
+        os.replace(path, aside)
+        lines.append(f"{path} is not a readable table ({problem}); moved it to {aside} so that the job "
+                     "that writes it runs again")
+    return lines

@@ -25,7 +25,7 @@ rule aggregate_train_logs:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline aggregate --no-schema-check --out {output} {input} > {log} 2>&1"
+        "python -m pipeline aggregate --no-check-schema --out {output} {input} > {log} 2>&1"
 
 
 # What each job cost (pipeline.costs): every job's Snakemake benchmark file under

@@ -46,7 +46,9 @@ rule arithmetic_cell:
         **WILDCARD_CONSTRAINTS,
     conda:
         "../envs/pipeline.yaml"
-    threads: 1
+    # arithmetic.num_threads (null: the cores Snakemake is given); threads are no rerun trigger and
+    # not in the settings below, so a changed thread count reruns no cell (results do not depend on it)
+    threads: ARITHMETIC["num_threads"] or workflow.cores
     params:
         settings=lambda wildcards: cell_settings_json(ARITHMETIC_CELLS, wildcards),
         out_dir=lambda wildcards, output: os.path.dirname(output.index),

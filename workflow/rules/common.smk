@@ -2,8 +2,6 @@
 import json
 import os
 
-from snakemake.utils import validate
-
 from pipeline.workflow import (
     BASE_VARIANT,
     BENCHMARK_DIR,
@@ -24,16 +22,19 @@ from pipeline.workflow import (
     probe_layer_split,
     probe_resources,
     probed_epochs,
+    read_index,
     transfer_tables,
     validate_config,
 )
 
-# Validate before any job is scheduled: one message naming the key and the allowed values.
+# Validate before any job is scheduled, once per DAG build: one message naming the key and the
+# allowed values. validate_config checks the schema (workflow/schemas/config.schema.yaml) and fills
+# in its defaults, then the checks across sections, so snakemake.utils.validate would only repeat
+# the schema half.
 try:
     config = validate_config(config)
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
-validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 
 # Standard runs, then the intervened runs of transfer.intervention (workflow/rules/intervene.smk).
@@ -91,8 +92,8 @@ def run_index(wildcards):
 
 def checkpoint_epochs(wildcards):
     """Epochs with a saved checkpoint; known once the run's training job has finished."""
-    with open(run_index(wildcards)) as fh:
-        return json.load(fh)["epochs"]
+    # the one reader: a truncated or foreign index.json is named, with how to retrain its run
+    return read_index(run_index(wildcards))["epochs"]
 
 
 RUN_WILDCARDS = ("dataset", "model", "corruption", "seed", "variant")

@@ -21,7 +21,6 @@ _EXPORTS = {
     "ACTIVATIONS": "pipeline.arithmetic.model",
     "ArithmeticData": "pipeline.arithmetic.data",
     "ArithmeticMLP": "pipeline.arithmetic.model",
-    "DEFAULTS": "pipeline.arithmetic.cell",
     "KEY_COLUMNS": "pipeline.arithmetic.tables",
     "NEURON_COLUMNS": "pipeline.arithmetic.tables",
     "NOISE_MODES": "pipeline.arithmetic.data",

@@ -1,7 +1,9 @@
 """One cell of the arithmetic grid, end to end: data, training, analysis, tables.
 
 :func:`run_cell` is what a workflow rule calls; ``settings`` is one cell of the config's
-``arithmetic`` section (missing keys take :data:`DEFAULTS`). It writes, under ``out_dir``::
+``arithmetic`` section: one value per grid key, the section's common settings; what it leaves out
+takes the schema's default (:func:`cell_settings`; the schema is the one place defaults live). It
+writes, under ``out_dir``::
 
     labels.npz                   noisy / true training labels, changed mask, clean test set
     checkpoints/epoch_{E}.pt     plain state_dicts (epoch 0, every ``checkpoint_every``, last)
@@ -11,7 +13,8 @@
     index.json                   settings, run keys, epochs, timings; written last (done marker)
 
 Full analysis (partition, pruning, swaps, controls) runs at the last epoch; raw / G / R at every
-checkpoint, so FF can be followed over training.
+checkpoint, so FF can be followed over training. Threads are the caller's (the command line's
+``--threads``, the rule's ``threads``): they are not a cell setting.
 """
 
 from __future__ import annotations
@@ -24,35 +27,34 @@ import pandas as pd
 from pipeline.arithmetic.data import make_data, save_data
 from pipeline.arithmetic.filtration import analysis_predictions
 from pipeline.arithmetic.fourier import neuron_statistics
+from pipeline.arithmetic.grid import CELL_SETTINGS, GRID_KEYS
 from pipeline.arithmetic.model import build, weights_of
+from pipeline.arithmetic.paths import FILES  # noqa: F401 (the cell's files; re-exported)
 from pipeline.arithmetic.tables import accuracy_rows, log_frame, neuron_frame, neuron_rows, result_frame, run_keys
 from pipeline.arithmetic.train import TrainSettings, set_accuracies, train
-from pipeline.core.artifacts import write_json
+from pipeline.core.artifacts import CHECKPOINT_DIR, sweep_stale_tmp, write_json
+from pipeline.core.config import ConfigError, apply_schema
+from pipeline.core.device import resolve_device
 from pipeline.core.tables import provenance, write_parquet
-from pipeline.core.threads import limit_threads
 
-DEFAULTS: dict = {
-    # data
-    "task": "add", "P": 23, "train_fraction": 0.5, "alpha": 0.0, "noise_mode": "wrong_only",
-    # model
-    "width": 64, "activation": "relu", "tied": False, "bias": True, "init_std": None,
-    # training
-    "optimizer": "adamw", "lr": 1e-2, "weight_decay": 0.1, "betas": [0.9, 0.98], "momentum": 0.9,
-    "loss": "ce", "epochs": 500, "batch_size": None, "log_every": 10, "checkpoint_every": 100,
-    "seed": 0, "num_threads": 1, "device": "cpu",
-    # analysis
-    "gammas": [0.1, 0.25, 0.5], "prune_fractions": [0.05, 0.1, 0.25, 0.5, 0.75, 1.0],
-}
 MODEL_KEYS = ("width", "activation", "tied", "bias", "init_std")
-FILES = {"labels": "labels.npz", "train_log": "train_log.parquet", "results": "arithmetic.parquet",
-         "neurons": "arithmetic_neurons.parquet", "index": "index.json"}
 
 
 def cell_settings(settings: dict) -> dict:
-    unknown = sorted(set(settings) - set(DEFAULTS))
+    """The full settings of one cell: ``settings`` checked against the schema's ``arithmetic``
+    section (a grid key holds one value, not a list), the schema's defaults for the keys it leaves
+    out. A grid key whose default lists several values (``width``, ``alpha``) must be given."""
+    allowed = (*GRID_KEYS, *CELL_SETTINGS)
+    unknown = sorted(set(settings) - set(allowed))
     if unknown:
-        raise ValueError(f"unknown arithmetic cell key(s) {unknown}; allowed: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **settings}
+        raise ConfigError(f"unknown arithmetic cell key(s) {unknown}; allowed: {sorted(allowed)}")
+    section = {k: [v] if k in GRID_KEYS else v for k, v in settings.items()}
+    full = apply_schema({"arithmetic": section})["arithmetic"]
+    several = [k for k in GRID_KEYS if k not in settings and len(full[k]) != 1]
+    if several:
+        raise ConfigError(f"arithmetic cell key(s) {several} missing, and their schema defaults "
+                          f"{[full[k] for k in several]} list several values; give one value each")
+    return {**{k: full[k][0] for k in GRID_KEYS}, **{k: full[k] for k in CELL_SETTINGS}}
 
 
 def cell_path(settings: dict) -> str:
@@ -67,7 +69,10 @@ def run_cell(settings: dict, out_dir: str | Path) -> dict[str, Path]:
     s = cell_settings(settings)
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    limit_threads(s["num_threads"])  # the one thread policy (torch and BLAS)
+    # a killed earlier attempt may have left temporary files (the checkpoints are not declared
+    # outputs, so Snakemake removes none of them); those of dead writers go now
+    sweep_stale_tmp(out_dir)
+    sweep_stale_tmp(out_dir / CHECKPOINT_DIR)
     keys = run_keys(s)
     meta = provenance({"arithmetic": s}, run=keys)
     paths = {name: out_dir / f for name, f in FILES.items()}
@@ -75,7 +80,8 @@ def run_cell(settings: dict, out_dir: str | Path) -> dict[str, Path]:
     data = make_data(s["task"], s["P"], s["train_fraction"], s["alpha"], s["noise_mode"], s["seed"])
     save_data(data, paths["labels"], **meta)
     model_settings = {k: s[k] for k in MODEL_KEYS}
-    ts = TrainSettings.from_dict(s)
+    # "auto" becomes cuda or cpu here, by the one resolver (cuda without a GPU: refused, naming the key)
+    ts = TrainSettings.from_dict({**s, "device": str(resolve_device(s["device"], key="arithmetic.device"))})
     result = train(data, model_settings, ts, out_dir)
     t_train = time.perf_counter() - t0
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.artifacts import atomic_path
+from pipeline.core.device import numpy_rng
 
 TASKS = ("add", "sub", "mul")
 NOISE_MODES = ("wrong_only", "uniform", "symmetric")
@@ -65,7 +66,7 @@ def _rng(*keys) -> np.random.Generator:
             seq.append(int(round(k * 1_000_000)))
         else:
             seq.append(int(k))
-    return np.random.default_rng(seq)
+    return numpy_rng(*seq)
 
 
 def split_pairs(P: int, train_fraction: float, seed: int, *, task: str = "add",

@@ -20,17 +20,23 @@ table's values (the tests read them back); :func:`draw` saves the ones named. Wh
 "Reference cells": where a figure shows one cell per alpha, it takes the untied cells (if any) of
 the largest width with the first value (sorted) of every other grid key; accuracies are means over
 seeds where a figure pools cells.
+
+Set-up, layout (constrained) and saving are the pipeline's (:mod:`pipeline.core.figures`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.arithmetic.data import SPLITS
-from pipeline.arithmetic.tables import ARITH_KEY_COLUMNS, KEY_COLUMNS
+from pipeline.arithmetic.grid import SWEPT
+from pipeline.arithmetic.tables import KEY_COLUMNS
+from pipeline.core.figures import save_figure, subplots
 
 CELL = list(KEY_COLUMNS)
 OTHER = ["task", "P", "train_fraction", "activation", "optimizer", "weight_decay"]
@@ -38,15 +44,6 @@ COLORS = {"train_clean": "tab:blue", "train_noisy_given": "tab:red", "train_nois
           "test": "tab:green"}
 SPLIT_LABEL = {"train_clean": "clean train", "train_noisy_given": "noisy train (given labels)",
                "train_noisy_true": "noisy train (true labels)", "test": "test"}
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def last_epoch(df: pd.DataFrame) -> pd.DataFrame:
@@ -99,10 +96,9 @@ def _whole(results: pd.DataFrame, network: str) -> pd.DataFrame:
 
 
 def _grid(n: int, *, width: float = 3.6, height: float = 3.0, ncols: int | None = None):
-    plt = _plt()
     ncols = ncols or min(n, 4)
     nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    fig, axes = subplots(nrows, ncols, panel_width=width, panel_height=height)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -158,7 +154,6 @@ def fig_sweep(results: pd.DataFrame, key: str):
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"test accuracy vs {key}: raw (solid), FF G (dashed)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 
@@ -178,7 +173,6 @@ def fig_epochs(log: pd.DataFrame):
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy")
     _legend(axes, fontsize=7)
-    fig.tight_layout()
     return fig
 
 
@@ -209,7 +203,6 @@ def fig_ff_bars(results: pd.DataFrame):
         ax.set_title(_cell_title(cell), fontsize=8)
         ax.set_ylabel("accuracy (last epoch)")
     _legend(axes, fontsize=6)
-    fig.tight_layout()
     return fig
 
 
@@ -227,7 +220,6 @@ def fig_controls(results: pd.DataFrame):
         ax.set_title(_cell_title(cell), fontsize=8)
         ax.set_ylabel("accuracy (last epoch)")
     axes[0].legend(fontsize=6)
-    fig.tight_layout()
     return fig
 
 
@@ -253,7 +245,6 @@ def fig_hist(neurons: pd.DataFrame, column: str, label: str, *, log: bool = Fals
     ax.set_ylabel("neurons")
     ax.set_title(f"{label} at the last epoch (largest width)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 
@@ -282,7 +273,6 @@ def fig_pruning(results: pd.DataFrame):
             ax.set_xlabel("fraction of neurons kept")
             ax.set_ylim(-0.02, 1.02)
     _legend(axes, fontsize=6)
-    fig.tight_layout()
     return fig
 
 
@@ -307,7 +297,6 @@ def fig_phase_scatter(neurons: pd.DataFrame):
         ax.set_xlabel("phi_a - phi_b" if cell["task"] == "sub" else "phi_a + phi_b")
         ax.set_ylabel("phi_c")
         ax.set_title(_cell_title(cell), fontsize=8)
-    fig.tight_layout()
     return fig
 
 
@@ -338,7 +327,6 @@ def fig_tied(results: pd.DataFrame):
         ax.set_ylim(0, 1.02)
         ax.set_title(f"tied U = V: {SPLIT_LABEL[split]}", fontsize=9)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 
@@ -354,53 +342,50 @@ def fig_memorization(memo: pd.DataFrame):
         ax.set_xlabel("epoch (full batch)")
         ax.set_ylabel("accuracy")
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 
 # ----------------------------------------------------------------------------- drawing
 
+#: Every arithmetic figure: name -> how it is drawn from the tables (keys results, neurons, log,
+#: memorization). ``vs_<key>`` exists for every key that can be swept (:data:`pipeline.arithmetic.grid.SWEPT`;
+#: the workflow draws those whose key varies in the grid).
+FIGURES: dict[str, Callable[[dict[str, pd.DataFrame]], Any]] = {
+    "width": lambda t: fig_sweep(t["results"], "width"),
+    **{f"vs_{key}": (lambda t, key=key: fig_sweep(t["results"], key)) for key in SWEPT},
+    "epochs": lambda t: fig_epochs(t["log"]),
+    "ff_bars": lambda t: fig_ff_bars(t["results"]),
+    "controls": lambda t: fig_controls(t["results"]),
+    "ipr_hist": lambda t: fig_hist(t["neurons"], "ipr_paper", "IPR of w_m (paper)"),
+    "str_hist": lambda t: fig_hist(t["neurons"], "strength", "strength Str_m", log=True),
+    "pruning": lambda t: fig_pruning(t["results"]),
+    "phase_scatter": lambda t: fig_phase_scatter(t["neurons"]),
+    "tied": lambda t: fig_tied(t["results"]),
+    "memorization_order": lambda t: fig_memorization(t["memorization"]),
+}
+
+
 def figure(name: str, tables: dict[str, pd.DataFrame]):
-    """The Figure ``name`` from ``tables`` (keys results, neurons, log, memorization)."""
-    if name == "width":
-        return fig_sweep(tables["results"], "width")
-    if name.startswith("vs_") and name[3:] in ARITH_KEY_COLUMNS:
-        return fig_sweep(tables["results"], name[3:])
-    drawers = {
-        "epochs": lambda: fig_epochs(tables["log"]),
-        "ff_bars": lambda: fig_ff_bars(tables["results"]),
-        "controls": lambda: fig_controls(tables["results"]),
-        "ipr_hist": lambda: fig_hist(tables["neurons"], "ipr_paper", "IPR of w_m (paper)"),
-        "str_hist": lambda: fig_hist(tables["neurons"], "strength", "strength Str_m", log=True),
-        "pruning": lambda: fig_pruning(tables["results"]),
-        "phase_scatter": lambda: fig_phase_scatter(tables["neurons"]),
-        "tied": lambda: fig_tied(tables["results"]),
-        "memorization_order": lambda: fig_memorization(tables["memorization"]),
-    }
-    if name not in drawers:
-        raise ValueError(f"unknown arithmetic figure {name!r}; allowed: width, vs_<key>, {sorted(drawers)}")
-    return drawers[name]()
+    """The Figure ``name`` (:data:`FIGURES`) from ``tables`` (keys results, neurons, log, memorization)."""
+    if name not in FIGURES:
+        fixed = sorted(n for n in FIGURES if not n.startswith("vs_"))
+        raise ValueError(f"unknown arithmetic figure {name!r}; allowed: {fixed}, vs_<key> for key in {list(SWEPT)}")
+    return FIGURES[name](tables)
 
 
 def read_tables(results=None, neurons=None, log=None, memorization=None) -> dict[str, pd.DataFrame]:
-    paths = {"results": results, "neurons": neurons, "log": log, "memorization": memorization}
-    return {k: pd.read_parquet(p) for k, p in paths.items() if p is not None}
+    """The aggregated tables given, each checked against its schema: a damaged or foreign table is
+    refused with its name and the remedy (:func:`pipeline.core.tables.read_table`)."""
+    from pipeline.arithmetic.tables import LOG, MEMORIZATION, NEURONS, RESULTS
+    from pipeline.core.tables import read_table
+
+    paths = {"results": (results, RESULTS), "neurons": (neurons, NEURONS), "log": (log, LOG),
+             "memorization": (memorization, MEMORIZATION)}
+    return {k: read_table(p, schema) for k, (p, schema) in paths.items() if p is not None}
 
 
 def draw(names: list[str], outs: list[str | Path], tables: dict[str, pd.DataFrame], *, dpi: int = 120) -> list[Path]:
     """Save figure ``names[i]`` to ``outs[i]`` (atomically); returns the paths."""
-    from pipeline.core.artifacts import atomic_path
-
     if len(names) != len(outs):
         raise ValueError(f"{len(names)} figures but {len(outs)} output paths")
-    plt = _plt()
-    written = []
-    for name, out in zip(names, outs, strict=True):
-        fig = figure(name, tables)
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=dpi, format=out.suffix.lstrip(".") or "png")
-        plt.close(fig)
-        written.append(out)
-    return written
+    return [save_figure(figure(name, tables), out, dpi=dpi) for name, out in zip(names, outs, strict=True)]

@@ -31,6 +31,7 @@ import numpy as np
 from pipeline.arithmetic.data import ArithmeticData
 from pipeline.arithmetic.fourier import dominant_frequency, ipr_doshi, ipr_paper, strength
 from pipeline.arithmetic.model import ACTIVATIONS, Weights, weights_predict
+from pipeline.core.device import numpy_rng
 
 SCORES = ("ipr", "ipr_doshi", "str")
 #: the neuron fraction of a network that is not a partition or pruning variant
@@ -108,7 +109,7 @@ def analysis_predictions(w: Weights, data: ArithmeticData, *, w_init: Weights | 
     for act in swap_activations:
         if act != w.activation:
             yield f"swap_{act}", "none", WHOLE, weights_predict(w, a, b, act)
-    rng = np.random.default_rng([seed, data.P, 7])
+    rng = numpy_rng(seed, data.P, 7)
     other = random_other_frequency(dominant_frequency(w), data.P, rng)
     yield "G_randfreq", "none", WHOLE, weights_predict(frequency_filtration(w, other)[0], a, b)
     perm = rng.permutation(data.P)

@@ -5,23 +5,30 @@ Imported by ``workflow/rules/arithmetic.smk`` (so: no torch, pandas or matplotli
 * :data:`GRID_KEYS` are the keys the section lists (one list each); the grid is their product,
   plus one product per entry of ``extra_grids`` (an entry overrides some of the lists, e.g.
   ``{alpha: [1.0], noise_mode: [uniform]}`` for the all-random control). Every other key of
-  :data:`CELL_SETTINGS` is one value for every cell.
+  :data:`CELL_SETTINGS` is one value for every cell. ``num_threads`` is not a cell setting: it is
+  the rule's ``threads`` (results do not depend on it), so changing it reruns no cell.
 * :data:`CELL_PATTERN` is a cell's folder under ``results/``; one path per distinct set of grid
   values (:func:`check_cells` refuses two cells that would share a folder).
 * :func:`figure_names` lists the figures the tables of the grid hold (what the figures job draws).
+* :func:`read_cell_index` reads a cell's ``index.json`` (its done marker) and refuses a truncated or
+  foreign one; :func:`retrain_cell_advice` is the advice that works for a broken cell.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 #: grid keys in the order of the tables' run keys (after the shared ones)
 GRID_KEYS = ("task", "P", "train_fraction", "alpha", "noise_mode", "width", "activation", "tied",
              "optimizer", "weight_decay", "seed")
-#: settings that are one value for the whole section and go to every cell
+#: settings that are one value for the whole section and go to every cell (they decide its results,
+#: so they are the rule's params; ``num_threads`` is not among them: see the module docstring)
 CELL_SETTINGS = ("bias", "init_std", "loss", "lr", "betas", "momentum", "epochs", "batch_size",
-                 "log_every", "checkpoint_every", "num_threads", "device", "gammas", "prune_fractions")
+                 "log_every", "checkpoint_every", "device", "gammas", "prune_fractions")
+#: what a finished cell's index.json holds (:func:`pipeline.arithmetic.cell.run_cell` writes it last)
+INDEX_KEYS = ("settings", "run", "epochs", "checkpoints", "seconds_train", "seconds_total")
 #: a cell's folder under results/ (and under logs/); the wildcards are the grid keys
 CELL_PATTERN = ("arithmetic/{task}/P{P}/f{train_fraction}/a{alpha}-{noise_mode}/"
                 "w{width}-{activation}-{weights}/{optimizer}-wd{weight_decay}/s{seed}")
@@ -147,3 +154,32 @@ def cell_settings_json(cells: dict[str, dict], wildcards) -> str:
     """The settings of the cell named by the rule's wildcards, as JSON (the rule's params)."""
     values = {k: wildcards[k] for k in CELL_WILDCARDS}
     return json.dumps(cells[CELL_PATTERN.format(**values)], sort_keys=True)
+
+
+def retrain_cell_advice(index: str | Path) -> str:
+    """What to do about a broken cell whose done marker is ``index``: force that file. Deleting it
+    would not work: Snakemake sees the gathered tables up to date and has nothing to do."""
+    return (f"retrain the cell: snakemake --forcerun {index} (with your usual options); it rewrites the "
+            "cell's files and reruns what depends on them")
+
+
+def read_cell_index(index: str | Path) -> dict:
+    """A finished cell's ``index.json``; raises :class:`~pipeline.core.errors.ArtifactError` naming the
+    file and what to do when it is missing, truncated, not JSON, or lacks :data:`INDEX_KEYS` (a done
+    marker that does not read as one says nothing about the cell's tables either)."""
+    from pipeline.core.errors import ArtifactError
+
+    index = Path(index)
+    advice = retrain_cell_advice(index)
+    try:
+        content = json.loads(index.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"arithmetic cell index {index} does not exist; {advice}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ArtifactError(f"arithmetic cell index {index} cannot be read ({type(exc).__name__}: "
+                            f"{str(exc)[:200]}); it is truncated or not the cell's; {advice}") from None
+    missing = [k for k in INDEX_KEYS if k not in content] if isinstance(content, dict) else list(INDEX_KEYS)
+    if missing:
+        raise ArtifactError(f"arithmetic cell index {index} lacks {missing}, so it was not written by a "
+                            f"finished cell; {advice}")
+    return content

@@ -7,6 +7,10 @@ images, the noisy training images against their given and their true labels, and
 The paper reports (MNIST, full batch) noisy / clean training accuracy 10.87 % / 2.86 % after
 epoch 1 and 6.47 % / 46.29 % after epoch 2 (alpha 0.05).
 
+Training is the core :class:`~pipeline.core.training.EpochLoop` with one full batch (one step per
+epoch) and :func:`~pipeline.core.training.make_optimizer` (``adam`` / ``sgd`` without momentum and
+weight decay, as torch's defaults); the per-epoch accuracies are its end-of-epoch callback.
+
 Table: the shared run keys (dataset, model = ``mlp3_h{hidden}_{optimizer}``, corruption = alpha,
 seed, variant = ``memorization_order``), then ``epoch``, ``loss`` and ``acc_<split>`` for the four
 :data:`pipeline.arithmetic.data.SPLITS`.
@@ -20,13 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.arithmetic.data import SPLITS
+from pipeline.arithmetic.tables import MEMORIZATION_COLUMNS
+from pipeline.core.device import numpy_rng, seed_torch
+from pipeline.core.training import Batching, EpochEnd, EpochLoop, make_optimizer
 
-DEFAULTS = {"dataset": "digits", "alpha": [0.05, 0.2], "epochs": 60, "hidden": 256,
-            "optimizer": "adam", "lr": 1e-3, "seed": 0, "enabled": True}
-COLUMNS = {"dataset": "string", "model": "string", "corruption": "float64", "seed": "int64",
-           "variant": "string", "epoch": "int64", "loss": "float64",
-           **{f"acc_{s}": "float64" for s in SPLITS}}
+#: the optimizers of the check (plain Adam / SGD, the MNIST check's)
+MEMORIZATION_OPTIMIZERS = ("adam", "sgd")
+
+COLUMNS = MEMORIZATION_COLUMNS  # declared once, with the other arithmetic tables
 
 
 def _inputs(arrays) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,7 +43,7 @@ def _inputs(arrays) -> tuple[torch.Tensor, torch.Tensor]:
 
 def noisy_labels(y: np.ndarray, num_classes: int, alpha: float, seed: int) -> np.ndarray:
     """``round(alpha * n)`` labels replaced by a uniformly drawn wrong one."""
-    rng = np.random.default_rng([seed, 17, int(round(alpha * 1e6))])
+    rng = numpy_rng(seed, 17, int(round(alpha * 1e6)))
     given = y.copy()
     idx = rng.permutation(len(y))[: int(round(alpha * len(y)))]
     draw = rng.integers(0, num_classes - 1, size=idx.size)
@@ -51,6 +56,9 @@ def memorization_order(alpha: float, *, dataset: str = "digits", epochs: int = 6
     """The per-epoch accuracy table of one run (see the module docstring)."""
     from pipeline.core.datasets import load_dataset
 
+    if optimizer not in MEMORIZATION_OPTIMIZERS:
+        raise ValueError(f"unknown arithmetic.memorization.optimizer {optimizer!r}; "
+                         f"allowed: {list(MEMORIZATION_OPTIMIZERS)}")
     arrays = load_dataset(dataset, root=root)
     x_train, x_test = _inputs(arrays)
     y_true = np.asarray(arrays.y_train, dtype=np.int64)
@@ -62,13 +70,10 @@ def memorization_order(alpha: float, *, dataset: str = "digits", epochs: int = 6
         "train_noisy_true": (x_train[changed], y_true[changed]),
         "test": (x_test, np.asarray(arrays.y_test, dtype=np.int64)),
     }
-    torch.manual_seed(seed)
+    seed_torch(seed)
     model = nn.Sequential(nn.Linear(x_train.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                           nn.Linear(hidden, arrays.num_classes))
-    opts = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
-    if optimizer not in opts:
-        raise ValueError(f"unknown optimizer {optimizer!r}; allowed: {sorted(opts)}")
-    opt = opts[optimizer](model.parameters(), lr=lr)
+    opt = make_optimizer(model, {"optimizer": optimizer, "lr": lr, "momentum": 0.0, "weight_decay": 0.0})
     y = torch.from_numpy(given)
     keys = {"dataset": dataset, "model": f"mlp3_h{hidden}_{optimizer}", "corruption": float(alpha),
             "seed": int(seed), "variant": "memorization_order"}
@@ -82,20 +87,37 @@ def memorization_order(alpha: float, *, dataset: str = "digits", epochs: int = 6
                                   else float("nan"))
         rows.append({**keys, "epoch": epoch, "loss": loss, **acc})
 
+    def log_epoch(end: EpochEnd) -> None:
+        log(end.epoch, end.loss)  # full batch: the epoch's mean loss is its one step's loss
+
     log(0, float("nan"))
-    for epoch in range(1, epochs + 1):
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x_train), y)
-        loss.backward()
-        opt.step()
-        log(epoch, float(loss.detach()))
+    EpochLoop(model, opt, x_train, y, loss_fn=F.cross_entropy, batching=Batching(size=None),
+              on_epoch_end=[log_epoch]).run(1, epochs)
     return pd.DataFrame(rows, columns=list(COLUMNS)).astype(COLUMNS)
 
 
 def memorization_table(settings: dict, root: str = "data") -> pd.DataFrame:
-    """One run per alpha of ``settings`` (the config's ``arithmetic.memorization``)."""
-    s = {**DEFAULTS, **settings}
-    frames = [memorization_order(a, dataset=s["dataset"], epochs=s["epochs"], hidden=s["hidden"],
-                                 optimizer=s["optimizer"], lr=s["lr"], seed=s["seed"], root=root)
-              for a in s["alpha"]]
+    """One run per alpha of ``settings`` (the config's ``arithmetic.memorization``; what it leaves
+    out takes the schema's default)."""
+    from pipeline.core.config import apply_schema
+    from pipeline.core.datasets import DatasetNotFoundError
+
+    s = apply_schema({"arithmetic": {"memorization": dict(settings)}})["arithmetic"]["memorization"]
+    try:
+        frames = [memorization_order(a, dataset=s["dataset"], epochs=s["epochs"], hidden=s["hidden"],
+                                     optimizer=s["optimizer"], lr=s["lr"], seed=s["seed"], root=root)
+                  for a in s["alpha"]]
+    except DatasetNotFoundError as exc:
+        raise DatasetNotFoundError(_offline_advice(str(exc), s["dataset"], root)) from None
     return pd.concat(frames, ignore_index=True)
+
+
+def _offline_advice(message: str, dataset: str, root: str) -> str:
+    """The loader's "dataset not found" message with advice this stage can follow: it reads
+    ``data.root`` and never downloads, so the loader's ``data.download: true`` would change nothing."""
+    missing = message.split(" Set data.download", 1)[0].split(" It cannot be downloaded", 1)[0]
+    return (f"{missing} The memorization check (config key arithmetic.memorization.dataset: {dataset}) "
+            f"reads {root} (data.root) and never downloads, so data.download does not help: put the "
+            f"files there (e.g. fetched once with python -c \"from pipeline.core.datasets import "
+            f"load_dataset; load_dataset('{dataset}', '{root}', download=True)\"), or set "
+            "arithmetic.memorization.dataset: digits (bundled with scikit-learn, offline)")

@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.arithmetic.model import Weights
+from pipeline.core.device import numpy_rng
 
 
 def planted_weights(P: int, freqs, grid: int = 4, *, amplitude: float = 1.0,
                     activation: str = "square", task: str = "add", seed: int = 0) -> Weights:
-    rng = np.random.default_rng([seed, P, 11])
+    rng = numpy_rng(seed, P, 11)
     freqs = np.asarray(freqs, dtype=np.int64)
     freq = planted_frequencies(freqs, grid)
     step = 2 * np.pi * np.arange(grid) / grid
@@ -39,7 +40,7 @@ def planted_frequencies(freqs, grid: int = 4) -> np.ndarray:
 
 def add_isotropic_noise(w: Weights, ratio: float, seed: int = 0) -> Weights:
     """Add i.i.d. Gaussian noise to U, V and W, each with Frobenius norm ``ratio`` times the matrix's."""
-    rng = np.random.default_rng([seed, 13])
+    rng = numpy_rng(seed, 13)
 
     def noisy(X: np.ndarray) -> np.ndarray:
         sigma = ratio * np.linalg.norm(X) / np.sqrt(X.size)

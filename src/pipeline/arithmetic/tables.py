@@ -15,6 +15,10 @@ pairs (the noisy sets at alpha = 0) has no row.
 :func:`pipeline.arithmetic.fourier.neuron_statistics`.
 
 The training log (``train_log.parquet``) is the run keys plus :data:`pipeline.arithmetic.train.LOG_COLUMNS`.
+
+Each table is a :class:`pipeline.core.tables.TableSchema` (:data:`RESULTS`, :data:`NEURONS`,
+:data:`LOG`) whose run keys are :data:`KEY_COLUMNS`: built, written and read through the pipeline's
+one table builder.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from pipeline.core.tables import RUN_KEY_COLUMNS
+from pipeline.core.tables import RUN_KEY_COLUMNS, TableSchema
 
 #: the arithmetic's own keys of a cell (after the shared run keys), with their dtypes
 ARITH_KEY_COLUMNS: dict[str, str] = {
@@ -125,43 +129,50 @@ def accuracy_rows(keys: Mapping, *, epoch: int, network: str, score: str, fracti
             for split, (c, n) in counts.items() if n > 0]
 
 
-def _frame(rows: list[dict] | pd.DataFrame, columns: dict[str, str], keys: list[str], what: str,
-           nullable: set[str] = NULLABLE) -> pd.DataFrame:
-    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=list(columns))
-    if list(df.columns) != list(columns):
-        raise ValueError(f"{what} columns {list(df.columns)} differ from the schema {list(columns)}")
-    strict = [c for c in columns if c not in nullable]
-    bad = [c for c in strict if df[c].isna().any()]
-    if bad:
-        raise ValueError(f"{what} rows have missing values in columns {bad}")
-    df = df.astype(columns)
-    dup = df.duplicated(keys)
-    if dup.any():
-        raise ValueError(f"{int(dup.sum())} duplicate {what} rows, e.g.\n{df[dup].head()}")
-    return df.reset_index(drop=True)
+def _check_results(df: pd.DataFrame) -> None:
+    from pipeline.arithmetic.data import SPLITS
+
+    unknown = sorted(set(df["split"]) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"unknown split(s) {unknown}; allowed: {list(SPLITS)}")
+    acc = df["n_correct"] / df["n_samples"]
+    if (df["n_samples"] <= 0).any() or not np.allclose(acc, df["accuracy"]):
+        raise ValueError("accuracy must equal n_correct / n_samples with n_samples > 0")
+
+
+RESULTS = TableSchema("arithmetic result", RESULT_COLUMNS, tuple(RESULT_KEYS), run_keys=KEY_COLUMNS,
+                      check_values=_check_results)
+NEURONS = TableSchema("neuron statistics", NEURON_COLUMNS, tuple(NEURON_KEYS), run_keys=KEY_COLUMNS,
+                      nullable=frozenset(NULLABLE))
+LOG = TableSchema("arithmetic training log", LOG_TABLE_COLUMNS, tuple(LOG_KEYS), run_keys=KEY_COLUMNS,
+                  nullable=frozenset(LOG_NULLABLE))
+
+
+def _memorization_columns() -> dict[str, str]:
+    from pipeline.arithmetic.data import SPLITS
+
+    return {**RUN_KEY_COLUMNS, "epoch": "int64", "loss": "float64", **{f"acc_{s}": "float64" for s in SPLITS}}
+
+
+#: the memorization-order check on an image set (:mod:`pipeline.arithmetic.memorization`): one row
+#: per (run keys, epoch); loss NaN at epoch 0, accuracies NaN on an empty set
+MEMORIZATION_COLUMNS: dict[str, str] = _memorization_columns()
+MEMORIZATION = TableSchema("memorization order", MEMORIZATION_COLUMNS, (*RUN_KEY_COLUMNS, "epoch"),
+                           nullable=frozenset(c for c in MEMORIZATION_COLUMNS if c == "loss" or c.startswith("acc_")))
 
 
 def result_frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
     """The accuracy table in :data:`RESULT_COLUMNS` order and dtypes; raises on a bad or duplicate row."""
-    df = _frame(rows, RESULT_COLUMNS, RESULT_KEYS, "arithmetic result")
-    if len(df):
-        from pipeline.arithmetic.data import SPLITS
-        unknown = sorted(set(df["split"]) - set(SPLITS))
-        if unknown:
-            raise ValueError(f"unknown split(s) {unknown}; allowed: {list(SPLITS)}")
-        acc = df["n_correct"] / df["n_samples"]
-        if (df["n_samples"] <= 0).any() or not np.allclose(acc, df["accuracy"]):
-            raise ValueError("accuracy must equal n_correct / n_samples with n_samples > 0")
-    return df
+    return RESULTS.frame(rows)
 
 
 def neuron_frame(stats: pd.DataFrame | list[dict]) -> pd.DataFrame:
-    return _frame(stats, NEURON_COLUMNS, NEURON_KEYS, "neuron statistics")
+    return NEURONS.frame(stats)
 
 
 def log_frame(log: pd.DataFrame | list[dict]) -> pd.DataFrame:
     """The training log in :data:`LOG_TABLE_COLUMNS` order and dtypes; raises on a bad or duplicate row."""
-    return _frame(log, LOG_TABLE_COLUMNS, LOG_KEYS, "arithmetic training log", LOG_NULLABLE)
+    return LOG.frame(log)
 
 
 def neuron_rows(keys: Mapping, epoch: int, stats: pd.DataFrame) -> pd.DataFrame:

@@ -8,7 +8,13 @@
   weight matrices U, V, W and AdamW the bias mu (Muon is defined for matrices only), both with the
   cell's lr and weight decay; Muon's lr is rescaled to AdamW's update RMS (``adjust_lr_fn=
   "match_rms_adamw"``), so one lr serves both. The paper does not give its Muon lr.
-* The initialization is a function of the seed only (``torch.manual_seed(seed)`` before building).
+* The initialization is a function of the seed only (:func:`pipeline.core.device.seed_torch` before
+  building).
+* Training is :class:`pipeline.core.training.EpochLoop` (the package's one loop) with
+  :func:`pipeline.core.training.make_optimizer`; full batch is one batch of all training pairs in
+  their stored order (one step per epoch). The log and the checkpoints are end-of-epoch callbacks;
+  ``train(..., hooks=...)`` adds the caller's per-epoch analyses.
+* ``device``: ``cpu``, ``cuda`` or ``auto`` (:func:`pipeline.core.device.resolve_device`).
 * Every ``log_every`` epochs (and at epoch 0 and the last) the log gets the loss and the accuracy on
   ``train_clean``, ``train_noisy_given``, ``train_noisy_true`` and ``test`` (NaN for an empty set).
 * Checkpoints are plain state_dicts written atomically at :func:`checkpoint_epochs`.
@@ -17,6 +23,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,10 +35,16 @@ import torch.nn.functional as F
 from pipeline.arithmetic.data import SPLITS, ArithmeticData
 from pipeline.arithmetic.model import ArithmeticMLP, build, pair_tensor
 from pipeline.core.artifacts import save_torch
+from pipeline.core.device import resolve_device, seed_torch
 from pipeline.core.runtime import read_state
+from pipeline.core.training import Batching, EpochEnd, EpochLoop, MuonWithAdamW, make_optimizer
+
+__all__ = ["LOSSES", "OPTIMIZERS", "LOG_COLUMNS", "TrainSettings", "TrainResult", "checkpoint_epochs",
+           "make_optimizer", "MuonWithAdamW", "loss_fn", "set_accuracies", "predict_all", "save_state", "train",
+           "load_state"]
 
 LOSSES = ("ce", "mse")
-OPTIMIZERS = ("adamw", "adam", "sgd", "muon")
+OPTIMIZERS = ("adamw", "adam", "sgd", "muon")  # the core factory's, in the cell's order of preference
 LOG_COLUMNS = ["epoch", "loss", *[f"acc_{s}" for s in SPLITS], "seconds"]
 
 
@@ -62,44 +75,6 @@ def checkpoint_epochs(epochs: int, every: int) -> list[int]:
     """0, every, 2*every, ... and the last epoch (``every`` 0: only 0 and the last)."""
     marks = set(range(0, epochs + 1, every)) if every > 0 else set()
     return sorted(marks | {0, epochs})
-
-
-def make_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
-    params = list(model.parameters())
-    if s.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
-    if s.optimizer == "adam":
-        return torch.optim.Adam(params, lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
-    if s.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-    if s.optimizer == "muon":
-        return MuonWithAdamW(model, lr=s.lr, weight_decay=s.weight_decay, betas=s.betas)
-    raise ValueError(f"unknown optimizer {s.optimizer!r}; allowed: {list(OPTIMIZERS)}")
-
-
-class MuonWithAdamW:
-    """Muon on the model's 2-D parameters, AdamW on the others; ``zero_grad`` / ``step`` /
-    ``state_dict`` as one optimizer."""
-
-    def __init__(self, model: torch.nn.Module, *, lr: float, weight_decay: float,
-                 betas: tuple[float, float]):
-        matrices = [p for p in model.parameters() if p.ndim == 2]
-        rest = [p for p in model.parameters() if p.ndim != 2]
-        self.muon = torch.optim.Muon(matrices, lr=lr, weight_decay=weight_decay,
-                                     adjust_lr_fn="match_rms_adamw")
-        self.adamw = torch.optim.AdamW(rest, lr=lr, betas=betas, weight_decay=weight_decay) if rest else None
-        self.optimizers = [o for o in (self.muon, self.adamw) if o is not None]
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for o in self.optimizers:
-            o.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        for o in self.optimizers:
-            o.step()
-
-    def state_dict(self) -> dict:
-        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict() if self.adamw else None}
 
 
 def loss_fn(name: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -138,22 +113,29 @@ class TrainResult:
     checkpoints: dict[int, Path] = field(default_factory=dict)
     states: dict[int, dict] = field(default_factory=dict)  # in-memory copies of the checkpoints
     seconds: float = 0.0
+    steps: int = 0                                          # optimizer steps taken
+
+
+#: a per-epoch analysis: called after every epoch with the model (train mode) and the epoch's
+#: :class:`~pipeline.core.training.EpochEnd`; a returned string stops training (the stop reason)
+EpochHook = Callable[[ArithmeticMLP, EpochEnd], "str | None"]
 
 
 def train(data: ArithmeticData, model_settings: dict, settings: TrainSettings,
-          out_dir: str | Path | None = None) -> TrainResult:
-    """Train on ``data``'s given labels; checkpoints go to ``out_dir/checkpoints`` if given."""
+          out_dir: str | Path | None = None, *, hooks: Sequence[EpochHook] = ()) -> TrainResult:
+    """Train on ``data``'s given labels through the core :class:`~pipeline.core.training.EpochLoop`;
+    checkpoints go to ``out_dir/checkpoints`` if given; ``hooks`` run after every epoch, after the
+    log row and the checkpoint of that epoch."""
     if settings.loss not in LOSSES:
         raise ValueError(f"unknown loss {settings.loss!r}; allowed: {list(LOSSES)}")
     t_start = time.perf_counter()
-    torch.manual_seed(settings.seed)
-    device = torch.device(settings.device)
+    device = resolve_device(settings.device, key="arithmetic.device")
+    seed_torch(settings.seed)
     model = build({**model_settings, "P": data.P}).to(device)
-    opt = make_optimizer(model, settings)
     x = pair_tensor(data.a[data.train_idx], data.b[data.train_idx]).to(device)
     y = torch.from_numpy(data.given.astype(np.int64)).to(device)
     n = x.shape[0]
-    batch = n if not settings.batch_size or settings.batch_size >= n else int(settings.batch_size)
+    full_batch = not settings.batch_size or settings.batch_size >= n
     ckpt_at = set(checkpoint_epochs(settings.epochs, settings.checkpoint_every))
     ckpt_dir = Path(out_dir) / "checkpoints" if out_dir is not None else None
     result = TrainResult(model=model, log=pd.DataFrame())
@@ -173,34 +155,36 @@ def train(data: ArithmeticData, model_settings: dict, settings: TrainSettings,
             save_state(model, path)
             result.checkpoints[epoch] = path
 
+    def log_and_checkpoint(end: EpochEnd) -> None:
+        if end.epoch % max(settings.log_every, 1) == 0 or end.epoch == settings.epochs:
+            log(end.epoch, end.loss, end.seconds)
+        if end.epoch in ckpt_at:
+            checkpoint(end.epoch)
+
     log(0, float("nan"), 0.0)
     checkpoint(0)
-    model.train()
-    for epoch in range(1, settings.epochs + 1):
-        t0 = time.perf_counter()
-        if batch == n:
-            batches = [slice(None)]
-        else:
-            gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
-            order = torch.randperm(n, generator=gen).to(device)
-            batches = [order[s:s + batch] for s in range(0, n, batch)]
-        total = 0.0
-        for idx in batches:
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(settings.loss, model(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * (n if isinstance(idx, slice) else len(idx))
-        if epoch % max(settings.log_every, 1) == 0 or epoch == settings.epochs:
-            log(epoch, total / n, time.perf_counter() - t0)
-        if epoch in ckpt_at:
-            checkpoint(epoch)
+    loop = EpochLoop(model, make_optimizer(model, settings), x, y,
+                     loss_fn=lambda logits, target: loss_fn(settings.loss, logits, target),
+                     batching=Batching(size=None if full_batch else int(settings.batch_size), seed=settings.seed),
+                     on_epoch_end=[log_and_checkpoint, *[_bind(hook, model) for hook in hooks]])
+    loop.run(1, settings.epochs)
     result.log = pd.DataFrame(rows, columns=LOG_COLUMNS)
+    result.steps = loop.steps
     result.seconds = time.perf_counter() - t_start
     return result
 
 
+def _bind(hook: EpochHook, model: ArithmeticMLP) -> Callable[[EpochEnd], str | None]:
+    return lambda end: hook(model, end)
+
+
 def load_state(path: str | Path, model_settings: dict, P: int) -> ArithmeticMLP:
+    """The model of checkpoint ``path`` (``<cell>/checkpoints/epoch_<E>.pt``); a checkpoint that cannot
+    be read raises an ArtifactError whose advice forces the cell's index.json (its done marker, the
+    rule's declared output): deleting that file would leave Snakemake nothing to do."""
+    from pipeline.arithmetic.grid import retrain_cell_advice
+
     model = build({**model_settings, "P": P})
-    model.load_state_dict(read_state(path, "delete the cell's index.json and rerun the workflow"))
+    index = Path(path).parent.parent / "index.json"
+    model.load_state_dict(read_state(path, retrain_cell_advice(index)))
     return model

@@ -184,6 +184,9 @@ INDEX_NAME = "index.json"     # the training job's "done" marker, written last
 
 
 RESUME_NAME = "resume.pt"     # state of an interrupted training, removed when training completes
+#: appended to every "rerun" advice: a Snakemake that was killed (the usual cause of a damaged
+#: artifact) leaves its lock behind, and the next run then refuses to start until it is removed
+UNLOCK_ADVICE = "if Snakemake says the directory is locked, run `snakemake --unlock` first"
 
 
 def checkpoint_file(run_dir: str | Path, epoch: int | str) -> Path:
@@ -196,12 +199,21 @@ def index_file(run_dir: str | Path) -> Path:
 
 
 def read_index(path: str | Path) -> dict:
-    """A run's ``checkpoints/index.json`` (epochs saved, final epoch, hyperparameters, run keys)."""
+    """A run's ``checkpoints/index.json`` (epochs saved, final epoch, hyperparameters, run keys).
+
+    The one reader (the workflow's DAG, the stages, the plan): a file that cannot be read, is cut
+    short or is not the index raises :class:`~pipeline.core.errors.ArtifactError` naming it and how
+    to retrain the run that wrote it, never a bare ``JSONDecodeError``/``KeyError``."""
     from pipeline.core.errors import ArtifactError
 
+    redo = f"retrain the run: snakemake --forcerun {path} (with your usual options); {UNLOCK_ADVICE}"
     try:
         with open(path) as fh:
-            return json.load(fh)
+            index = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"checkpoint index {path} is truncated or not JSON ({exc}); {redo}") from None
     except (OSError, ValueError) as exc:
-        raise ArtifactError(f"checkpoint index {path} is unreadable ({exc}); retrain the run: "
-                            f"snakemake --forcerun {path} (with your usual options)") from None
+        raise ArtifactError(f"checkpoint index {path} is unreadable ({exc}); {redo}") from None
+    if not isinstance(index, dict) or not isinstance(index.get("epochs"), list):
+        raise ArtifactError(f"checkpoint index {path} holds no list of saved epochs ('epochs'); {redo}")
+    return index

@@ -119,7 +119,10 @@ def _coerce_scalar(value: str, schema: dict) -> Any:
     branches = _branches(schema)
     types = {t for b in branches for t in _types(b)}
     literals = [v for b in branches for v in ([b["const"]] if "const" in b else []) + list(b.get("enum", []))]
-    if "string" in types or value in literals:
+    # a string branch that allows only its enum/const words (``final`` in integer|"final") does not
+    # make every string valid: "4" there is the integer the user meant
+    free_string = any("string" in _types(b) and "enum" not in b and "const" not in b for b in branches)
+    if free_string or value in literals:
         return value
     try:
         parsed = yaml.safe_load(value)
@@ -134,6 +137,10 @@ def _coerce_scalar(value: str, schema: dict) -> Any:
         # free-form (probe params): numbers, and the booleans spelt true/false
         if _JSON_TYPES["number"](parsed) or (isinstance(parsed, bool) and value.lower() in ("true", "false")):
             return parsed
+        return value
+    if isinstance(parsed, bool) and value.lower() not in ("true", "false"):
+        # YAML 1.1 also reads yes/no/on/off/y/n as booleans; a boolean key takes true or false
+        # only, so such a word is left for the schema to refuse rather than silently flipped
         return value
     if any(_JSON_TYPES[t](parsed) for t in types if t in _JSON_TYPES) or any(
             parsed == v and type(parsed) is type(v) for v in literals):

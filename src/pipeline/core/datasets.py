@@ -54,15 +54,20 @@ import hashlib
 import os
 import pickle
 import struct
+import sys
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+from pipeline.core.device import numpy_rng
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DATASETS",
@@ -199,8 +204,15 @@ def _not_found(name: str, looked_at: Path | Sequence[Path], *, fetchable: bool, 
     return DatasetNotFoundError(msg)
 
 
+def _is_tensor(value: Any) -> bool:
+    """Whether ``value`` is a torch tensor, without importing torch: loading datasets and labels
+    (the ``labels`` job) stays torch-free, and a tensor exists only once torch was imported."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
 def _labels_int64(values: Any) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
+    if _is_tensor(values):
         values = values.numpy()
     return np.asarray(values, dtype=np.int64)
 
@@ -991,7 +1003,7 @@ def channel_stats(x_train_uint8: np.ndarray | torch.Tensor, chunk_size: int = 10
     Returns:
         ``(mean, std)``, each a float64 array of shape ``(C,)``.
     """
-    x = x_train_uint8.numpy() if isinstance(x_train_uint8, torch.Tensor) else np.asarray(x_train_uint8)
+    x = x_train_uint8.numpy() if _is_tensor(x_train_uint8) else np.asarray(x_train_uint8)
     if x.dtype != np.uint8 or x.ndim != 4:
         raise ValueError(f"channel_stats expects uint8 (N, C, H, W) images, got {x.dtype} {x.shape}")
     if len(x) == 0:
@@ -1031,6 +1043,8 @@ def normalize(
     Returns:
         float32 tensor of shape ``(N, C, H, W)`` on the CPU.
     """
+    import torch  # local: the torch-free jobs (labels) import this module
+
     t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
     if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8 or t.ndim != 4:
         raise TypeError(
@@ -1094,8 +1108,8 @@ def subsample(arrays: DatasetArrays, n_train: int | None, n_test: int | None, se
     Raises:
         ValueError: a size outside ``[0, split size]``.
     """
-    idx_train = _stratified_indices(arrays.y_train, n_train, np.random.default_rng([seed, 0]), "train")
-    idx_test = _stratified_indices(arrays.y_test, n_test, np.random.default_rng([seed, 1]), "test")
+    idx_train = _stratified_indices(arrays.y_train, n_train, numpy_rng(seed, 0), "train")
+    idx_test = _stratified_indices(arrays.y_test, n_test, numpy_rng(seed, 1), "test")
 
     def pick(x: np.ndarray, y: np.ndarray, idx: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         return (x, y) if idx is None else (x[idx], y[idx])

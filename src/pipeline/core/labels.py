@@ -21,13 +21,14 @@ import numpy as np
 
 from pipeline.core.artifacts import atomic_path
 from pipeline.core.datasets import DATASETS, DatasetArrays, load_dataset, subsample  # noqa: F401 (re-export)
+from pipeline.core.device import numpy_rng
 from pipeline.core.errors import ArtifactError
 
 
 def corruption_rng(dataset: str, corruption: float, seed: int) -> np.random.Generator:
     """A generator seeded by the run keys (stable across Python processes, unlike ``hash``)."""
     # int(): round() of a numpy float is not a Python int on every numpy version
-    return np.random.default_rng([zlib.crc32(dataset.encode()), int(round(corruption * 1_000_000)), seed])  # noqa: RUF046
+    return numpy_rng(zlib.crc32(dataset.encode()), int(round(corruption * 1_000_000)), seed)  # noqa: RUF046
 
 
 def corrupt_labels(labels: np.ndarray, num_classes: int, corruption: float,

@@ -21,6 +21,7 @@ once: two ``rt.model_at`` calls, nothing copied.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -29,24 +30,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.core.artifacts import INDEX_NAME, checkpoint_file, index_file, read_index
+from pipeline.core.artifacts import INDEX_NAME, UNLOCK_ADVICE, checkpoint_file, index_file, read_index
 from pipeline.core.config import Run
 from pipeline.core.datasets import DatasetArrays, channel_stats, normalize
+from pipeline.core.device import resolve_device, seed_torch
 from pipeline.core.errors import ArtifactError
 from pipeline.core.labels import RunLabels
 from pipeline.core.models import MODELS, ProbedModel, build_model
 from pipeline.core.schedule import probed_epochs
 from pipeline.core.threads import limit_threads
-
-# ----------------------------------------------------------------------------- device
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config train.device is 'cuda' but no GPU is visible; use 'auto' or 'cpu'")
-    return torch.device(name)
-
 
 # ----------------------------------------------------------------------------- inputs
 
@@ -84,7 +76,18 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path) -> None:
     save_torch(model.state_dict(), path)
 
 
-def read_state(path: str | Path, redo: str = "delete it and rerun the job that wrote it") -> dict:
+def _load_cause(exc: BaseException) -> str:
+    """What ``torch.load`` found wrong, without its advice: torch's message for a refused pickle
+    begins by suggesting ``weights_only=False``, which would run whatever code the file holds, so its
+    paragraphs that mention ``weights_only`` or point at the documentation are dropped."""
+    paragraphs = [" ".join(p.split()) for p in str(exc).split("\n\n") if p.strip()]
+    cause = [p for p in paragraphs
+             if not any(word in p for word in ("weights_only", "Weights only", "documentation"))]
+    return (cause or [type(exc).__name__])[0].split(". ")[0][:300].rstrip(".")  # its first sentence
+
+
+def read_state(path: str | Path, redo: str = f"delete it and rerun the job that wrote it; {UNLOCK_ADVICE}"
+               ) -> dict:
     """A plain state_dict from ``path`` (``weights_only=True``: the file cannot run code); an
     unreadable, truncated or foreign file raises :class:`~pipeline.core.errors.ArtifactError` naming it,
     with ``redo`` as the advice."""
@@ -92,9 +95,15 @@ def read_state(path: str | Path, redo: str = "delete it and rerun the job that w
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ArtifactError(f"checkpoint {path} does not exist; {redo}") from None
-    except Exception as exc:  # truncated, corrupt, or not a plain state_dict
-        raise ArtifactError(f"checkpoint {path} cannot be read ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:200]}); {redo}") from None
+    except Exception as exc:  # truncated, corrupt, not a plain state_dict, or a pickle of objects
+        cause = _load_cause(exc)
+        if isinstance(exc, pickle.UnpicklingError) and "global" in cause.lower():
+            # it names code to import (a class or function): loading it any other way could run code
+            raise ArtifactError(f"checkpoint {path} was refused unread: it holds objects a plain "
+                                f"state_dict has not ({cause}), and loading it could run code; do not "
+                                f"load it by other means; {redo}") from None
+        raise ArtifactError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {cause}); "
+                            f"{redo}") from None
     if not isinstance(state, dict):
         raise ArtifactError(f"checkpoint {path} is not a state_dict; {redo}")
     return state
@@ -104,7 +113,7 @@ def retrain_advice(checkpoint: str | Path) -> str:
     """What to do about a bad checkpoint of a run (see :func:`load_checkpoint`)."""
     index = Path(checkpoint).parent / INDEX_NAME
     return (f"retrain the run: snakemake --forcerun {index} (with your usual options); it rewrites "
-            "every checkpoint and reruns what depends on them")
+            f"every checkpoint and reruns what depends on them; {UNLOCK_ADVICE}")
 
 
 def load_checkpoint(path: str | Path, model: torch.nn.Module) -> torch.nn.Module:
@@ -234,7 +243,7 @@ class RunRuntime:
     # models -------------------------------------------------------------------------------
     def new_model(self) -> ProbedModel:
         """The run's initialization (a function of the seed only), on the device."""
-        torch.manual_seed(self.run.seed)
+        seed_torch(self.run.seed)
         return self.empty_model()
 
     def empty_model(self) -> ProbedModel:

@@ -25,9 +25,15 @@
   uint8 images before normalization, inside :func:`train_one_epoch` only (evaluation never
   augments). The draws come from a generator seeded by (seed, epoch), like the shuffling, so a
   resumed run stays exact.
-* :class:`Trainer` is the one training loop. Hooks (:class:`Hook`) run at the end of an epoch and
-  may change the model or the optimizer (the intervention experiment is training plus one hook,
-  :mod:`pipeline.images.transfer.intervention`).
+* :class:`EpochLoop` is the package's one training loop: a model, an optimizer, ``(x, y)``, a loss,
+  mini-batches drawn in a (seed, epoch)-seeded order or one full batch (:class:`Batching`), and
+  end-of-epoch callbacks that log, checkpoint, run analyses or stop training. :class:`Trainer` (image
+  runs: resume state, index, log, hooks) and the arithmetic family
+  (:func:`pipeline.arithmetic.train.train`, :mod:`pipeline.arithmetic.memorization`) both train
+  through it. :func:`make_optimizer` is the one optimizer factory (SGD, Adam with coupled L2 decay,
+  AdamW with decoupled decay, Muon on matrices + AdamW on the rest).
+* Image hooks (:class:`Hook`) run at the end of an epoch and may change the model or the optimizer
+  (the intervention experiment is training plus one hook, :mod:`pipeline.images.transfer.intervention`).
 """
 
 from __future__ import annotations
@@ -37,8 +43,8 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -48,6 +54,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pipeline.core.artifacts import CHECKPOINT_DIR, INDEX_NAME, RESUME_NAME, write_json
+from pipeline.core.device import derived_seed, seed_torch, torch_generator
 from pipeline.core.models import MODELS
 from pipeline.core.runtime import RunRuntime, save_checkpoint
 from pipeline.core.tables import provenance, write_parquet
@@ -96,13 +103,73 @@ def lr_at_epoch(hp: dict, epoch: int) -> float:
     return hp["lr"] * hp.get("lr_decay_factor", 0.1) ** drops if drops else hp["lr"]
 
 
-def make_optimizer(model: nn.Module, hp: dict) -> torch.optim.Optimizer:
-    if hp["optimizer"] == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=hp["lr"], momentum=hp["momentum"],
-                               weight_decay=hp["weight_decay"])
-    if hp["optimizer"] == "adam":
-        return torch.optim.Adam(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
-    raise ValueError(f"unknown optimizer {hp['optimizer']!r}; allowed: sgd, adam")
+#: what :func:`make_optimizer` builds; the image models' configs use ``sgd`` and ``adam``
+OPTIMIZERS = ("sgd", "adam", "adamw", "muon")
+
+
+def make_optimizer(model: nn.Module, hp: Mapping | object) -> torch.optim.Optimizer | MuonWithAdamW:
+    """The optimizer ``hp["optimizer"]`` for ``model``'s parameters, the package's one factory.
+
+    ``hp`` is a mapping (or a dataclass such as the arithmetic's ``TrainSettings``) with ``lr`` and
+    ``weight_decay``, ``momentum`` for ``sgd`` and optionally ``betas`` (torch's default when absent):
+
+    * ``sgd``: SGD with momentum, L2 decay in the gradient;
+    * ``adam``: Adam, L2 decay coupled into the gradient (the image models' published setting);
+    * ``adamw``: AdamW, decoupled weight decay;
+    * ``muon``: :class:`MuonWithAdamW` (Muon on the 2-D weights, AdamW on the rest).
+    """
+    if is_dataclass(hp) and not isinstance(hp, type):
+        hp = asdict(hp)
+    name = hp["optimizer"]
+    betas = {"betas": tuple(hp["betas"])} if hp.get("betas") is not None else {}
+    params = list(model.parameters())
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
+    if name == "adam":
+        return torch.optim.Adam(params, lr=hp["lr"], weight_decay=hp["weight_decay"], **betas)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp["weight_decay"], **betas)
+    if name == "muon":
+        return MuonWithAdamW(model, lr=hp["lr"], weight_decay=hp["weight_decay"], **betas)
+    raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+
+
+class MuonWithAdamW:
+    """Muon on the model's 2-D parameters, AdamW on the others (Muon is defined for matrices only);
+    ``zero_grad`` / ``step`` / ``state_dict`` / ``load_state_dict`` / ``param_groups`` as one optimizer.
+
+    ``torch.optim.Muon``: momentum 0.95, Nesterov, five Newton-Schulz steps; its lr is rescaled to
+    AdamW's update RMS (``adjust_lr_fn="match_rms_adamw"``), so one lr serves both parts.
+    """
+
+    def __init__(self, model: nn.Module, *, lr: float, weight_decay: float,
+                 betas: tuple[float, float] = (0.9, 0.999)):
+        matrices = [p for p in model.parameters() if p.ndim == 2]
+        rest = [p for p in model.parameters() if p.ndim != 2]
+        self.muon = torch.optim.Muon(matrices, lr=lr, weight_decay=weight_decay,
+                                     adjust_lr_fn="match_rms_adamw")
+        self.adamw = torch.optim.AdamW(rest, lr=lr, betas=betas, weight_decay=weight_decay) if rest else None
+        self.optimizers = [o for o in (self.muon, self.adamw) if o is not None]
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for o in self.optimizers:
+            o.step()
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict() if self.adamw else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.muon.load_state_dict(state["muon"])
+        if self.adamw is not None:
+            self.adamw.load_state_dict(state["adamw"])
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, hp: dict, epochs_done: int = 0):
@@ -126,7 +193,7 @@ def current_lr(optimizer: torch.optim.Optimizer) -> float:
 # ----------------------------------------------------------------------------- one epoch
 
 def _epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 1_000_003 + epoch
+    return derived_seed(seed, epoch)
 
 
 def _augmentation_seed(seed: int, epoch: int) -> int:
@@ -137,7 +204,7 @@ def crop_flip_draws(n: int, *, seed: int, epoch: int, padding: int = CROP_PADDIN
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per training image (by index): crop offsets ``(top, left)`` in ``[0, 2 * padding]`` and a
     horizontal-flip flag; a function of (seed, epoch) only."""
-    g = torch.Generator().manual_seed(_augmentation_seed(seed, epoch))
+    g = torch_generator(_augmentation_seed(seed, epoch))
     offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=g)
     flips = torch.randint(0, 2, (n,), generator=g).bool()
     return offsets, flips
@@ -162,41 +229,168 @@ def crop_flip(x_uint8: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x_uint8: torch.Tensor,
                     y: torch.Tensor, transform, *, batch_size: int, seed: int,
                     epoch: int, device: torch.device, augmentation: str = "none") -> float:
-    """One pass over the training set in a (seed, epoch)-determined order; returns mean loss.
+    """One pass of an image run over the training set in a (seed, epoch)-determined order; returns
+    the mean loss (:func:`run_epoch` with the image settings: dropout reseeded per epoch, a lone
+    last sample merged, uint8 images augmented and normalized per batch).
 
     ``augmentation="crop_flip"`` pads/crops/flips each batch's uint8 images (:func:`crop_flip`) with
     draws seeded by (seed, epoch); ``"none"`` draws nothing.
     """
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {augmentation!r}; allowed: {', '.join(AUGMENTATIONS)}")
-    model.train()
-    torch.manual_seed(_epoch_seed(seed, epoch))  # dropout masks: a function of (seed, epoch) only
-    order = torch.randperm(x_uint8.shape[0], generator=torch.Generator().manual_seed(_epoch_seed(seed, epoch)))
-    draws = (crop_flip_draws(x_uint8.shape[0], seed=seed, epoch=epoch)
-             if augmentation == "crop_flip" else None)
-    loss_fn = nn.CrossEntropyLoss()
-    total, count = 0.0, 0
-    starts = list(range(0, len(order), batch_size))
-    if len(starts) > 1 and len(order) - starts[-1] == 1:
-        starts.pop()  # a lone last sample joins the previous batch: BatchNorm cannot train on 1
-    for i, start in enumerate(starts):
-        stop = starts[i + 1] if i + 1 < len(starts) else len(order)
-        idx = order[start:stop]
-        xb = x_uint8[idx].to(device, non_blocking=True)
+    return run_epoch(model, optimizer, x_uint8, y, loss_fn=nn.CrossEntropyLoss(),
+                     batching=image_batching(batch_size, seed), epoch=epoch, device=device,
+                     prepare=image_prepare(transform, augmentation, n=x_uint8.shape[0], seed=seed, epoch=epoch))
+
+
+def image_batching(batch_size: int, seed: int) -> Batching:
+    """Image runs: always shuffled (even when one batch holds everything), the global generator
+    reseeded per epoch for dropout, a lone last sample merged (BatchNorm cannot train on 1)."""
+    return Batching(size=int(batch_size), seed=seed, merge_lone_last=True, reseed_global=True)
+
+
+def image_prepare(transform, augmentation: str, *, n: int, seed: int, epoch: int
+                  ) -> Callable[[torch.Tensor, torch.Tensor | slice], torch.Tensor]:
+    """uint8 batch -> model input: crop/flip with the epoch's draws (``crop_flip``), then normalize."""
+    draws = crop_flip_draws(n, seed=seed, epoch=epoch) if augmentation == "crop_flip" else None
+
+    def prepare(xb: torch.Tensor, idx: torch.Tensor | slice) -> torch.Tensor:
         if draws is not None:
             xb = crop_flip(xb, draws[0][idx], draws[1][idx])
-        xb = transform(xb)
-        yb = y[idx].to(device, non_blocking=True)
+        return transform(xb)
+
+    return prepare
+
+
+# ----------------------------------------------------------------------------- the one epoch loop
+
+@dataclass(frozen=True)
+class Batching:
+    """How an epoch cuts ``n`` training samples into optimizer steps.
+
+    ``size=None``: full batch, one step per epoch on the samples in their stored order (no draw).
+    An integer: a permutation drawn from a generator seeded by ``(seed, epoch)``
+    (:func:`~pipeline.core.device.derived_seed`) cut into batches of ``size`` (one batch when
+    ``size >= n``, still permuted); ``merge_lone_last`` lets a last batch of a single sample join the
+    one before it. ``reseed_global`` seeds torch's global generator with ``(seed, epoch)`` before
+    the epoch, so dropout masks are a function of (seed, epoch) only.
+    """
+
+    size: int | None
+    seed: int = 0
+    merge_lone_last: bool = False
+    reseed_global: bool = False
+
+    def batches(self, n: int, epoch: int) -> list[torch.Tensor | slice]:
+        if self.size is None:
+            return [slice(None)]
+        order = torch.randperm(n, generator=torch_generator(_epoch_seed(self.seed, epoch)))
+        starts = list(range(0, n, self.size))
+        if self.merge_lone_last and len(starts) > 1 and n - starts[-1] == 1:
+            starts.pop()
+        return [order[start:(starts[i + 1] if i + 1 < len(starts) else n)] for i, start in enumerate(starts)]
+
+
+def run_epoch(model: nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor, *,
+              loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], batching: Batching, epoch: int,
+              device: torch.device | None = None,
+              prepare: Callable[[torch.Tensor, torch.Tensor | slice], torch.Tensor] | None = None) -> float:
+    """One epoch: for each batch of :meth:`Batching.batches`, ``loss_fn(model(prepare(x[idx])), y[idx])``,
+    backward, step. Returns the sample-weighted mean of the batch losses. ``device``: where the batch
+    goes (the data may stay on the CPU); ``prepare``: batch -> model input (augmentation, normalization).
+    """
+    return _epoch(model, optimizer, x, y, loss_fn=loss_fn, batching=batching, epoch=epoch, device=device,
+                  prepare=prepare)[0]
+
+
+def _epoch(model, optimizer, x, y, *, loss_fn, batching: Batching, epoch: int, device, prepare
+           ) -> tuple[float, int]:
+    """:func:`run_epoch`'s pass; returns (mean loss, optimizer steps taken)."""
+    model.train()
+    if batching.reseed_global:
+        seed_torch(_epoch_seed(batching.seed, epoch))
+    total, count = 0.0, 0
+    batches = batching.batches(y.shape[0], epoch)
+    for idx in batches:
+        xb, yb = x[idx], y[idx]
+        if device is not None:
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        if prepare is not None:
+            xb = prepare(xb, idx)
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(xb), yb)
         loss.backward()
         optimizer.step()
-        total += float(loss.detach()) * len(idx)
-        count += len(idx)
-    return total / max(count, 1)
+        total += float(loss.detach()) * yb.shape[0]
+        count += yb.shape[0]
+    return total / max(count, 1), len(batches)
 
 
-# ----------------------------------------------------------------------------- the loop
+@dataclass
+class EpochEnd:
+    """What an end-of-epoch callback of :class:`EpochLoop` is told."""
+
+    epoch: int
+    loss: float        # sample-weighted mean training loss of the epoch
+    seconds: float     # wall time of the epoch's optimizer steps
+    steps: int         # optimizer steps the epoch took (1: full batch)
+
+
+@dataclass
+class EpochLoop:
+    """The one training loop: epochs ``first .. last`` of ``model`` on ``(x, y)``.
+
+    Each epoch: the ``on_epoch_start`` callbacks (with the epoch), one :func:`run_epoch` pass with
+    :attr:`optimizer` (read anew each epoch: a callback may replace it), then the ``on_epoch_end``
+    callbacks in order with an :class:`EpochEnd` (log rows, analyses, checkpoints, resume states).
+    A callback that returns a string stops training after this epoch, that string being the stop
+    reason; the remaining callbacks of the epoch still run. ``progress`` shows a bar (``desc``) whose
+    line is ``postfix(end)``.
+    """
+
+    model: nn.Module
+    optimizer: object
+    x: torch.Tensor
+    y: torch.Tensor
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    batching: Batching
+    device: torch.device | None = None
+    prepare: Callable[[int], Callable | None] | None = None   # epoch -> batch preparation (or None)
+    on_epoch_start: list[Callable[[int], None]] = field(default_factory=list)
+    on_epoch_end: list[Callable[[EpochEnd], str | None]] = field(default_factory=list)
+    progress: bool = False
+    desc: str = ""
+    postfix: Callable[[EpochEnd], dict] | None = None
+    steps: int = 0     # optimizer steps taken by this loop so far
+
+    def train_epoch(self, epoch: int) -> EpochEnd:
+        for callback in self.on_epoch_start:
+            callback(epoch)
+        t0 = time.perf_counter()
+        prepare = self.prepare(epoch) if self.prepare is not None else None
+        loss, steps = _epoch(self.model, self.optimizer, self.x, self.y, loss_fn=self.loss_fn,
+                             batching=self.batching, epoch=epoch, device=self.device, prepare=prepare)
+        self.steps += steps
+        return EpochEnd(epoch, loss, time.perf_counter() - t0, steps)
+
+    def run(self, first: int, last: int) -> tuple[int, str | None]:
+        """Train epochs ``first .. last``; returns (the last epoch trained, the stop reason or None)."""
+        epoch, reason = first - 1, None
+        bar = tqdm(range(first, last + 1), desc=self.desc, unit="epoch", disable=not self.progress,
+                   mininterval=5.0)
+        for epoch in bar:
+            end = self.train_epoch(epoch)
+            for callback in self.on_epoch_end:
+                stop = callback(end)
+                reason = reason or stop
+            if self.postfix is not None:
+                bar.set_postfix(**self.postfix(end))
+            if reason:
+                break
+        return epoch, reason
+
+
+# ----------------------------------------------------------------------------- image runs: Trainer on the EpochLoop
 
 @dataclass
 class TrainResult:
@@ -401,31 +595,46 @@ class Trainer:
         if self.epoch > 0 and self._reached_target():
             stop_reason = "target_train_accuracy"
         else:
-            bar = tqdm(range(self.epoch + 1, self.plan.last_epoch + 1), desc=self.rt.run.path,
-                       unit="epoch", disable=not self.progress, mininterval=5.0)
-            for epoch in bar:
-                t0 = time.perf_counter()
-                self.epoch_lr = self._lr_now()
-                loss = train_one_epoch(self.model, self.optimizer, self.rt.x_train, self.y,
-                                       self.rt.transform, batch_size=self.hp["batch_size"],
-                                       seed=self.rt.run.seed, epoch=epoch, device=self.rt.device,
-                                       augmentation=self.augmentation)
-                if self.scheduler is not None:
-                    self.scheduler.step()
-                self.rows.append(self.log_row(epoch, loss, time.perf_counter() - t0))
-                self.epoch = epoch
-                last = self.rows[-1]
-                bar.set_postfix(loss=f"{loss:.3f}", train=f"{last['train_acc_corrupted']:.3f}",
-                                test=f"{last['test_acc']:.3f}")
-                done = self._reached_target()
-                if done:
-                    stop_reason = "target_train_accuracy"
-                elif epoch < self.plan.last_epoch and self._past_deadline():
-                    done, stop_reason = True, "deadline"
-                self._end_of_epoch(epoch, done)
-                if done:
-                    break
+            _, stopped = self.epoch_loop().run(self.epoch + 1, self.plan.last_epoch)
+            stop_reason = stopped or stop_reason
         return self._finish(stop_reason)
+
+    def epoch_loop(self) -> EpochLoop:
+        """The run's :class:`EpochLoop`: the image batching and input preparation, this trainer's
+        lr bookkeeping before each epoch and its log row, stopping rule, hooks, checkpoint and resume
+        state after it."""
+        rt = self.rt
+
+        def start(epoch: int) -> None:
+            self.loop.optimizer = self.optimizer  # a hook may have replaced it (new_optimizer)
+            self.epoch_lr = self._lr_now()
+
+        def end(e: EpochEnd) -> str | None:
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self.rows.append(self.log_row(e.epoch, e.loss, e.seconds))
+            self.epoch = e.epoch
+            reason = None
+            if self._reached_target():
+                reason = "target_train_accuracy"
+            elif e.epoch < self.plan.last_epoch and self._past_deadline():
+                reason = "deadline"
+            self._end_of_epoch(e.epoch, done=reason is not None)
+            return reason
+
+        def postfix(e: EpochEnd) -> dict:
+            last = self.rows[-1]
+            return {"loss": f"{e.loss:.3f}", "train": f"{last['train_acc_corrupted']:.3f}",
+                    "test": f"{last['test_acc']:.3f}"}
+
+        self.loop = EpochLoop(
+            self.model, self.optimizer, rt.x_train, self.y, loss_fn=nn.CrossEntropyLoss(),
+            batching=image_batching(self.hp["batch_size"], rt.run.seed), device=rt.device,
+            prepare=lambda epoch: image_prepare(rt.transform, self.augmentation, n=rt.x_train.shape[0],
+                                                seed=rt.run.seed, epoch=epoch),
+            on_epoch_start=[start], on_epoch_end=[end], progress=self.progress, desc=rt.run.path,
+            postfix=postfix)
+        return self.loop
 
     def _finish(self, stop_reason: str) -> TrainResult:
         rt = self.rt

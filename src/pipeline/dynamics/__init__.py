@@ -60,7 +60,7 @@ _EXPORTS = {
     "check_frame": "pipeline.dynamics.tables",
     "composite_frame": "pipeline.dynamics.tables",
     "pointwise_frame": "pipeline.dynamics.tables",
-    "provenance": "pipeline.dynamics.tables",
+    "CHOICE_METADATA": "pipeline.dynamics.tables",
     "sgd_noise_frame": "pipeline.dynamics.tables",
 }
 

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.dynamics.stats import ecdf  # noqa: F401 (torch-free, for the figures; re-exported)
+
 __all__ = [
     "accuracy_and_cross_entropy", "per_sample_nll", "dataset_consistency", "baseline_agreement",
     "pointwise_consistency", "window_epochs", "window_consistency", "WindowConsistency",
@@ -158,15 +160,6 @@ def window_consistency(composite_pred: Mapping[tuple[int, int], np.ndarray],
         ref_epochs = [t if reference == "shallow" else max(t, T2) for t in used]
         refs = np.stack([_as_numpy(full_pred[t]) for t in ref_epochs])
     return WindowConsistency(T2, int(window_start), reference, used, pointwise_consistency(comps, refs))
-
-
-def ecdf(values) -> tuple[np.ndarray, np.ndarray]:
-    """Empirical CDF: sorted distinct values ``x`` and ``F(x) = P[V <= x]``."""
-    v = np.sort(_as_numpy(values).astype(np.float64).ravel())
-    if v.size == 0:
-        return v, v
-    x, counts = np.unique(v, return_counts=True)
-    return x, np.cumsum(counts) / v.size
 
 
 def consistency_summary(values, *, atol: float = 1e-12) -> dict[str, float]:

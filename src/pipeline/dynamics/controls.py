@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pipeline.core.device import torch_generator
 from pipeline.core.models import ProbedModel
 
 __all__ = ["matched_random_features", "matched_control_logits"]
@@ -24,7 +25,7 @@ def matched_random_features(z_t1: Tensor, z_t2: Tensor, *, seed: int = 0) -> Ten
         raise ValueError(f"feature shapes differ: {tuple(z_t1.shape)} vs {tuple(z_t2.shape)}")
     n = z_t1.shape[0]
     target = (z_t1 - z_t2).reshape(n, -1).double().norm(dim=1)
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    gen = torch_generator(seed)
     r = torch.randn(z_t2.reshape(n, -1).shape, generator=gen, dtype=torch.float64)
     r = r / r.norm(dim=1, keepdim=True).clamp_min(1e-300) * target[:, None]
     return (z_t2.double() + r.reshape(z_t2.shape).to(z_t2.device)).to(z_t2.dtype)

@@ -16,7 +16,8 @@ One figures job per (dataset, model) pair draws (``results/plots/dynamics/<datas
   regions of the final deep part (Fig. 6).
 
 Every drawn line / image carries ``gid`` naming what it shows, so tests can compare it to the table.
-One seed is drawn (the smallest; the standard variant).
+One seed is drawn (the smallest; the standard variant). Set-up, layout (constrained, titles wrapped
+to the figure's width) and saving are the pipeline's (:mod:`pipeline.core.figures`).
 """
 
 from __future__ import annotations
@@ -24,29 +25,30 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from pipeline.core.config import BASE_VARIANT  # noqa: E402
-from pipeline.dynamics.consistency import ecdf  # noqa: E402
+from pipeline.core.config import BASE_VARIANT
+from pipeline.core.figures import pyplot, save_figure, subplots, suptitle
+from pipeline.dynamics.stats import ecdf  # torch-free: the figures job needs no torch
 
 __all__ = ["FIGURES", "read_tables", "draw", "composite_curves", "consistency_heatmap",
            "consistency_ecdf", "eigen_spectra", "trajectories", "select"]
+
+plt = pyplot()
 
 CONTOUR_LEVEL = 0.8
 
 
 def read_tables(*, composite, pointwise, trajectories=None, sgd_noise=None) -> dict[str, pd.DataFrame]:
-    out = {"composite": pd.read_parquet(composite), "pointwise": pd.read_parquet(pointwise)}
-    if trajectories:
-        out["trajectories"] = pd.read_parquet(trajectories)
-    if sgd_noise:
-        out["sgd_noise"] = pd.read_parquet(sgd_noise)
-    return out
+    """The aggregated tables, each checked against its schema: a damaged or foreign table is refused
+    with its name and the remedy (:func:`pipeline.core.tables.read_table`)."""
+    from pipeline.core.tables import read_table
+    from pipeline.dynamics import tables as T
+
+    paths = {"composite": (composite, T.COMPOSITE), "pointwise": (pointwise, T.POINTWISE),
+             "trajectories": (trajectories, T.TRAJECTORIES), "sgd_noise": (sgd_noise, T.SGD_NOISE)}
+    return {name: read_table(path, schema) for name, (path, schema) in paths.items() if path}
 
 
 def select(df: pd.DataFrame, dataset: str, model: str) -> pd.DataFrame:
@@ -62,12 +64,12 @@ def _corruptions(df: pd.DataFrame) -> list[float]:
 
 
 def _axes(rows: int, cols: int, w: float = 3.6, h: float = 3.0):
-    fig, axes = plt.subplots(rows, cols, figsize=(w * cols, h * rows), squeeze=False)
-    return fig, axes
+    return subplots(rows, cols, panel_width=w, panel_height=h)
 
 
 def _empty(message: str):
-    fig, ax = plt.subplots(figsize=(5, 2))
+    fig, axes = subplots(1, 1, panel_width=5, panel_height=2)
+    ax = axes[0, 0]
     ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
     ax.set_axis_off()
     return fig
@@ -99,8 +101,7 @@ def composite_curves(comp: pd.DataFrame, dataset: str, model: str, split: str = 
             if i == 0:
                 ax.set_title(f"corruption {c:g}: C({T}, t) on {split}")
         axes[0, j].legend(fontsize=7, title="depth d", title_fontsize=7)
-    fig.suptitle(f"{dataset} / {model}: composites with the final deep part")
-    fig.tight_layout()
+    suptitle(fig, f"{dataset} / {model}: composites with the final deep part")
     return fig
 
 
@@ -137,9 +138,8 @@ def consistency_heatmap(comp: pd.DataFrame, dataset: str, model: str, depth: str
         ax.set_ylabel("deep epoch t2")
         ax.set_title(f"corruption {c:g}, depth {depth}", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.suptitle(f"{dataset} / {model}: P[C(t2, t1) = f(theta_t2)] on {split} "
-                 f"(white: {CONTOUR_LEVEL} contour)")
-    fig.tight_layout()
+    suptitle(fig, f"{dataset} / {model}: P[C(t2, t1) = f(theta_t2)] on {split} "
+                  f"(white: {CONTOUR_LEVEL} contour)")
     return fig
 
 
@@ -184,8 +184,7 @@ def consistency_ecdf(point: pd.DataFrame, dataset: str, model: str, depth: str |
         ax.set_ylabel("ECDF")
         ax.set_xlim(-0.02, 1.02)
         ax.legend(fontsize=7, title="corruption", title_fontsize=7)
-    fig.suptitle(f"{dataset} / {model}, depth {depth}: point-wise consistency (reference {reference})")
-    fig.tight_layout()
+    suptitle(fig, f"{dataset} / {model}, depth {depth}: point-wise consistency (reference {reference})")
     return fig
 
 
@@ -221,8 +220,7 @@ def eigen_spectra(sgd: pd.DataFrame, dataset: str, model: str):
             ax.set_title(f"corruption {c:g}, {depth} (D={int(d['dim'].iloc[0])}, N={int(d['n_updates'].iloc[0])})",
                          fontsize=8)
             ax.legend(fontsize=6)
-    fig.suptitle(f"{dataset} / {model}: one-step SGD noise vs isotropic controls")
-    fig.tight_layout()
+    suptitle(fig, f"{dataset} / {model}: one-step SGD noise vs isotropic controls")
     return fig
 
 
@@ -261,8 +259,7 @@ def trajectories(traj: pd.DataFrame, dataset: str, model: str):
         ax.set_ylabel("z2")
         ax.set_title(f"corruption {c:g}: regions at epoch {int(d[d['kind'] == 'region']['epoch'].iloc[0])}",
                      fontsize=9)
-    fig.suptitle(f"{dataset} / {model}: 2-D feature trajectories (dashed: corrupted label)")
-    fig.tight_layout()
+    suptitle(fig, f"{dataset} / {model}: 2-D feature trajectories (dashed: corrupted label)")
     return fig
 
 
@@ -282,15 +279,5 @@ def draw(figures: Sequence[str], outs: Sequence[str | Path], tables: Mapping[str
     unknown = [f for f in figures if f not in FIGURES]
     if unknown:
         raise ValueError(f"unknown dynamics figures {unknown}; allowed: {list(FIGURES)}")
-    from pipeline.core.artifacts import atomic_path
-
-    paths = []
-    for name, out in zip(figures, outs, strict=True):
-        fig = FIGURES[name](tables, dataset, model, depth)
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=dpi, format=out.suffix.lstrip(".") or "png")
-        plt.close(fig)
-        paths.append(out)
-    return paths
+    return [save_figure(FIGURES[name](tables, dataset, model, depth), out, dpi=dpi)
+            for name, out in zip(figures, outs, strict=True)]

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipeline.core.device import derived_seed, numpy_rng, seed_torch, torch_generator
 from pipeline.core.models import ProbedModel
 from pipeline.dynamics.sphericity import TOP_K, sphericity_null, sphericity_test
 
@@ -103,7 +104,7 @@ def one_step_sgd_noise(model: ProbedModel, boundary: str, inputs, train_x, train
     n_train = int(train_y.shape[0])
     if batch_size > n_train:
         raise ValueError(f"batch_size {batch_size} exceeds the {n_train} training samples")
-    rng = np.random.default_rng([int(seed), 0x56D])
+    rng = numpy_rng(seed, 0x56D)
     with torch.no_grad():
         z0 = _features(work.eval(), boundary, xin)
     deltas, norms, shallow_norms, batches = [], [], [], []
@@ -118,7 +119,7 @@ def one_step_sgd_noise(model: ProbedModel, boundary: str, inputs, train_x, train
         work.train(grad_mode == "train")
         work.zero_grad(set_to_none=True)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed) * 1_000_003 + b)
+            seed_torch(derived_seed(seed, b))
             xb = _prepare(torch.as_tensor(train_x)[idx], transform, device)
             loss = F.cross_entropy(work(xb), train_y[idx].to(device))
             loss.backward()
@@ -168,7 +169,7 @@ def parameter_noise_control(model: ProbedModel, boundary: str, inputs, *, n_draw
     params0 = {n: p.detach().clone() for n, p in work.named_parameters()}
     xin = _prepare(inputs, transform, device)
     z0 = _features(work, boundary, xin)
-    gen = torch.Generator(device="cpu").manual_seed(int(seed) * 7919 + 17)
+    gen = torch_generator(int(seed) * 7919 + 17)
     out = []
     for _ in range(n_draws):
         for n, p in work.named_parameters():
@@ -184,7 +185,7 @@ def isotropic_gaussian_control(Z: np.ndarray, seed: int = 0) -> np.ndarray:
     Z = np.asarray(Z, dtype=np.float64)
     N, D = Z.shape
     tau = float(((Z - Z.mean(0)) ** 2).sum() / max(N - 1, 1) / D)
-    rng = np.random.default_rng([int(seed), N, D, 0x150])
+    rng = numpy_rng(seed, N, D, 0x150)
     return rng.standard_normal((N, D)) * np.sqrt(tau)
 
 

@@ -41,6 +41,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import stats
 
+from pipeline.core.device import numpy_rng
+
 __all__ = ["SphericityNull", "sphericity_null", "sphericity_test", "sphericity_statistics",
            "covariance_spectrum", "gram_matrix", "TOP_K"]
 
@@ -178,7 +180,7 @@ def _wishart_raw_grams(rng: np.random.Generator, b: int, N: int, d: int) -> np.n
 @lru_cache(maxsize=64)
 def _cached_null(n_rows: int, dim: int, n_resamples: int, seed: int, center: bool,
                  spatial_sign: bool) -> SphericityNull:
-    rng = np.random.default_rng([int(seed), n_rows, dim, 0x5F3])
+    rng = numpy_rng(seed, n_rows, dim, 0x5F3)
     u, s = [], []
     for start in range(0, n_resamples, _CHUNK):
         b = min(_CHUNK, n_resamples - start)

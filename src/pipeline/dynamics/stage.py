@@ -11,12 +11,12 @@ rule, each reading a run's checkpoints through :class:`pipeline.core.runtime.Run
   tests across seeds).
 
 Every table's Parquet footer holds :data:`pipeline.dynamics.tables.DEFAULT_CHOICES` and the
-run-specific choices (grid, windows, depths, protocol) through :func:`tables.provenance`.
+run-specific choices (grid, windows, depths, protocol), with the config sections and the code version
+(:func:`pipeline.core.tables.provenance`), written through the one table builder.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.core.config import Run
-from pipeline.core.tables import read_parquet_metadata, write_parquet
+from pipeline.core.device import derived_seed, seed_torch
+from pipeline.core.tables import provenance, write_table
 from pipeline.dynamics import tables as T
 from pipeline.dynamics.blur import blur_sigma, blur_uint8
 from pipeline.dynamics.controls import matched_random_features
@@ -224,7 +225,10 @@ def composite_run(config: dict, run: Run, *, index: str | Path, labels_path: str
         if missing:
             print(f"dynamics.{what}: epochs {missing} not saved by {run.path}; skipped", flush=True)
     if skipped_windows:
-        print(f"dynamics.windows {skipped_windows}: deep epoch not saved by {run.path}; skipped", flush=True)
+        # say which end is missing: a window reaching past the run's last epoch is not a missing deep part
+        print(f"dynamics.windows {skipped_windows}: {run.path} saved epochs up to {final} ({saved}); "
+              "a window whose deep epoch T2 was not saved or that reaches past the final epoch is "
+              "skipped", flush=True)
     pairs = [(Tt, t) for Tt in deep for t in shallow]
     needed = sorted({e for p in pairs for e in p} | {e for T2, T1 in windows for e in
                                                      range(min(T1, T2), max(T1, T2) + 1) if e in saved}
@@ -281,14 +285,15 @@ def composite_run(config: dict, run: Run, *, index: str | Path, labels_path: str
                                          np.asarray(rt.labels.changed)[:n], keys,
                                          transform=rt.transform, final=final)
     traj = T.trajectory_frame(traj_rows)
-    meta = T.provenance(run=keys, deep_epochs=deep, shallow_epochs=shallow, saved_epochs=saved,
-                        final_epoch=final, windows=[[T1, T2] for T2, T1 in windows],
-                        skipped_windows=skipped_windows, depths=depths, splits=list(sets),
-                        dynamics={k: v for k, v in section.items() if k not in ("sgd_noise", "ablations")},
-                        checkpoint_windows=config["train"]["checkpoints"].get("windows"))
-    write_parquet(comp, out_composite, meta)
-    write_parquet(point, out_pointwise, meta)
-    write_parquet(traj, out_trajectories, meta)
+    meta = provenance(config, sections=T.SECTIONS, **T.CHOICE_METADATA, run=keys, deep_epochs=deep,
+                      shallow_epochs=shallow, saved_epochs=saved,
+                      final_epoch=final, windows=[[T1, T2] for T2, T1 in windows],
+                      skipped_windows=skipped_windows, depths=depths, splits=list(sets),
+                      dynamics={k: v for k, v in section.items() if k not in ("sgd_noise", "ablations")},
+                      checkpoint_windows=config["train"]["checkpoints"].get("windows"))
+    write_table(comp, out_composite, T.COMPOSITE, meta)
+    write_table(point, out_pointwise, T.POINTWISE, meta)
+    write_table(traj, out_trajectories, T.TRAJECTORIES, meta)
     summary = {"composites": len(pairs) * len(depths), "rows": len(comp), "pointwise_rows": len(point),
                "trajectory_rows": len(traj), "windows": windows}
     print(f"{run.path}: {summary}", flush=True)
@@ -351,8 +356,9 @@ def sgd_noise_run(config: dict, run: Run, *, index: str | Path, labels_path: str
                                    run.keys(), epoch=epoch, boundary=d, protocol=protocol,
                                    n_resamples=sn["n_resamples"], seed=sn["seed"], k=sn["top_k"])
     df = T.sgd_noise_frame(rows)
-    write_parquet(df, out, T.provenance(run=run.keys(), epoch=epoch, depths=depths, protocol=protocols,
-                                        sgd_noise=sn, input_set=f"first {len(inputs)} test images"))
+    write_table(df, out, T.SGD_NOISE, provenance(
+        config, sections=T.SECTIONS, **T.CHOICE_METADATA, run=run.keys(), epoch=epoch, depths=depths,
+        protocol=protocols, sgd_noise=sn, input_set=f"first {len(inputs)} test images"))
     sgd = df[df["source"] == "sgd"]
     print(f"{run.path}: epoch {epoch}, {len(depths)} depths, {len(df)} rows; mean participation ratio "
           f"sgd {sgd['participation_ratio'].mean():.2f}, gaussian "
@@ -429,7 +435,7 @@ class ReinitDeep:
             return
         model = trainer.model
         owned = set(model.shallow_state_keys(self.depth))
-        torch.manual_seed(self.seed * 1_000_003 + 7919 * (self.epoch + 1))
+        seed_torch(derived_seed(self.seed, 7919 * (self.epoch + 1)))  # the fresh layers: (seed, epoch) only
         fresh = trainer.rt.empty_model().state_dict()
         state = model.state_dict()
         reset = [k for k in state if k not in owned]
@@ -479,95 +485,10 @@ def ablation_run(config: dict, run: Run, *, labels_path: str | Path, standard_di
 
 
 # ----------------------------------------------------------------------------- aggregation
-
-def _concat(paths, frame) -> pd.DataFrame:
-    parts = [pd.read_parquet(p) for p in paths]
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return frame([])
-    return frame(pd.concat(parts, ignore_index=True).to_dict("records"))
-
-
-def welch_rows(pointwise: pd.DataFrame) -> list[dict]:
-    """Welch tests across seeds of the per-run mean point-wise consistency, each noisy corruption
-    against the clean runs (the lowest corruption), per (pair, depth, split, subset, reference,
-    window ordinal). Needs >= 2 seeds per group; fewer give no row."""
-    from pipeline.dynamics.stats import welch_test
-
-    if pointwise.empty:
-        return []
-    df = pointwise.copy()
-    run_cols = list(T.RUN_KEY_COLUMNS)
-    # window ordinal within each run: windows in (T1, T2) order, so runs of one config agree
-    wins = df[run_cols + ["window_start", "deep_epoch"]].drop_duplicates()
-    wins = wins.sort_values(run_cols + ["window_start", "deep_epoch"])
-    wins["window"] = wins.groupby(run_cols, dropna=False).cumcount()
-    df = df.merge(wins, on=run_cols + ["window_start", "deep_epoch"])
-    means = (df.groupby(run_cols + ["depth", "split", "subset", "reference", "window"], dropna=False)
-             ["consistency"].mean().reset_index())
-    rows = []
-    group = ["dataset", "model", "depth", "split", "subset", "reference", "window"]
-    for key, g in means.groupby(group, dropna=False):
-        levels = sorted(g["corruption"].unique())
-        if len(levels) < 2:
-            continue
-        a = g[g["corruption"] == levels[0]]["consistency"].to_numpy()
-        for c in levels[1:]:
-            b = g[g["corruption"] == c]["consistency"].to_numpy()
-            if a.size < 2 or b.size < 2:
-                continue
-            res = welch_test(a, b)
-            rows.append({**dict(zip(group, key, strict=True)), "measure": "mean_pointwise_consistency",
-                         "corruption_a": float(levels[0]), "corruption_b": float(c), **res})
-    return rows
-
-
-def aggregate_tables(composites: Sequence[str | Path], *, out_composite, out_pointwise,
-                     out_trajectories, out_welch) -> None:
-    """Gather per-run composite tables (their point-wise and trajectory siblings are found next to
-    them) into the aggregated tables, sorted by their keys, plus the Welch tests across seeds."""
-    from pipeline.dynamics.paths import DYNAMICS_RUN_FILES
-
-    dirs = [Path(p).parent for p in composites]
-    names = {k: Path(v).name for k, v in DYNAMICS_RUN_FILES.items()}
-    meta = {**read_parquet_metadata(composites[0]), "sources": json.dumps([str(d) for d in dirs])}
-    meta = {k: v for k, v in meta.items() if k.startswith("choice.") or k in ("sources", "dynamics",
-                                                                                 "depths", "splits")}
-    for kind, out, frame, keys in (
-            ("composite", out_composite, T.composite_frame, T.COMPOSITE_KEYS),
-            ("pointwise", out_pointwise, T.pointwise_frame, T.POINTWISE_KEYS),
-            ("trajectories", out_trajectories, T.trajectory_frame, T.TRAJECTORY_KEYS)):
-        table = _concat([d / names[kind] for d in dirs], frame)
-        table = table.sort_values(keys, kind="stable").reset_index(drop=True)
-        write_parquet(table, out, meta)
-        if kind == "pointwise":
-            welch = T.welch_frame(welch_rows(table))
-            write_parquet(welch, out_welch, {**meta, "welch": "across seeds; per-run mean point-wise "
-                                                              "consistency; needs >= 2 seeds per group"})
-    print(f"{len(dirs)} runs -> {out_composite}, {out_pointwise}, {out_trajectories}, {out_welch}")
-
-
-def aggregate_sgd_noise(inputs: Sequence[str | Path], out: str | Path) -> None:
-    table = _concat(inputs, T.sgd_noise_frame).sort_values(T.SGD_NOISE_KEYS, kind="stable")
-    meta = {**read_parquet_metadata(inputs[0]), "sources": json.dumps([str(p) for p in inputs])}
-    meta.pop("run", None)
-    write_parquet(table.reset_index(drop=True), out, meta)
-    print(f"{len(inputs)} runs -> {out}")
-
-
-def aggregate_ablations(logs: Sequence[str | Path], out: str | Path) -> None:
-    """The ablation runs' training logs in one table, with their kind, depth and branch epoch."""
-    parts = []
-    for path in logs:
-        df = pd.read_parquet(path)
-        meta = read_parquet_metadata(path)
-        info = json.loads(meta.get("ablation", "{}"))
-        for k in ("kind", "depth", "epoch"):
-            df.insert(len(T.RUN_KEY_COLUMNS) + len([c for c in ("ablation", "ablation_depth",
-                                                                "ablation_epoch") if c in df]),
-                      {"kind": "ablation", "depth": "ablation_depth", "epoch": "ablation_epoch"}[k],
-                      info.get(k))
-        parts.append(df)
-    table = pd.concat(parts, ignore_index=True)
-    write_parquet(table, out, {**T.provenance(), "sources": json.dumps([str(p) for p in logs])})
-    print(f"{len(logs)} ablation runs -> {out}")
+# Torch-free, in pipeline.dynamics.aggregate (the dynamics-tables job imports no torch).
+from pipeline.dynamics.aggregate import (  # noqa: E402, F401 (re-exported)
+    aggregate_ablations,
+    aggregate_sgd_noise,
+    aggregate_tables,
+    welch_rows,
+)

@@ -8,9 +8,8 @@ replication here is the run: pass one summary value per seed (e.g. mean consiste
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
-__all__ = ["welch_test"]
+__all__ = ["ecdf", "welch_test"]
 
 
 def welch_test(a, b) -> dict[str, float]:
@@ -35,6 +34,8 @@ def welch_test(a, b) -> dict[str, float]:
     else:
         t = diff / np.sqrt(se2)
         df = se2 ** 2 / ((va / a.size) ** 2 / (a.size - 1) + (vb / b.size) ** 2 / (b.size - 1))
+        from scipy import stats  # local: the figures import this module for ecdf only
+
         p = float(2 * stats.t.sf(abs(t), df))
     sd = np.sqrt((va + vb) / 2)
     d = diff / sd if sd > 0 else (0.0 if diff == 0 else float(np.sign(diff) * np.inf))
@@ -42,3 +43,17 @@ def welch_test(a, b) -> dict[str, float]:
     return {"t": float(t), "df": float(df), "p_value": p, "mean_a": float(a.mean()),
             "mean_b": float(b.mean()), "diff": diff, "cohen_d": float(d), "hedges_g": float(g),
             "n_a": int(a.size), "n_b": int(b.size)}
+
+
+def ecdf(values) -> tuple[np.ndarray, np.ndarray]:
+    """Empirical CDF: sorted distinct values ``x`` and ``F(x) = P[V <= x]``.
+
+    Here (torch-free) rather than in :mod:`pipeline.dynamics.consistency` so that the figures job
+    does not import torch; a tensor (from the consistency measures) is read through ``.detach()``."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    v = np.sort(np.asarray(values).astype(np.float64).ravel())
+    if v.size == 0:
+        return v, v
+    x, counts = np.unique(v, return_counts=True)
+    return x, np.cumsum(counts) / v.size

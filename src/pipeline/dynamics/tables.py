@@ -19,28 +19,28 @@
   sphericity statistics.
 
 :data:`DEFAULT_CHOICES` lists the readings of the paper's ambiguities; write it (plus run-specific
-values) into the Parquet footer with ``pipeline.core.tables.write_parquet(df, path, metadata=provenance(...))``.
+values) into the Parquet footer through :data:`CHOICE_METADATA`.
+
+Each table is a :class:`pipeline.core.tables.TableSchema` (:data:`COMPOSITE`, :data:`POINTWISE`,
+:data:`SGD_NOISE`, :data:`TRAJECTORIES`, :data:`WELCH`): built, written (with
+:func:`pipeline.core.tables.provenance`) and read through the pipeline's one table builder.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
+from pipeline.core.tables import RUN_KEY_COLUMNS, TableSchema, check_frame
 from pipeline.dynamics.sphericity import TOP_K
 
 __all__ = ["RUN_KEY_COLUMNS", "COMPOSITE_COLUMNS", "COMPOSITE_KEYS", "POINTWISE_COLUMNS",
            "POINTWISE_KEYS", "SGD_NOISE_COLUMNS", "SGD_NOISE_KEYS", "composite_frame",
            "pointwise_frame", "sgd_noise_frame", "check_frame", "TRAJECTORY_COLUMNS",
            "TRAJECTORY_KEYS", "trajectory_frame", "WELCH_COLUMNS", "WELCH_KEYS", "welch_frame",
-           "DEFAULT_CHOICES", "provenance"]
-
-RUN_KEY_COLUMNS: dict[str, str] = {
-    "dataset": "string", "model": "string", "corruption": "float64", "seed": "int64",
-    "variant": "string",
-}
+           "DEFAULT_CHOICES", "CHOICE_METADATA", "COMPOSITE", "POINTWISE", "SGD_NOISE", "TRAJECTORIES",
+           "WELCH", "SECTIONS"]
 
 COMPOSITE_COLUMNS: dict[str, str] = {
     **RUN_KEY_COLUMNS,
@@ -112,59 +112,65 @@ _NULLABLE = {"accuracy", "cross_entropy", "consistency_vs_deep", "consistency_vs
              "trace", "t", "df", "mean_a", "mean_b", "diff", "cohen_d", "hedges_g"}
 
 
-def _frame(rows: Iterable[Mapping], columns: Mapping[str, str], keys: list[str], name: str) -> pd.DataFrame:
-    rows = list(rows)
-    extra = sorted({k for r in rows for k in r} - set(columns))
-    if extra:
-        raise ValueError(f"{name} rows have columns outside the schema: {extra}")
-    df = pd.DataFrame(rows, columns=list(columns))
-    if len(df):
-        bad = [c for c in columns if c not in _NULLABLE and df[c].isna().any()]
+def _nullable(columns: Mapping[str, str]) -> frozenset[str]:
+    return frozenset(c for c in columns if c in _NULLABLE)
+
+
+def _in_unit_interval(table: str, columns: tuple[str, ...]):
+    def check(df: pd.DataFrame) -> None:
+        for c in columns:
+            v = df[c].dropna()
+            if ((v < 0) | (v > 1)).any():
+                raise ValueError(f"{table} column {c} has values outside [0, 1]")
+    return check
+
+
+def _check_composite(df: pd.DataFrame) -> None:
+    _in_unit_interval("composite", ("accuracy", "consistency_vs_deep", "consistency_vs_shallow",
+                                    "baseline_agreement"))(df)
+    if (df["cross_entropy"].dropna() < 0).any():
+        raise ValueError("composite cross_entropy must be >= 0")
+
+
+def _allowed(table: str, column: str, allowed: tuple[str, ...]):
+    def check(df: pd.DataFrame) -> None:
+        bad = set(df[column]) - set(allowed)
         if bad:
-            raise ValueError(f"{name} rows have missing values in columns {bad}")
-    df = df.astype(columns)
-    check_frame(df, columns, keys, name)
-    return df
+            raise ValueError(f"{table} {column}s outside {'/'.join(allowed)}: {sorted(bad)}")
+    return check
 
 
-def check_frame(df: pd.DataFrame, columns: Mapping[str, str], keys: list[str], name: str = "table") -> None:
-    """Raise unless ``df`` has exactly ``columns`` (order and dtypes) and unique ``keys``."""
-    if list(df.columns) != list(columns):
-        raise ValueError(f"{name} columns {list(df.columns)} differ from the schema {list(columns)}")
-    wrong = {c: str(df[c].dtype) for c, t in columns.items() if str(df[c].dtype) != t}
-    if wrong:
-        raise ValueError(f"{name} columns with wrong dtypes: {wrong}")
-    dup = df.duplicated(keys)
-    if dup.any():
-        raise ValueError(f"{name}: {int(dup.sum())} duplicate rows on {keys}, e.g.\n{df[dup].head()}")
+COMPOSITE = TableSchema("composite", COMPOSITE_COLUMNS, tuple(COMPOSITE_KEYS),
+                        nullable=_nullable(COMPOSITE_COLUMNS), check_values=_check_composite)
+POINTWISE = TableSchema("pointwise", POINTWISE_COLUMNS, tuple(POINTWISE_KEYS),
+                        nullable=_nullable(POINTWISE_COLUMNS),
+                        check_values=_in_unit_interval("pointwise", ("consistency",)))
+SGD_NOISE = TableSchema("sgd_noise", SGD_NOISE_COLUMNS, tuple(SGD_NOISE_KEYS),
+                        nullable=_nullable(SGD_NOISE_COLUMNS),
+                        check_values=_allowed("sgd_noise", "source", ("sgd", "gaussian", "param_isotropic")))
+TRAJECTORIES = TableSchema("trajectories", TRAJECTORY_COLUMNS, tuple(TRAJECTORY_KEYS),
+                           nullable=_nullable(TRAJECTORY_COLUMNS),
+                           check_values=_allowed("trajectories", "kind", ("trajectory", "region")))
+#: the Welch tests summarise across seeds and corruptions: their run keys are (dataset, model)
+WELCH = TableSchema("welch", WELCH_COLUMNS, tuple(WELCH_KEYS),
+                    run_keys={k: RUN_KEY_COLUMNS[k] for k in ("dataset", "model")},
+                    nullable=_nullable(WELCH_COLUMNS))
+
+#: the config sections a dynamics table is made from (what ``dynamics_section`` in the rules passes)
+SECTIONS = ("data", "train", "dynamics")
 
 
 def composite_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
     """Validated ``composite.parquet`` frame (accuracy, consistencies in [0, 1])."""
-    df = _frame(rows, COMPOSITE_COLUMNS, COMPOSITE_KEYS, "composite")
-    for c in ("accuracy", "consistency_vs_deep", "consistency_vs_shallow", "baseline_agreement"):
-        v = df[c].dropna()
-        if ((v < 0) | (v > 1)).any():
-            raise ValueError(f"composite column {c} has values outside [0, 1]")
-    if (df["cross_entropy"].dropna() < 0).any():
-        raise ValueError("composite cross_entropy must be >= 0")
-    return df
+    return COMPOSITE.frame(rows)
 
 
 def pointwise_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
-    df = _frame(rows, POINTWISE_COLUMNS, POINTWISE_KEYS, "pointwise")
-    v = df["consistency"].dropna()
-    if ((v < 0) | (v > 1)).any():
-        raise ValueError("pointwise consistency outside [0, 1]")
-    return df
+    return POINTWISE.frame(rows)
 
 
 def sgd_noise_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
-    df = _frame(rows, SGD_NOISE_COLUMNS, SGD_NOISE_KEYS, "sgd_noise")
-    bad = set(df["source"]) - {"sgd", "gaussian", "param_isotropic"}
-    if bad:
-        raise ValueError(f"sgd_noise sources outside sgd/gaussian/param_isotropic: {sorted(bad)}")
-    return df
+    return SGD_NOISE.frame(rows)
 
 
 #: How this implementation reads the paper where it is ambiguous (issue 9); record with the tables.
@@ -199,21 +205,14 @@ DEFAULT_CHOICES: dict[str, str] = {
 }
 
 
+#: :data:`DEFAULT_CHOICES` as footer entries (``choice.<name>``), recorded with every dynamics table
+#: next to :func:`pipeline.core.tables.provenance`
+CHOICE_METADATA: dict[str, str] = {f"choice.{k}": v for k, v in DEFAULT_CHOICES.items()}
+
+
 def trajectory_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
-    df = _frame(rows, TRAJECTORY_COLUMNS, TRAJECTORY_KEYS, "trajectories")
-    bad = set(df["kind"]) - {"trajectory", "region"}
-    if bad:
-        raise ValueError(f"trajectory kinds outside trajectory/region: {sorted(bad)}")
-    return df
+    return TRAJECTORIES.frame(rows)
 
 
 def welch_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
-    return _frame(rows, WELCH_COLUMNS, WELCH_KEYS, "welch")
-
-
-def provenance(**extra) -> dict[str, str]:
-    """Footer metadata: :data:`DEFAULT_CHOICES` plus ``extra`` (non-strings JSON-encoded)."""
-    out = {f"choice.{k}": v for k, v in DEFAULT_CHOICES.items()}
-    for k, v in extra.items():
-        out[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
-    return out
+    return WELCH.frame(rows)

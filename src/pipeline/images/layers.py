@@ -96,7 +96,14 @@ def check_fused(config: dict) -> None:
                     f"(its layers selected by activations.layers: {probed_layers(config, model)}); a "
                     "list applies to every model of the grid: use true, or a mapping model -> layers")
     elif isinstance(spec, dict):
+        from pipeline.core.config import load_schema
+
+        every_model = load_schema()["properties"]["models"]["items"]["enum"]
         for model, names in spec.items():
+            if model not in every_model:
+                # a misspelt model would silently leave the model it meant without fused layers
+                raise ConfigError(f"config key 'storage.fused': {model!r} is not a model (allowed: "
+                                  f"{every_model}); the grid's models are {models}")
             if model not in models:
                 continue
             missing = [layer for layer in names or [] if layer not in probed_layers(config, model)]

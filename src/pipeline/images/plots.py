@@ -2,18 +2,20 @@
 
 Every figure is one function registered in :data:`FIGURES` with signature
 ``fn(table, train_log, dataset, model) -> matplotlib Figure``; the plot rule names it. Curves are
-the mean over seeds with the min-max range over seeds shaded, as in the papers.
+the mean over seeds with the min-max range over seeds shaded, as in the papers. Set-up, layout and
+saving are the pipeline's (:mod:`pipeline.core.figures`).
 """
 
 from __future__ import annotations
 
 import re
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.core.config import BASE_VARIANT
+from pipeline.core.figures import pyplot as _pyplot
+from pipeline.core.figures import subplots, suptitle
 
 if TYPE_CHECKING:  # imported for real only when a figure is drawn (the Snakefile imports this module)
     import matplotlib.pyplot as plt
@@ -21,15 +23,6 @@ if TYPE_CHECKING:  # imported for real only when a figure is drawn (the Snakefil
 
 #: The model's own rows in the table (``pipeline.core.tables.MODEL_PROBE``; not imported: pandas).
 MODEL_PROBE = "model"
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 FIGURES: dict[str, Callable] = {}
@@ -40,9 +33,8 @@ FIGURE_NEEDS: dict[str, tuple[str, ...]] = {}
 #: torch, and a plot job has no use for it): stems, convolutional blocks, the flattened map,
 #: fully connected layers, pooling, then the output; a trailing number orders within a kind.
 _LAYER_KINDS = ("L", "block", "conv", "flat", "fc", "avg_pool", "output")
-#: Panel width (inches) and the suptitle font size; titles wrap to the figure's width.
+#: Panel width and height (inches).
 PANEL_WIDTH, PANEL_HEIGHT = 4.0, 3.4
-TITLE_SIZE = 11
 
 
 def figure(name: str, needs: tuple[str, ...] = ()):
@@ -110,22 +102,8 @@ def layer_order(rows: pd.DataFrame) -> list[str]:
 def _panels(n: int, width: float = PANEL_WIDTH, height: float = PANEL_HEIGHT):
     """One row of ``n`` panels sharing y, with constrained layout (titles and legends outside
     the panels are given room instead of being cut off)."""
-    plt = _pyplot()
-    n = max(n, 1)
-    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False, sharey=True,
-                             layout="constrained")
+    fig, axes = subplots(1, n, panel_width=width, panel_height=height, sharey=True)
     return fig, list(axes[0])
-
-
-def wrap_title(fig, text: str, fontsize: float = TITLE_SIZE) -> str:
-    """``text`` wrapped to lines that fit the figure's width (average glyph ~0.6 em, a margin)."""
-    width_pt = fig.get_figwidth() * 72 * 0.92
-    chars = max(int(width_pt / (0.6 * fontsize)), 20)
-    return "\n".join(textwrap.wrap(text, chars, break_long_words=True, break_on_hyphens=False))
-
-
-def suptitle(fig, text: str) -> None:
-    fig.suptitle(wrap_title(fig, text), fontsize=TITLE_SIZE)
 
 
 def legend_outside(fig, axes) -> None:
@@ -437,24 +415,16 @@ def render(name: str, table: pd.DataFrame, train_log: pd.DataFrame, dataset: str
 def draw_figures(outputs: dict[str, str | Path], table: str | Path, train_log: str | Path, dataset: str,
                  model: str, *, dpi: int = 120) -> list[Path]:
     """Draw each figure of ``outputs`` (figure name -> path) from one read of the two tables."""
-    import pandas as pd
-
-    from pipeline.core.artifacts import atomic_path
+    from pipeline.core.figures import save_figure
+    from pipeline.core.tables import RESULTS, read_table
 
     unknown = sorted(set(outputs) - set(FIGURES))
     if unknown:
         raise ValueError(f"unknown figure {unknown[0]!r}; known figures: {sorted(FIGURES)}")
-    plt = _pyplot()
-    table, train_log = pd.read_parquet(table), pd.read_parquet(train_log)
-    written = []
-    for name, out in outputs.items():
-        fig = render(name, table, train_log, dataset, model)
-        out = Path(out)
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=dpi, format=out.suffix.lstrip(".") or "png")
-        plt.close(fig)
-        written.append(out)
-    return written
+    # a damaged table is refused with its name and the remedy (not a raw Arrow error)
+    table, train_log = read_table(table, RESULTS), read_table(train_log)
+    return [save_figure(render(name, table, train_log, dataset, model), out, dpi=dpi)
+            for name, out in outputs.items()]
 
 
 def draw_figure(name: str, table: str | Path, train_log: str | Path, dataset: str, model: str,

@@ -40,7 +40,7 @@ Package layout
                    :func:`score_probes`, :func:`load_fitted`.
 :mod:`.accel`      the torch route: MASC, VeLPIC, NCM and LinearProbe take ``device`` (None = the
                    numpy reference route; ``"cpu"`` / ``"cuda[:i]"`` = torch there, same float64
-                   eigenproblems, same fitted arrays); :func:`~.accel.resolve_device` maps the
+                   eigenproblems, same fitted arrays); :func:`~.accel.probe_device` maps the
                    config's ``probes.device`` (``"auto"`` = CUDA if visible, else numpy).
 :mod:`.agreement`  :func:`prediction_agreement` / :func:`assert_agree`: whether two score arrays
                    predict alike up to near-ties (the reliability promise across routes).

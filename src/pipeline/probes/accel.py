@@ -36,9 +36,10 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 import pipeline.probes._common as _common
+from pipeline.core.device import resolve_device
 from pipeline.probes._common import _check_X, _check_y, _is_tensor
 
-__all__ = ["DEVICE_CHUNK_ELEMENTS", "CPU_EIGH_WITH_LAPACK", "TORCH_DEVICES", "check_device", "resolve_device",
+__all__ = ["DEVICE_CHUNK_ELEMENTS", "CPU_EIGH_WITH_LAPACK", "TORCH_DEVICES", "check_device", "probe_device",
            "full_precision", "DeviceRows", "descending_eigh", "top_eigenpair", "class_order",
            "to_numpy_labels", "second_moment", "linear_scores"]
 
@@ -69,22 +70,18 @@ def check_device(owner: str, device: Any, prefixes: tuple[str, ...] = TORCH_DEVI
                          f"index, e.g. 'cuda:0'); got {device!r}")
 
 
-def resolve_device(device: str | None) -> str | None:
-    """A config's ``probes.device`` as a probe's ``device``: ``None`` stays None (numpy reference),
-    ``"auto"`` is ``"cuda"`` when a GPU is visible and None otherwise; ``"cuda"`` without a GPU is
-    an error (not a silent fallback)."""
+def probe_device(device: str | None) -> str | None:
+    """A config's ``probes.device`` as a probe's ``device`` (the probes' route, on top of the one
+    :func:`pipeline.core.device.resolve_device`): ``None`` stays None (numpy reference); ``"auto"``
+    is ``"cuda"`` where core's ``auto`` resolves to a GPU and None (the numpy reference route, not
+    torch on the CPU) otherwise; ``"cuda"`` without a GPU is core's error naming ``probes.device``
+    (not a silent fallback)."""
     if device is None:
         return None
     if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else None
+        return "cuda" if resolve_device("auto", key="probes.device").type == "cuda" else None
     check_device("probes", device)
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"probes.device is {device!r} but no GPU is visible; use 'auto', 'cpu' or null")
+    resolve_device(device, key="probes.device")  # raises when CUDA is asked for and absent
     return device
 
 

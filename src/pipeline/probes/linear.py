@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.device import resolve_device, torch_generator
 from pipeline.probes._common import _as_int, _check_Xy, _compute_dtype, _is_real, _Probe, _row_chunks
 from pipeline.probes.accel import check_device, fitted_device_rows, linear_scores
 
@@ -98,7 +99,7 @@ class LinearProbe(_Probe):
 
         self._validate_params()
         X, _, classes, y_index = _check_Xy(X, y)
-        device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = resolve_device(self.device or "auto", key="LinearProbe device")  # None: CUDA if visible
         threads = _torch_threads(torch, 1) if device.type == "cpu" else contextlib.nullcontext()
         with threads:
             weight, bias = self._train(torch, X, y_index, classes.size, device)
@@ -112,7 +113,7 @@ class LinearProbe(_Probe):
         import torch.nn.functional as F
 
         n, d = X.shape
-        gen = torch.Generator(device="cpu").manual_seed(int(self.seed))
+        gen = torch_generator(self.seed)
         layer = torch.nn.utils.skip_init(torch.nn.Linear, d, K)  # no global-RNG draw
         bound = 1.0 / np.sqrt(d)
         with torch.no_grad():

@@ -18,7 +18,7 @@ per-class statistics is fitted from them (MASC, VeLPIC, NCM only) and scored on 
 
 ``device`` (the config's ``probes.device``) is where the probes run: None is the numpy reference
 route, ``"cpu"``/``"cuda"`` the torch route there, ``"auto"`` CUDA when a GPU is visible and the
-numpy route otherwise (:func:`pipeline.probes.accel.resolve_device`).  It is passed to every probe
+numpy route otherwise (:func:`pipeline.probes.accel.probe_device`).  It is passed to every probe
 that has a ``device`` parameter (scikit-learn's ``get_params`` says which) and does not set it in
 its own ``params``; it is an execution choice, so setting ids, group names and table rows do not
 depend on it, and a file fitted on one device is scored on any.
@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.core.errors import ArtifactError
-from pipeline.probes.accel import resolve_device
+from pipeline.probes.accel import probe_device
 from pipeline.probes.moments import ClassMoments, fit_from_moments
 from pipeline.probes.registry import make_probe, probe_from_arrays, probe_to_arrays, setting_id
 from pipeline.probes.spectral import fit_spectral, is_spectral
@@ -201,7 +201,7 @@ def fit_subspaces(activation_path: str | Path | ActivationArrays, out_path: str 
     from pipeline.core.artifacts import atomic_path, write_h5_attrs
 
     out_path = Path(out_path)
-    device = resolve_device(device)
+    device = probe_device(device)
     with _activations(activation_path) as acts, atomic_path(out_path) as tmp, h5py.File(tmp, "w") as out:
         write_h5_attrs(out, attrs or {})
         chosen = probe_layers(acts.layers, layers)
@@ -288,7 +288,7 @@ def load_fitted(subspace_path: str | Path, layer: str, name: str, params: dict, 
                             f"{_SUBSPACE_REMEDY}") from None
     with h5:
         probe = _read_fitted(h5, subspace_path, layer, name, params, fit_labels)
-    return _on_device(probe, params, resolve_device(device), scoring=True)
+    return _on_device(probe, params, probe_device(device), scoring=True)
 
 
 def score_probes(activation_path: str | Path | ActivationArrays, subspace_path: str | Path,
@@ -303,7 +303,7 @@ def score_probes(activation_path: str | Path | ActivationArrays, subspace_path: 
     from pipeline.core.tables import MODEL_LAYER, MODEL_PROBE, accuracy_row, result_frame, write_parquet
 
     rows: list[dict] = []
-    device = resolve_device(device)
+    device = probe_device(device)
     with _activations(activation_path) as acts, open_subspaces(subspace_path) as fitted:
         try:
             layers = json.loads(fitted.attrs["layers"])

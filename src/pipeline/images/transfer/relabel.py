@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.core.artifacts import write_json
+from pipeline.core.device import numpy_rng
 from pipeline.core.runtime import RunRuntime
 from pipeline.core.tables import accuracy_row, result_frame, write_parquet
 from pipeline.images.variants import RELABEL_PROTOCOLS
@@ -83,7 +84,7 @@ def relabel_setting(protocol: str, relabel: str, variance) -> str:
 
 def split_indices(n: int, fraction: float, seed: int, salt: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded random split of ``range(n)``: (rest, part) with ``part`` ~ ``fraction * n`` (sorted)."""
-    rng = np.random.default_rng([int(seed), int(salt)])
+    rng = numpy_rng(seed, salt)
     perm = rng.permutation(n)
     k = int(round(fraction * n))
     if not 0 < k < n:
@@ -113,7 +114,7 @@ def relabel_set(X: np.ndarray, y: np.ndarray, *, variance, scheme: str, folds: i
         return MASC(variance).fit(X, y).predict(X)
     if scheme != "cross_fit":
         raise ValueError(f"relabel must be one of {list(RELABEL_SCHEMES)}; got {scheme!r}")
-    fold = np.random.default_rng([int(seed), 7]).permutation(X.shape[0]) % folds
+    fold = numpy_rng(seed, 7).permutation(X.shape[0]) % folds
     out = np.empty(X.shape[0], dtype=np.int64)
     for k in range(folds):
         held = fold == k
