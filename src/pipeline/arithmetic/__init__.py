@@ -11,9 +11,7 @@ paths and figure names, for the workflow), :mod:`.figures` (drawn from the table
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
+from pipeline.core.exports import lazy_exports
 
 # name -> submodule; imported on first use, so that the workflow (which imports
 # pipeline.arithmetic.grid on every invocation) does not load torch and pandas
@@ -68,26 +66,4 @@ _EXPORTS = {
     "weights_of": "pipeline.arithmetic.model",
     "weights_predict": "pipeline.arithmetic.model",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class _Package(types.ModuleType):
-    """Keeps an export whose name is also a submodule's (``train``) bound to the export: the import
-    system binds a submodule to its parent package once it is loaded, which would replace the
-    function ``train`` by the module ``pipeline.arithmetic.train``."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in _EXPORTS and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

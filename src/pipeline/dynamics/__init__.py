@@ -6,7 +6,7 @@ The names are re-exported lazily (PEP 562), so importing one light submodule, su
 
 from __future__ import annotations
 
-import importlib
+from pipeline.core.exports import lazy_exports
 
 #: public name -> the submodule that defines it
 _EXPORTS = {
@@ -64,14 +64,4 @@ _EXPORTS = {
     "sgd_noise_frame": "pipeline.dynamics.tables",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
