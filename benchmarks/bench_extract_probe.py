@@ -13,7 +13,7 @@ L0 and L1 are 16,384-dim on 32x32 inputs). Times do not depend on the pixel valu
     python benchmarks/bench_extract_probe.py                       # small, CPU (seconds)
     python benchmarks/bench_extract_probe.py --n 50000 --m 10000 --device cuda --layers L0 L1 avg_pool
 
-Measured (see README, "Probes on the accelerator"): on one H100, ResNet-18 L0+L1 (16,384 dims
+Measured (see docs/probes.md, "Probes on a device"): on one H100, ResNet-18 L0+L1 (16,384 dims
 each) + avg_pool at n = 50,000, m = 10,000 -- the figures this script printed there.
 """
 

@@ -11,7 +11,7 @@ MASC's arrays are identical; VeLPIC's vectors equal to float64 rounding).
     PYTHONPATH=src python benchmarks/bench_spectral.py                         # CPU, numpy route
     PYTHONPATH=src python benchmarks/bench_spectral.py --device cuda --full    # a GPU, 10 x 5,000 x 16,384
 
-Measured on this project's 2-core Xeon VM (numpy route): see README, "Probes on a device".
+Measured on this project's 2-core Xeon VM (numpy route): see docs/probes.md, "Probes on a device".
 """
 
 from __future__ import annotations

@@ -386,3 +386,27 @@ def test_the_workflow_validates_its_config_once_per_dag_build(tmp_path, tiny_con
     count = re.search(r"SCHEMA VALIDATIONS (\d+) (.*)", proc.stderr)
     assert count, proc.stderr[-2000:]
     assert int(count.group(1)) == 1, count.group(0)
+
+
+def test_a_new_family_is_a_folder_with_a_stages_module(tmp_path):
+    """Commands are found, not listed: a family folder with a ``stages.py`` adds its commands
+    without an edit anywhere else (here: in a copy of the package)."""
+    import shutil
+    import subprocess
+    import sys
+
+    package = tmp_path / "src" / "pipeline"
+    shutil.copytree(REPO / "src" / "pipeline", package, ignore=shutil.ignore_patterns("__pycache__"))
+    (package / "newfamily").mkdir()
+    (package / "newfamily" / "__init__.py").write_text('"""A family added by the test."""\n')
+    (package / "newfamily" / "stages.py").write_text(
+        '"""One stage."""\n\nfrom pathlib import Path\n\n\n'
+        'def count_lines(source: Path, out: Path) -> None:\n'
+        '    """Count the lines of SOURCE into OUT."""\n'
+        '    Path(out).write_text(str(len(Path(source).read_text().splitlines())))\n')
+    (tmp_path / "in.txt").write_text("a\nb\nc\n")
+    env = {"PYTHONPATH": str(tmp_path / "src"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "count-lines", "--source", "in.txt", "--out", "n.txt"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "n.txt").read_text() == "3"

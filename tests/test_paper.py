@@ -127,7 +127,7 @@ def test_dag_building_loads_no_data(loading_forbidden):
 
 def test_storage_overlays_shrink_what_is_kept():
     """The economical and statistics overlays validate over the paper grid, and each keeps less
-    than the paper grid's activations (numbers in the README, 'Planning and storage')."""
+    than the paper grid's activations (numbers in docs/scale-out.md, 'Planning and storage')."""
     from pipeline.plan import make_plan
 
     config = REPO / "config"

@@ -294,6 +294,12 @@ def test_config_accepts_the_probe_device():
 
     assert validate_config({})["probes"]["device"] is None
     for value in ("cpu", "cuda", "cuda:1", "auto", None):
+        # devices=False: planning, or a cluster submission from a login node without a GPU
+        assert validate_config({"probes": {"device": value}}, devices=False)["probes"]["device"] == value
+    for value in ("cpu", "auto", None):
         assert validate_config({"probes": {"device": value}})["probes"]["device"] == value
+    if not torch.cuda.is_available():  # where it runs, a GPU it cannot have is refused before any job
+        with pytest.raises(ConfigError, match="probes.device is 'cuda' but no GPU is visible"):
+            validate_config({"probes": {"device": "cuda"}})
     with pytest.raises(ConfigError, match="probes.device"):
         validate_config({"probes": {"device": "gpu"}})

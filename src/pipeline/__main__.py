@@ -1,6 +1,6 @@
 """Command line: ``python -m pipeline <stage> ...`` runs one stage without Snakemake.
 
-The Snakemake rules call these same commands. Every stage is ONE function, named in :data:`STAGES`
+The Snakemake rules call these same commands. Every stage is ONE function, found by :func:`discover_stages`
 and imported only when its command runs; its signature declares the command's options
 (:func:`add_stage_options`: ``out_dir`` is ``--out-dir``, a ``list`` takes several values, a ``bool``
 is a flag, a positional-only parameter is a positional argument) and its docstring's first line is
@@ -18,6 +18,7 @@ with exit status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import ast
 import errno
 import importlib
 import inspect
@@ -31,31 +32,29 @@ from pathlib import Path
 from pipeline.config import read_config_file, validate_config
 from pipeline.core.config import BASE_VARIANT, ConfigError, Run, deep_merge
 
+
+def discover_stages() -> dict[str, str]:
+    """command -> "module:function": every public top-level function of ``pipeline/stages.py`` (the
+    outer layer's) and of each family's ``pipeline/<family>/stages.py`` is a stage, its command the
+    function's name with dashes (``probe_fused`` -> ``probe-fused``). Read from the source, without
+    importing the modules, so a new family is a folder with a ``stages.py`` (and a rule file), and
+    ``python -m pipeline labels`` imports the labels stage's module only."""
+    root = Path(__file__).resolve().parent
+    stages: dict[str, str] = {}
+    for path in [root / "stages.py", *sorted(root.glob("*/stages.py"))]:
+        module = ".".join(("pipeline", *path.relative_to(root).with_suffix("").parts))
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+                command = node.name.replace("_", "-")
+                if command in stages:  # two families may not claim one command
+                    raise RuntimeError(f"stage command {command!r} is defined twice: {stages[command]} "
+                                       f"and {module}:{node.name}; rename one")
+                stages[command] = f"{module}:{node.name}"
+    return stages
+
+
 #: command -> "module:function", the one function the command runs (a workflow rule calls one of these)
-STAGES: dict[str, str] = {
-    "labels": "pipeline.images.stages:labels",
-    "train": "pipeline.images.stages:train",
-    "extract": "pipeline.images.stages:extract",
-    "fit": "pipeline.images.stages:fit",
-    "score": "pipeline.images.stages:score",
-    "probe": "pipeline.images.stages:probe",
-    "probe-fused": "pipeline.images.stages:probe_fused",
-    "edit": "pipeline.images.stages:edit",
-    "intervene": "pipeline.images.stages:intervene",
-    "relabel": "pipeline.images.stages:relabel",
-    "reduce": "pipeline.images.stages:reduce",
-    "plot": "pipeline.images.stages:plot",
-    "aggregate": "pipeline.stages:aggregate",
-    "arithmetic-cell": "pipeline.arithmetic.stages:arithmetic_cell",
-    "arithmetic-tables": "pipeline.arithmetic.stages:arithmetic_tables",
-    "arithmetic-memorization": "pipeline.arithmetic.stages:arithmetic_memorization",
-    "arithmetic-figures": "pipeline.arithmetic.stages:arithmetic_figures",
-    "dynamics-composite": "pipeline.dynamics.stages:dynamics_composite",
-    "dynamics-sgd-noise": "pipeline.dynamics.stages:dynamics_sgd_noise",
-    "dynamics-ablation": "pipeline.dynamics.stages:dynamics_ablation",
-    "dynamics-tables": "pipeline.dynamics.stages:dynamics_tables",
-    "dynamics-figures": "pipeline.dynamics.stages:dynamics_figures",
-}
+STAGES: dict[str, str] = discover_stages()
 
 #: parameters the command line fills in itself rather than as one option of the same name
 RUN_OPTIONS = ("dataset", "model", "corruption", "seed", "variant")
