@@ -36,7 +36,7 @@ OLD_IMPORTS = {
 }
 
 # The new version: the registry resolves the stage (importing its module only), then the imports
-# in the function's body, read from its source (as tests/test_cli.py does).
+# in the function's body, read from its source (as tests/workflow/test_cli.py does).
 NEW_SCRIPT = """
 import ast, importlib, inspect, sys, textwrap, time
 t0 = time.perf_counter()

@@ -4,7 +4,7 @@
     .venv/bin/python docs/gen_config_reference.py --check  # exit 1 when the page is out of date
 
 The schema is the one list of keys, meanings and defaults; this page repeats it in readable form,
-and tests/test_docs_commands.py fails when the two differ.
+and tests/workflow/test_docs_commands.py fails when the two differ.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install a single-node SLURM (controller + compute daemon + munge) from the distribution's
-# packages, for the real-SLURM integration test (tests/test_slurm.py). Debian/Ubuntu only.
+# packages, for the real-SLURM integration test (tests/workflow/test_slurm.py). Debian/Ubuntu only.
 # Exits non-zero (without touching anything) where apt-get is missing or fails; CI then goes on
 # and the SLURM test skips, saying why.
 set -euo pipefail

@@ -328,7 +328,7 @@ def make_plan(config: dict, benchmarks: str | None = None, calibration: str | No
         "aggregate_benchmarks": 1,
         "all": 1,
     }
-    # Allocations under slurm/config.yaml's grouping (see tests/test_plan.py for the check that
+    # Allocations under slurm/config.yaml's grouping (see tests/workflow/test_plan.py for the check that
     # the profile still groups this way).
     from pipeline.workflow import probe_on_gpu
 

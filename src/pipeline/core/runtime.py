@@ -124,7 +124,7 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module) -> torch.nn.Module
     declared outputs, the run's ``checkpoints/index.json`` is (the training job's "done" marker),
     so forcing that file retrains the run, rewrites every checkpoint, and reruns everything
     downstream of it (deleting it alone would not: Snakemake sees the finished tables and does
-    nothing). ``tests/test_recovery.py`` follows the advice literally.
+    nothing). ``tests/workflow/test_recovery.py`` follows the advice literally.
     """
     path = Path(path)
     redo = retrain_advice(path)

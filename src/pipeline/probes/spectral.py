@@ -18,7 +18,7 @@ What is shared and what is not:
 * VeLPIC alone asks LAPACK for the top eigenpair only (``scipy.linalg.eigh(subset_by_index=...)``,
   cheaper than a full decomposition); beside a MASC it takes the top column of MASC's full
   decomposition instead: the same vector to float64 rounding (stored float32), the same predictions
-  on the probe tests' cases (``tests/test_probes_spectral.py``);
+  on the probe tests' cases (``tests/probes/test_probes_spectral.py``);
 * the numpy route (``device=None``) and the torch route (``"cpu"``/``"cuda"``) are both here; the
   probes of one call share a device (the probe stage sets one ``probes.device`` for all).
 

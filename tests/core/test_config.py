@@ -238,7 +238,7 @@ def test_config_that_is_a_folder_names_it(tmp_path):
 
 def _snakemake_dry_run(workdir, *args):
     """`snakemake -n` of this repository's Snakefile in ``workdir`` (a dry run: no job runs)."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "-s", str(repo / "Snakefile"),
            "--directory", str(workdir), *args]

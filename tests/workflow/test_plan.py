@@ -19,7 +19,7 @@ from pipeline.core.schedule import probe_blocks, probed_epochs
 from pipeline.images.plots import figures_for
 from pipeline.plan import make_plan
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 SMALL = {
     "datasets": ["digits"],

@@ -22,7 +22,7 @@ from pipeline.config import validate_config
 from pipeline.core.config import ConfigError, load_schema
 from pipeline.core.errors import ArtifactError
 
-ARITH_SRC = Path(__file__).resolve().parents[1] / "src/pipeline/arithmetic"
+ARITH_SRC = Path(__file__).resolve().parents[2] / "src/pipeline/arithmetic"
 #: a cell small enough to train in a fraction of a second
 TINY_CELL = {"P": 7, "train_fraction": 0.6, "alpha": 0.2, "width": 8, "epochs": 4, "log_every": 2,
              "checkpoint_every": 2}

@@ -22,7 +22,7 @@ from pipeline.core.config import ConfigError
 from pipeline.core.device import DeviceUnavailable, derived_seed, numpy_rng, resolve_device, seed_torch, torch_generator
 from pipeline.core.training import Batching, EpochEnd, EpochLoop, MuonWithAdamW, make_optimizer
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "pipeline"
+SRC = Path(__file__).resolve().parents[2] / "src" / "pipeline"
 
 
 # ----------------------------------------------------------------------------- a tiny synthetic problem

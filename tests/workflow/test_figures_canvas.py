@@ -2,7 +2,7 @@
 
 Parametrized over the three families' figure registries (images ``plots.FIGURES``, dynamics
 ``figures.FIGURES``, arithmetic ``figures.FIGURES``), each drawn from small tables: the image family's
-synthetic result table (tests/test_plots.py), dynamics tables built by the family's validated
+synthetic result table (tests/images/test_plots.py), dynamics tables built by the family's validated
 frames with the pipeline's longest names (``fashion_mnist`` / ``resnet20`` / ``stage1.block2``), and
 arithmetic tables made by training and gathering tiny cells with the family's own code. Each is drawn
 wide (several corruptions / depths) and narrow (one panel: the title is longer than the figure is

@@ -10,7 +10,7 @@ import yaml
 
 from pipeline.core.tables import RESULT_COLUMNS, read_parquet_metadata
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 def test_lint(tmp_path, snakemake, tiny_config):
     proc = snakemake("--lint", workdir=tmp_path, config=tiny_config, check=False)

@@ -1,5 +1,5 @@
 """The torch route of the probes (``device="cpu"``, and ``"cuda"`` where a GPU is visible) against
-the numpy reference route (``device=None``) on the synthetic cases of tests/test_probes.py.
+the numpy reference route (``device=None``) on the synthetic cases of tests/probes/test_probes.py.
 
 Predictions must be identical, fitted arrays the same arrays (names, dtypes, shapes) and equal within
 a tight tolerance (MASC bases up to the sign of each eigenvector: compared as projectors), and a

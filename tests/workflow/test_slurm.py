@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROFILE = REPO / "slurm" / "config.yaml"
 GPU_RULES = {"train", "extract_activations"}
 CPU_RULES = {"probe_checkpoint", "probe_block", "corrupt_labels", "run_probe_table", "aggregate_probes",

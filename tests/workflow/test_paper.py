@@ -17,7 +17,7 @@ from pipeline.core.schedule import schedule_for
 from pipeline.core.training import hyperparameters
 from pipeline.plan import workflow_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PAPER = REPO / "config" / "paper.yaml"
 
 PAPER_PAIRS = [("mnist", "mlp"), ("cifar10", "mlp"), ("mnist", "cnn"), ("fashion_mnist", "cnn"),

@@ -30,7 +30,7 @@ by the first rule that fits it, and a part that fits none fails the test (add a 
 * ``python3 -m venv DIR``: not run (it would replace the interpreter running these tests).
 * ``pip install -r FILE -e "PATH[extras]"``: not run (network, changes the environment); every
   requirements file must exist and every extra must be declared in PATH's pyproject.toml.
-* ``bash SCRIPT ARGS``: not run (device_checks.sh needs a GPU or a minute; tests/test_device_checks.py
+* ``bash SCRIPT ARGS``: not run (device_checks.sh needs a GPU or a minute; tests/workflow/test_device_checks.py
   runs its ``--smoke``); the script must exist and accept every argument in one of its ``case``
   patterns.
 * ``lint-imports``: run as typed (seconds; it must keep every contract).
@@ -56,7 +56,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHELL_LANGS = {"bash", "sh", "shell", "zsh", "console"}
 FENCE = re.compile(r"^\s*(```+|~~~+)\s*([\w+-]*)")
 ENV_ASSIGN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
@@ -336,7 +336,7 @@ def check_part(part: str) -> tuple[str, str | None]:
             return f"--help of stage {stage}", _check_help(assign, words[: words.index(stage) + 1], words)
         if len(words) > 1 and words[1].endswith(".py"):
             return f"--help of {words[1]}", _check_help(assign, words[:2], words)
-    return "no rule", f"no rule in tests/test_docs_commands.py handles `{part}`: add one (see its docstring)"
+    return "no rule", f"no rule in tests/workflow/test_docs_commands.py handles `{part}`: add one (see its docstring)"
 
 
 def _check_pip(words: list[str]) -> str | None:

@@ -135,7 +135,7 @@ def test_unexpected_errors_keep_their_traceback(tmp_path, monkeypatch, error):
 
 # ----------------------------------------------------------------------------- the stage registry
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RULE_FILES = sorted((REPO / "workflow" / "rules").glob("*.smk"))
 
 

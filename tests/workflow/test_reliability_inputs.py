@@ -18,7 +18,7 @@ from pipeline.config import validate_config
 from pipeline.core.config import ConfigError, apply_schema
 from pipeline.core.errors import ArtifactError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO / "src"),
        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
 
