@@ -523,8 +523,10 @@ def format_plan(plan: Plan) -> str:
     add = lines.append
     add(f"runs: {plan.runs}  ({len(plan.pairs)} dataset-model pairs x {len(cfg['corruptions'])} "
         f"corruption degrees x {len(cfg['seeds'])} seeds)")
-    add(f"upper bounds: every run trains to max_epochs={cfg['train']['max_epochs']} (training "
-        f"stops earlier at train accuracy {cfg['train']['target_train_accuracy']})")
+    target = cfg["train"]["target_train_accuracy"]
+    add(f"upper bounds: every run trains to max_epochs={cfg['train']['max_epochs']} ("
+        + ("target_train_accuracy null: no early stop)" if target is None else
+           f"training stops earlier at train accuracy {target})"))
     add(f"activations: dtype {cfg['activations']['dtype']}, compression "
         f"{cfg['activations']['compression'] or 'none'}, keep_activations "
         f"{cfg['storage']['keep_activations']}, persist {cfg['storage']['persist']}")
@@ -712,7 +714,13 @@ def dynamics_plan(config: dict) -> dict | None:
     2 N + 1 forward passes of the input set.
     """
     from pipeline.core.schedule import schedule_for
-    from pipeline.workflow import ablation_runs, dynamics_figures, dynamics_pairs, dynamics_runs
+    from pipeline.workflow import (
+        ablation_pairs,
+        ablation_runs,
+        dynamics_figures,
+        dynamics_pairs,
+        dynamics_runs,
+    )
 
     section = config.get("dynamics", {})
     if not section.get("enabled"):
@@ -747,6 +755,12 @@ def dynamics_plan(config: dict) -> dict | None:
         n_train, n_test = dataset_sizes(config, dataset)
         cap = section.get("max_samples") or 10 ** 12
         sizes = {"train": min(n_train, cap), "test": min(n_test, cap), "test_blur": min(n_test, cap)}
+        ic = section.get("input_corruptions") or {}
+        from pipeline.dynamics.corruptions import CORRUPTIONS
+
+        n_types = len(CORRUPTIONS) if ic.get("types", "all") == "all" else len(ic["types"])
+        sizes["test_corrupted"] = (min(n_test, cap, ic.get("max_samples") or cap) * n_types
+                                   * len(ic.get("severities", [5])))
         samples = sum(sizes[s] for s in section["splits"])
         control = (sum(sizes[s] for s in section["control"]["splits"] if s in section["splits"])
                    if section["control"]["enabled"] else 0)
@@ -760,7 +774,9 @@ def dynamics_plan(config: dict) -> dict | None:
 
             batch = sn["batch_size"] or hyperparameters(config, model, dataset)["batch_size"]
             n_depths = len((sn.get("depths") or {}).get(model) or depths)
-            sgd_passes = n_depths * (sn["n_updates"] * 3 * batch + (2 * sn["n_updates"] + 1) * sn["n_inputs"])
+            n_epochs = len(sn["epoch"]) if isinstance(sn["epoch"], list) else 1
+            sgd_passes = n_epochs * n_depths * (sn["n_updates"] * 3 * batch
+                                                + (2 * sn["n_updates"] + 1) * sn["n_inputs"])
         rate = DYNAMICS_IMAGES_PER_S.get(model, DYNAMICS_DEFAULT_IMAGES_PER_S)
         seconds = n_runs * (passes + sgd_passes) / rate
         total_passes += n_runs * (passes + sgd_passes)
@@ -776,7 +792,11 @@ def dynamics_plan(config: dict) -> dict | None:
             "dynamics_sgd_noise": len(runs) if section["sgd_noise"]["enabled"] else 0,
             "dynamics_ablation": n_abl, "dynamics_tables": 1,
             "dynamics_sgd_table": int(section["sgd_noise"]["enabled"]),
-            "dynamics_ablation_table": int(n_abl > 0), "dynamics_figures": len(dynamics_pairs(config))}
+            "dynamics_ablation_table": int(n_abl > 0), "dynamics_figures": len(dynamics_pairs(config)),
+            "dynamics_ablation_figure": len(ablation_pairs(config)),
+            "dynamics_anisotropy": int(section["sgd_noise"]["enabled"])}
+    if "test_corrupted" in section["splits"]:  # Figs. 16/17 and the mCE (pipeline.dynamics.corruption_figures)
+        jobs.update({"dynamics_corruption_tables": 1, "dynamics_corruption_figures": len(dynamics_pairs(config))})
     return {"runs": len(runs), "pairs": per_pair, "jobs": jobs, "forward_passes": total_passes,
             "hours_at_assumed_rate": total_seconds / 3600}
 

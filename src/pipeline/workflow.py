@@ -31,6 +31,7 @@ from pipeline.core.config import (  # noqa: F401 (re-exported for the rule files
 )
 from pipeline.core.schedule import probe_blocks, probed_epochs  # noqa: F401 (re-exported for the rule files)
 from pipeline.dynamics.paths import (  # noqa: F401 (re-exported for the rule files)
+    DYNAMICS_CORRUPTION_FIGURES,
     DYNAMICS_FIGURES,
     DYNAMICS_PLOT_DIR,
     DYNAMICS_RUN_FILES,
@@ -145,7 +146,9 @@ def final_activations(run_dir: str, wildcards: Mapping[str, str], index_path: st
 
 #: models with a 2-D boundary whose feature trajectories and decision regions are drawn (Fig. 6)
 TRAJECTORY_MODELS = ("bottleneck_mlp",)
-ABLATION_PATTERN = r"(freeze|reinit)-[A-Za-z0-9_]+-e[0-9]+"
+#: the ablation figure's name under results/plots/dynamics/<dataset>/<model>/ (Fig. 18, App. F)
+ABLATION_FIGURE = "ablations"
+ABLATION_PATTERN = r"(freeze|reinit)-[A-Za-z0-9_]+-e[0-9]+|reinit-[A-Za-z0-9_]+-final|restart-e[0-9]+"
 
 
 def dynamics_pairs(config: dict) -> list[tuple[str, str]]:
@@ -174,6 +177,8 @@ def dynamics_figures(config: dict, model: str) -> list[str]:
         names.append("eigen_spectra")
     if model in TRAJECTORY_MODELS:
         names.append("trajectories")
+    if section.get("induction", {}).get("enabled", True):
+        names += ["feature_pca", "induction"]  # Figs. 11, 14 (pipeline.dynamics.trajectories)
     return names
 
 
@@ -188,8 +193,9 @@ def _depth_slug(depth: str) -> str:
 
 
 def ablation_variants(config: dict, model: str) -> list[str]:
-    """Run variants of the enabled ablations for ``model``: ``freeze-<depth>-e<E>``,
-    ``reinit-<depth>-e<E>`` (dots of a depth name written as underscores)."""
+    """Run variants of the enabled ablations for ``model`` (:mod:`pipeline.dynamics.ablation`):
+    ``freeze-<depth>-e<E>`` per freeze depth, ``restart-e<E>``, ``reinit-<depth>-e<E>`` or
+    ``reinit-<depth>-final`` per retained depth (dots of a depth name written as underscores)."""
     section = config.get("dynamics", {})
     abl = section.get("ablations", {})
     if not section.get("enabled") or not abl.get("enabled"):
@@ -202,12 +208,45 @@ def ablation_variants(config: dict, model: str) -> list[str]:
 
             depths = default_depths(model)
         chosen = [depths[0]]
-    return [f"{kind}-{_depth_slug(d)}-e{int(abl['epoch'])}" for kind in abl["kinds"] for d in chosen]
+    reinit = abl.get("reinit") or {}
+    retained = (reinit.get("depths") or {}).get(model) or chosen
+    reinit_epoch = reinit.get("epoch", "final")
+    reinit_at = "final" if reinit_epoch == "final" else f"e{int(reinit_epoch)}"
+    out = []
+    for kind in abl["kinds"]:
+        if kind == "freeze":
+            out += [f"freeze-{_depth_slug(d)}-e{int(abl['epoch'])}" for d in chosen]
+        elif kind == "restart":
+            out.append(f"restart-e{int(abl['epoch'])}")
+        else:
+            out += [f"reinit-{_depth_slug(d)}-{reinit_at}" for d in retained]
+    return out
 
 
 def ablation_runs(config: dict) -> list[Run]:
+    """The ablation run variants of every analysed standard run whose corruption is among
+    ``dynamics.ablations.corruptions`` (null: all)."""
+    wanted = (config.get("dynamics", {}).get("ablations") or {}).get("corruptions")
     return [Run(r.dataset, r.model, r.corruption, r.seed, v) for r in dynamics_runs(config)
+            if wanted is None or any(abs(r.corruption - float(c)) < 1e-12 for c in wanted)
             for v in ablation_variants(config, r.model)]
+
+
+def ablation_pairs(config: dict) -> list[tuple[str, str]]:
+    """(dataset, model) pairs with ablation runs (each gets the ablation figure)."""
+    return list(dict.fromkeys((r.dataset, r.model) for r in ablation_runs(config)))
+
+
+def ablation_standard_logs(config: dict, results: str = "results") -> list[str]:
+    """Training logs of the standard runs the ablations branch from (the figure's baseline)."""
+    runs = dict.fromkeys(Run(r.dataset, r.model, r.corruption, r.seed) for r in ablation_runs(config))
+    return [f"{results}/{r.path}/train_log.parquet" for r in runs]
+
+
+def ablation_plots(config: dict, fmt: str | None = None) -> list[str]:
+    """The ablation figure (Fig. 18 and App. F) of every pair with ablation runs."""
+    fmt = fmt or config.get("plots", {}).get("format", "png")
+    return [f"{DYNAMICS_PLOT_DIR}/{d}/{m}/{ABLATION_FIGURE}.{fmt}" for d, m in ablation_pairs(config)]
 
 
 def dynamics_targets(config: dict, results: str = "results") -> list[str]:
@@ -220,7 +259,42 @@ def dynamics_targets(config: dict, results: str = "results") -> list[str]:
         tables.append(DYNAMICS_TABLES["sgd_noise"])
     if ablation_runs(config):
         tables.append(DYNAMICS_TABLES["ablations"])
-    return tables + dynamics_plots(config)
+    return (tables + dynamics_plots(config) + ablation_plots(config) + dynamics_corruption_outputs(config)
+            + sgd_noise_outputs(config))
+
+
+#: the SGD-noise figure of each pair (Figs. 8 and 15, one column per dynamics.sgd_noise.epoch) and the
+#: anisotropy-consistency figure across runs (pipeline.dynamics.noise_figures)
+SGD_NOISE_EPOCHS_FIGURE = "sgd_noise_epochs"
+ANISOTROPY_FIGURE = "anisotropy_consistency"
+
+
+def sgd_noise_epoch_figures(config: dict, fmt: str | None = None) -> list[str]:
+    fmt = fmt or config.get("plots", {}).get("format", "png")
+    return [f"{DYNAMICS_PLOT_DIR}/{d}/{m}/{SGD_NOISE_EPOCHS_FIGURE}.{fmt}" for d, m in dynamics_pairs(config)]
+
+
+def sgd_noise_outputs(config: dict, fmt: str | None = None) -> list[str]:
+    """What the anisotropy job writes (only with dynamics.sgd_noise.enabled): the anisotropy tables,
+    the relation figure and each pair's SGD-noise-by-epoch figure."""
+    section = config.get("dynamics", {})
+    if not section.get("enabled") or not section.get("sgd_noise", {}).get("enabled"):
+        return []
+    fmt = fmt or config.get("plots", {}).get("format", "png")
+    return [DYNAMICS_TABLES["anisotropy"], DYNAMICS_TABLES["anisotropy_correlation"],
+            f"{DYNAMICS_PLOT_DIR}/{ANISOTROPY_FIGURE}.{fmt}", *sgd_noise_epoch_figures(config, fmt)]
+
+
+def dynamics_corruption_outputs(config: dict, fmt: str | None = None) -> list[str]:
+    """The corrupted-input tables and figures (paper Figs. 16/17, mCE): only when dynamics.splits
+    has test_corrupted."""
+    section = config.get("dynamics", {})
+    if not section.get("enabled") or "test_corrupted" not in (section.get("splits") or []):
+        return []
+    fmt = fmt or config.get("plots", {}).get("format", "png")
+    return [DYNAMICS_TABLES["corruption_error"], DYNAMICS_TABLES["mce"]] + [
+        f"{DYNAMICS_PLOT_DIR}/{d}/{m}/{name}.{fmt}" for d, m in dynamics_pairs(config)
+        for name in DYNAMICS_CORRUPTION_FIGURES]
 
 
 # ----------------------------------------------------------------------------- fused extraction + probing (issue 11)

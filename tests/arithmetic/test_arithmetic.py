@@ -85,13 +85,35 @@ def test_symmetric_noise_gives_both_orders_one_wrong_label(task):
     assert abs(int(d.changed.sum()) - round(alpha * n)) <= 1
     label = {(int(d.a[i]), int(d.b[i])): int(y) for i, y in zip(d.train_idx, d.given, strict=True)}
     changed = {(int(d.a[i]), int(d.b[i])) for i in d.train_idx[d.changed]}
+    test_pairs = {(int(d.a[i]), int(d.b[i])) for i in d.test_idx}
+    both = 0
     for (x, y), lab in label.items():
-        assert (y, x) in label  # the split keeps both orders together
+        if (y, x) not in label:  # the mirror is a test pair (the split is over ordered pairs)
+            assert (y, x) in test_pairs
+            continue
+        both += 1
         if (x, y) in changed or task == "add":
             assert label[(y, x)] == lab
         if (x, y) in changed:
             assert (y, x) in changed
-            assert lab != apply_task(task, x, y, P) and lab != apply_task(task, y, x, P)
+    for x, y in changed:  # wrong for both orders
+        assert label[(x, y)] != apply_task(task, x, y, P) and label[(x, y)] != apply_task(task, y, x, P)
+    assert both > n / 3  # about half the training pairs have their mirror in training too
+
+
+def test_the_split_does_not_depend_on_the_noise_mode_alpha_or_tying(tmp_path):
+    """Tied vs untied, asymmetric vs symmetric noise: every cell of one (task, P, fraction, seed)
+    trains on the same pairs and is tested on the same pairs (the comparison is like with like)."""
+    ref = make_data("add", 23, 0.5, 0.0, "wrong_only", 2)
+    for alpha, mode in ((0.3, "symmetric"), (0.8, "symmetric"), (0.3, "wrong_only"), (0.5, "uniform")):
+        d = make_data("add", 23, 0.5, alpha, mode, 2)
+        assert np.array_equal(d.train_idx, ref.train_idx) and np.array_equal(d.test_idx, ref.test_idx)
+    common = {"P": 11, "train_fraction": 0.5, "width": 8, "epochs": 2, "checkpoint_every": 0, "alpha": 0.3,
+              "partition": [[0.5, 0.5]], "prune_fractions": [1.0]}
+    tied = run_cell({**common, "tied": True, "noise_mode": "symmetric"}, tmp_path / "tied")
+    untied = run_cell({**common, "tied": False, "noise_mode": "wrong_only"}, tmp_path / "untied")
+    a, b = load_data(tied["labels"]), load_data(untied["labels"])
+    assert np.array_equal(a.train_idx, b.train_idx) and np.array_equal(a.test_idx, b.test_idx)
 
 
 def test_data_is_deterministic_by_seed_and_split_shared_across_alpha(tmp_path):
@@ -220,6 +242,75 @@ def test_strength_and_partition():
     assert list(top_neurons(np.array([0.1, 0.9, 0.5, 0.3]), 0.5)) == [1, 2]
 
 
+def test_ipr_counts_the_dc_bin_or_not_and_the_scores_name_which():
+    from pipeline.arithmetic.filtration import neuron_scores, score_names
+
+    P = 23
+    i = np.arange(P)
+    cosine = np.cos(2 * np.pi * 3 * i / P + 0.4)
+    constant = np.full(P, 0.7)
+    noise = np.random.default_rng(0).normal(size=(200, P))
+    # with DC counted a constant scores 1, exactly like a pure cosine; without it 0
+    assert np.isclose(ipr(constant), 1.0) and np.isclose(ipr(cosine), 1.0)
+    assert np.isclose(ipr(constant, dc=False), 0.0) and np.isclose(ipr(cosine, dc=False), 1.0)
+    assert np.isclose(ipr(cosine + 5.0, dc=False), 1.0) and ipr(cosine + 5.0) > 0.9  # DC dominates it
+    # the paper's (||x_hat||_4 / ||x_hat||_2)^4 on the full P-bin DFT, DC left out: half of ours
+    full = np.abs(np.fft.fft(noise, axis=1))[:, 1:]
+    paper = (full ** 4).sum(1) / (full ** 2).sum(1) ** 2
+    assert np.allclose(paper, ipr(noise, axis=1, dc=False) / 2)
+    w = Weights(U=noise[:5], V=noise[5:10], W=np.vstack([constant, cosine, noise[10:13]]).T.copy(),
+                mu=np.zeros(P))
+    assert set(neuron_scores(w, ipr_dc=True)) == set(score_names(True)) == {"ipr", "ipr_doshi", "str"}
+    by_nodc = neuron_scores(w, ipr_dc=False)
+    assert set(by_nodc) == {"ipr_nodc", "ipr_doshi_nodc", "str"}
+    assert by_nodc["ipr_nodc"][0] == 0.0 and np.isclose(neuron_scores(w, ipr_dc=True)["ipr"][0], 1.0)
+
+
+def test_algorithm_1_takes_separate_gammas_for_the_generalizing_and_the_memorizing_part():
+    """A planted adder (pure cosines, IPR 1) beside as many large random neurons: the top gamma_G by
+    IPR is the adder, the bottom gamma_R the random part, with gamma_G + gamma_R <= 1 disjoint."""
+    from pipeline.arithmetic.filtration import analysis_predictions, partition
+
+    P = 23
+    good = planted_weights(P, [2, 5, 9], grid=4)  # 48 neurons, exact for x^2
+    rng = np.random.default_rng(1)
+    M = good.width
+    w = Weights(U=np.vstack([good.U, 3 * rng.normal(size=(M, P))]), V=np.vstack([good.V, 3 * rng.normal(size=(M, P))]),
+                W=np.hstack([good.W, 3 * rng.normal(size=(P, M))]), mu=np.zeros(P), activation="square")
+    score = ipr_paper(w, dc=False)
+    top, bottom = partition(score, 0.5, 0.5)
+    assert set(top) == set(range(M)) and set(bottom) == set(range(M, 2 * M))  # disjoint, covering
+    top, bottom = partition(score, 0.25, 0.5)
+    assert len(top) == M // 2 and len(bottom) == M and not set(top) & set(bottom)
+    top, bottom = partition(score, 0.75, 0.5)  # gamma_G + gamma_R > 1: the middle neurons are shared
+    assert len(set(top) & set(bottom)) == round(0.25 * 2 * M)
+    with pytest.raises(ValueError, match="gamma_R"):
+        partition(score, 0.5, 0.0)
+    data = make_data("add", P, 0.5, 0.0, "wrong_only", 0)
+    rows = {(net, score, frac): pred for net, score, frac, pred in analysis_predictions(
+        w, data, partition_gammas=((0.5, 0.5), (0.5, 0.25), (0.25, 0.75)), prune_fractions=(1.0,),
+        swap_activations=())}
+    true = data.true
+    assert (rows[("raw", "none", 1.0)] == true).mean() < 0.5  # the random neurons drown the adder
+    assert (rows[("part_G", "ipr_nodc", 0.5)] == true).mean() == 1.0
+    assert (rows[("part_R", "ipr_nodc", 0.5)] == true).mean() < 0.2
+    # one row per distinct gamma: part_G / part_G_ff carry gamma_G, part_R gamma_R
+    assert sorted(f for n, s, f in rows if n == "part_G" and s == "ipr_nodc") == [0.25, 0.5]
+    assert sorted(f for n, s, f in rows if n == "part_R" and s == "str") == [0.25, 0.5, 0.75]
+
+
+def test_the_tables_record_whether_the_weight_decay_was_coupled_or_decoupled():
+    from pipeline.arithmetic.tables import run_keys
+
+    base = {"task": "add", "P": 5, "train_fraction": 0.5, "alpha": 0.0, "noise_mode": "wrong_only", "width": 4,
+            "activation": "relu", "seed": 0}
+    kinds = {(opt, wd): run_keys({**base, "optimizer": opt, "weight_decay": wd})["weight_decay_kind"]
+             for opt, wd in (("adamw", 0.1), ("muon", 0.1), ("adam", 0.1), ("sgd", 0.1), ("adam", 0.0))}
+    assert kinds == {("adamw", 0.1): "decoupled", ("muon", 0.1): "decoupled", ("adam", 0.1): "coupled_l2",
+                     ("sgd", 0.1): "coupled_l2", ("adam", 0.0): "none"}
+    assert list(run_keys({**base, "optimizer": "adam", "weight_decay": 0.0}))[-1] == "weight_decay_kind"
+
+
 # ----------------------------------------------------------------------------- training
 
 def test_training_is_deterministic_and_logs_the_four_sets(tmp_path):
@@ -240,7 +331,9 @@ def test_training_is_deterministic_and_logs_the_four_sets(tmp_path):
         assert logs[0].equals(logs[1])
 
 
-def test_tiny_cell_end_to_end_and_tables_schema(tmp_path):
+def test_tiny_cell_end_to_end_and_tables_schema(tmp_path, capfd):
+    from pipeline.core.tables import result_frame as io_result_frame
+
     settings = {"P": 23, "train_fraction": 0.5, "width": 64, "alpha": 0.5, "epochs": 300, "log_every": 5,
                 "checkpoint_every": 150, "weight_decay": 1.0}
     paths = run_cell(settings, tmp_path)
@@ -259,6 +352,16 @@ def test_tiny_cell_end_to_end_and_tables_schema(tmp_path):
     assert log["alpha"].iloc[0] == 0.5 and log["epoch"].iloc[-1] == 300
     index = json.loads(paths["index"].read_text())
     assert index["epochs"] == [0, 150, 300] and index["seconds_total"] > 0
+    assert set(res["weight_decay_kind"]) == {"decoupled"}
+    # Algorithm 1 and the pruning name their IPR convention (the default leaves the DC bin out)
+    assert set(res.loc[res.network == "part_G", "score"]) == {"ipr_nodc", "ipr_doshi_nodc", "str"}
+    assert sorted(res.loc[res.network == "part_R", "fraction"].unique()) == [0.5, 0.75, 0.9]
+    # MASC / VeLPIC on the hidden layer at the last epoch, in the pipeline's probe-result schema
+    probes = pd.read_parquet(paths["probes"])
+    io_result_frame(probes)
+    assert set(probes["probe"]) == {"masc", "velpic"} and set(probes["layer"]) == {"hidden"}
+    assert set(probes["epoch"]) == {300} and set(probes["fit_labels"]) == {"corrupted", "true"}
+    assert set(probes["model"]) == {"arith_w64_relu_adamw_wd1"}
     # the network fits the training labels, the noisy ones included, at the last epoch
     last = res[(res.epoch == 300) & (res.network == "raw")].set_index("split")["accuracy"]
     assert last["train_clean"] == 1.0 and last["train_noisy_given"] > 0.9
@@ -270,6 +373,10 @@ def test_tiny_cell_end_to_end_and_tables_schema(tmp_path):
     assert first("acc_train_noisy_given") < first("acc_train_clean")
     early = log[(log.epoch > 0) & (log.epoch <= 60)]
     assert (early["acc_train_noisy_given"] - early["acc_train_clean"]).mean() > 0
+    # the cell's progress line (the rule's log): the cell, the epochs done, the last logged accuracies
+    progress = capfd.readouterr().err
+    assert cell_path(settings) in progress and "300/300" in progress and "test=" in progress
+    assert progress.count("\r") + progress.count("\n") < 50  # refreshed every few seconds, not per epoch
 
 
 def test_tables_reject_bad_rows():

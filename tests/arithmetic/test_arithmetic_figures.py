@@ -3,6 +3,8 @@ memorization-order check and the plan. Tiny cells only: seconds on one core."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -72,9 +74,31 @@ def test_paper_and_doshi_configs_plan():
     assert ap["widths"] == [2 ** k + 1 for k in range(4, 13)]
     assert ap["cells"] == len(iter_cells(paper["arithmetic"]))
     # compute: cells x epochs x (6 M P n_train + evaluation of all P^2 pairs every log_every)
-    expected = sum(200_000 * (6 * c["width"] * 113 * round(0.5 * 113 ** 2) + 2 * c["width"] * 113 ** 3 / 100)
+    expected = sum(200_000 * (6 * c["width"] * 113 * round(c["train_fraction"] * 113 ** 2)
+                              + 2 * c["width"] * 113 ** 3 / 10)
                    for c in iter_cells(paper["arithmetic"]))
     assert ap["flops"] == pytest.approx(expected)
+    # what the paper ran: Muon and Adam (no decay: torch's default) beside AdamW, each over every
+    # width; the training-ratio sweep; a log fine enough for the first 200 epochs
+    cells = iter_cells(paper["arithmetic"])
+    for optimizer, decay in (("adamw", 0.1), ("adam", 0.0), ("muon", 0.1)):
+        assert {c["width"] for c in cells if c["optimizer"] == optimizer} == set(ap["widths"]), optimizer
+        assert {c["weight_decay"] for c in cells if c["optimizer"] == optimizer} == {decay}
+    assert {c["train_fraction"] for c in cells} == {0.3, 0.5, 0.7}
+    assert paper["arithmetic"]["log_every"] <= 20
+    header = Path("config/arithmetic-paper.yaml").read_text().split("\narithmetic:")[0]
+    assert "not implemented" not in header
+    # Adam at decay 0 beside AdamW's 0.1 is the optimizer comparison, drawn with each at its decay
+    from pipeline.arithmetic.figures import sweep_values
+
+    assert "vs_weight_decay" not in figure_names(paper["arithmetic"]) and "vs_optimizer" in figure_names(
+        paper["arithmetic"])
+    row = {**{k: v for k, v in cells[0].items() if k in KEY_COLUMNS}, "dataset": "d", "corruption": 0.3,
+           "variant": "v", "weight_decay_kind": "decoupled", "epoch": 1, "score": "none", "fraction": 1.0,
+           "split": "test", "accuracy": 0.5}
+    rows = pd.DataFrame([{**row, "optimizer": o, "weight_decay": wd, "model": o, "network": n}
+                         for o, wd in (("adamw", 0.1), ("adam", 0.0), ("muon", 0.1)) for n in ("raw", "G")])
+    assert set(sweep_values(rows, "optimizer")["optimizer"]) == {"adamw", "adam", "muon"}
     text = "\n".join(format_arithmetic_plan(ap))
     assert f"{ap['cells']} cells x 200000 epochs" in text and "FLOPs" in text
     doshi = workflow_config(["config/arithmetic-doshi.yaml"])["arithmetic"]

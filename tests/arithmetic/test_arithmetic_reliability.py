@@ -56,14 +56,15 @@ def test_a_split_without_training_or_test_pairs_is_refused_naming_p_and_train_fr
     message = refused("no training pair", P=[5], train_fraction=[0.01])
     assert "arithmetic.P" in message and "arithmetic.train_fraction" in message and "raise" in message
     refused("no test pair", P=[5], train_fraction=[0.99])
-    # symmetric noise splits unordered pairs: whole groups only, checked on the real split
-    # (at seed 1 the first unordered pair drawn is {a, b} with a != b: two pairs, more than round(0.04 * 25))
-    refused("no training pair", P=[5], train_fraction=[0.04], noise_mode=["symmetric"], seed=[1])
     validate_config(arithmetic(P=[5], train_fraction=[0.04], seed=[1]))  # one training pair is enough
+    # symmetric noise trains on the same split as every other mode (one pair here too)
+    validate_config(arithmetic(P=[5], train_fraction=[0.04], noise_mode=["symmetric"], seed=[1]))
 
 
-def test_duplicate_gammas_and_prune_fractions_are_refused():
-    refused(r"arithmetic\.gammas.*non-unique", gammas=[0.1, 0.25, 0.1])
+def test_duplicate_partitions_and_prune_fractions_are_refused():
+    refused(r"arithmetic\.partition.*non-unique", partition=[[0.1, 0.9], [0.5, 0.5], [0.1, 0.9]])
+    refused(r"arithmetic\.partition", partition=[[0.1, 0.9, 0.5]])  # a (gamma_G, gamma_R) pair
+    refused(r"arithmetic\.partition", partition=[[0.0, 0.5]])
     refused(r"arithmetic\.prune_fractions.*non-unique", prune_fractions=[0.5, 1.0, 0.5])
 
 
@@ -133,7 +134,8 @@ def test_cell_defaults_come_from_the_schema_only():
     for key in ("P", "train_fraction", "task", "noise_mode", "activation", "tied", "optimizer", "weight_decay",
                 "seed"):
         assert cell[key] == schema[key]["default"][0], key
-    for key in ("epochs", "lr", "checkpoint_every", "log_every", "gammas", "prune_fractions", "device"):
+    for key in ("epochs", "lr", "checkpoint_every", "log_every", "partition", "ipr_dc", "prune_fractions",
+                "device"):
         assert cell[key] == schema[key]["default"], key
     assert (cell["P"], cell["epochs"], cell["weight_decay"], cell["checkpoint_every"]) == (31, 2000, 1.0, 500)
     with pytest.raises(ConfigError, match="width"):  # its default lists several values: a cell needs one

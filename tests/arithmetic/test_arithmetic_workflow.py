@@ -12,6 +12,7 @@ from conftest import REPO
 from pipeline.arithmetic.grid import figure_names, iter_cells
 from pipeline.arithmetic.tables import LOG_TABLE_COLUMNS, NEURON_COLUMNS, RESULT_COLUMNS
 from pipeline.config import validate_config
+from pipeline.core.tables import RESULT_COLUMNS as PROBE_RESULT_COLUMNS
 from pipeline.core.tables import RUN_KEY_COLUMNS
 
 ARITH = {"enabled": True, "P": [11], "train_fraction": [0.6], "alpha": [0.6], "width": [16, 48],
@@ -24,7 +25,7 @@ ARITH = {"enabled": True, "P": [11], "train_fraction": [0.6], "alpha": [0.6], "w
 def test_default_config_runs_the_small_grid_and_the_paper_grid_does_not(tmp_path, snakemake):
     default = yaml.safe_load((REPO / "config/config.yaml").read_text())
     section = validate_config(default)["arithmetic"]
-    assert section["enabled"] and section["P"] == [31] and section["width"] == [65, 257, 1025]
+    assert section["enabled"] and section["P"] == [31] and section["width"] == [65, 257, 2049]
     cells = iter_cells(section)
     proc = snakemake("-n", "--cores", "2", "arithmetic", workdir=tmp_path, config=default)
     assert proc.job_counts() == {"arithmetic_cell": len(cells), "arithmetic_tables": 1,
@@ -44,14 +45,19 @@ def test_tiny_grid_end_to_end(tmp_path, snakemake, tiny_config):
     neurons = pd.read_parquet(tables / "arithmetic_neurons.parquet")
     log = pd.read_parquet(tables / "arithmetic_log.parquet")
     memo = pd.read_parquet(tables / "arithmetic_memorization.parquet")
+    # MASC / VeLPIC on the hidden layer of every cell, gathered by the workflow (probe-result schema)
+    probes = pd.read_parquet(tables / "arithmetic_probes.parquet")
+    assert list(probes.columns) == list(PROBE_RESULT_COLUMNS)
+    assert set(probes["probe"]) == {"masc", "velpic"} and set(probes["layer"]) == {"hidden"}
     assert list(res.columns) == list(RESULT_COLUMNS)
     assert list(neurons.columns) == list(NEURON_COLUMNS)
     assert list(log.columns) == list(LOG_TABLE_COLUMNS)
-    for df in (res, neurons, log, memo):
+    for df in (res, neurons, log, memo, probes):
         assert list(df.columns[:5]) == list(RUN_KEY_COLUMNS)  # every table joins on the run keys
     section = validate_config(config)["arithmetic"]
     n_cells = len(iter_cells(section))
     assert n_cells == 4 and len(res[["model", "corruption", "variant"]].drop_duplicates()) == n_cells
+    assert len(probes[["model", "corruption", "variant"]].drop_duplicates()) == n_cells
     # raw / G / R at every checkpoint, the full analysis at the last epoch
     assert sorted(res.loc[res.network == "G", "epoch"].unique()) == [0, 40, 80]
     assert set(res.loc[res.epoch == 80, "network"]) >= {"raw", "G", "R", "prune", "part_G", "G_randfreq"}

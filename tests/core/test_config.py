@@ -255,8 +255,10 @@ def workdir(tmp_path):
 
 
 def test_snakemake_config_overrides_are_typed(workdir):
+    # the default's consistency window [0, 4] ends at a saved epoch of the default's runs; with 3 epochs
+    # it must end at one of theirs (saved: 0, 3), or validation refuses it before any job
     rc, out = _snakemake_dry_run(workdir, "--config", "corruptions=[0.5]", "train={max_epochs: 3}",
-                                 "seeds=[0, 1]")
+                                 "seeds=[0, 1]", "dynamics={windows: [[0, 3]]}")
     assert rc == 0, out[-3000:]
     assert "c0.5/s1" in out and "c0.8" not in out
 

@@ -13,10 +13,12 @@ N = 2  # tiny batches keep the whole file fast
 NUM_CLASSES = 10
 
 # (in_channels, image_size) per dataset shape
-DIGITS, MNIST, CIFAR, TINY = (1, 8), (1, 28), (3, 32), (3, 64)
+DIGITS, MNIST, CIFAR, TINY, STL10 = (1, 8), (1, 28), (3, 32), (3, 64), (3, 96)
 SHAPES = {"mlp": (DIGITS, MNIST, CIFAR), "cnn": (DIGITS, MNIST, CIFAR),
           "alexnet": (DIGITS, MNIST, CIFAR, TINY), "resnet18": (DIGITS, MNIST, CIFAR),
-          "resnet20": (DIGITS, MNIST, CIFAR), "bottleneck_mlp": (DIGITS, MNIST, CIFAR)}
+          "resnet20": (DIGITS, MNIST, CIFAR), "bottleneck_mlp": (DIGITS, MNIST, CIFAR),
+          # the paper's SVHN / STL-10 networks need their datasets' image sizes (padding-0 convs)
+          "mnist_mlp": (DIGITS, MNIST), "svhn_cnn": (CIFAR,), "stl10_cnn": (STL10,)}
 PROBE_LAYERS = {
     "mlp": ("fc1", "fc2", "fc3", "fc4"),
     "cnn": ("block1", "block2", "flat", "fc1", "fc2", "fc3"),  # block3 = flat: probed once
@@ -24,6 +26,9 @@ PROBE_LAYERS = {
     "resnet18": ("L0", "L1", "L2", "L3", "L4", "avg_pool"),
     "resnet20": ("stem", "stage1", "stage2", "stage3", "avg_pool"),
     "bottleneck_mlp": ("fc1", "bottleneck"),
+    "mnist_mlp": ("fc1", "fc2"),
+    "svhn_cnn": tuple(f"layer{i}" for i in range(1, 8)),
+    "stl10_cnn": tuple(f"layer{i}" for i in range(1, 7)),
 }
 CASES = [(name, shape, dropout) for name, shapes in SHAPES.items() for shape in shapes
          for dropout in (False, True)]
@@ -43,8 +48,9 @@ def _input(shape, n=N, seed=1):
 
 
 def test_registry_keys():
-    """One registry: the probing papers' four models, then the feature-dynamics paper's two."""
-    assert list(MODELS) == ["mlp", "cnn", "alexnet", "resnet18", "resnet20", "bottleneck_mlp"]
+    """One registry: the probing papers' four models, then the feature-dynamics paper's five."""
+    assert list(MODELS) == ["mlp", "cnn", "alexnet", "resnet18", "resnet20", "bottleneck_mlp",
+                            "mnist_mlp", "svhn_cnn", "stl10_cnn"]
     assert all(isinstance(spec, ModelSpec) and spec.name == key for key, spec in MODELS.items())
     assert set(MODELS) == set(SHAPES) == set(PROBE_LAYERS)
     import pipeline.core.models as models
@@ -89,7 +95,7 @@ def test_classifier_reads_last_probe_layer(name):
 def test_train_mode_consistency_with_dropout(name):
     """Same RNG state -> same dropout masks: forward() == forward_layers(), and the classifier
     sees the last probe layer *after* dropout, also in training mode."""
-    shape = CIFAR
+    shape = SHAPES[name][-1]
     model = _model(name, shape, True)
     x = _input(shape, n=4)
     model.train()
@@ -232,8 +238,9 @@ def test_backward_through_all_probe_layers(name):
     """Autograd raises if any op modified in place a tensor it saved: every probe layer and the
     logits can be differentiated together in training mode."""
     torch.manual_seed(0)
-    model = build_model(name, in_channels=1, image_size=8, num_classes=3, dropout=True).train()
-    logits, acts = model.forward_layers(_input(DIGITS, n=3))
+    channels, size = SHAPES[name][0]
+    model = build_model(name, in_channels=channels, image_size=size, num_classes=3, dropout=True).train()
+    logits, acts = model.forward_layers(_input(SHAPES[name][0], n=3))
     loss = logits.sum() + sum(a.sum() for a in acts.values())
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
@@ -259,11 +266,12 @@ def test_model_spec_defaults():
     assert cnn.default_batch_size("digits") == 128
     assert mlp.default_batch_size("cifar10") == 32 and res.default_batch_size("cifar10") == 32
     assert alex.default_batch_size("tiny_imagenet") == 500
-    assert [MODELS[k].late_checkpoint_interval for k in MODELS] == [5, 5, 10, 5, 5, 5]
+    assert [MODELS[k].late_checkpoint_interval for k in MODELS] == [5, 5, 10, 5, 5, 5, 5, 5, 5]
     assert mlp.normalization == "unit"
     assert cnn.normalization == alex.normalization == res.normalization == "standardize"
     for spec in MODELS.values():
-        model = spec.build(1, 8, 4, dropout=False)
+        channels, size = SHAPES[spec.name][0]
+        model = spec.build(channels, size, 4, dropout=False)
         assert isinstance(model, ProbedModel)
     # the probing models: no weight decay, no step decay, the same defaults dict as always
     for spec in (mlp, cnn, alex, res):
@@ -306,3 +314,51 @@ def test_too_small_inputs_are_refused():
         build_model("cnn", in_channels=1, image_size=4, num_classes=2)
     with pytest.raises(ValueError, match="image_size"):
         build_model("alexnet", in_channels=1, image_size=5, num_classes=2)
+
+
+# ------------------------------------------------------------------ the paper's MNIST / SVHN / STL-10 networks
+
+def test_playground_models_as_the_cited_code_defines_them():
+    """pytorch-playground's mnist/svhn/stl10 model.py (n_channel 32): layer shapes, parameter
+    counts of the code's networks, BatchNorm without affine parameters, the code's dropout, and
+    Table 2's optimizer rows."""
+    mlp = layer_dims("mnist_mlp", in_channels=1, image_size=28, num_classes=10)
+    assert mlp == {"fc1": 256, "fc2": 256}
+    svhn = _model("svhn_cnn", CIFAR, False)
+    stl = _model("stl10_cnn", STL10, False)
+    with torch.no_grad():
+        _, acts = svhn.forward_layers(_input(CIFAR))
+        assert [tuple(a.shape[1:]) for a in acts.values()] == [
+            (32, 32, 32), (32, 16, 16), (64, 16, 16), (64, 8, 8), (128, 8, 8), (128, 4, 4), (256, 1, 1)]
+        _, acts = stl.forward_layers(_input(STL10))
+        assert [tuple(a.shape[1:]) for a in acts.values()] == [
+            (32, 48, 48), (64, 24, 24), (128, 12, 12), (128, 6, 6), (256, 4, 4), (256, 1, 1)]
+
+    def conv_params(cfg, c=3):
+        total = 0
+        for v in cfg:
+            if v != "M":
+                out = v[0] if isinstance(v, tuple) else v
+                total += c * out * 9 + out
+                c = out
+        return total + c * 10 + 10
+    n = 32
+    assert sum(p.numel() for p in svhn.parameters()) == conv_params(
+        [n, n, "M", 2 * n, 2 * n, "M", 4 * n, 4 * n, "M", (8 * n, 0), "M"])
+    assert sum(p.numel() for p in stl.parameters()) == conv_params(
+        [n, "M", 2 * n, "M", 4 * n, "M", 4 * n, "M", (8 * n, 0), (8 * n, 0), "M"])
+    assert sum(p.numel() for p in _model("mnist_mlp", MNIST, False).parameters()) == (
+        784 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10)
+    bns = [m for m in svhn.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == 7 and not any(bn.affine for bn in bns)
+    assert [m.p for m in svhn.modules() if isinstance(m, nn.Dropout)] == [0.3] * 7
+    assert not any(isinstance(m, nn.Dropout) for m in stl.modules())
+    assert [m.p for m in _model("mnist_mlp", MNIST, False).modules() if isinstance(m, nn.Dropout)] == [0.2]
+    for name, dataset in (("mnist_mlp", "mnist"), ("svhn_cnn", "svhn"), ("stl10_cnn", "stl10")):
+        hp = MODELS[name].defaults(dataset)
+        row = PAPER_TABLE2[dataset]
+        assert {k: hp[k] for k in ("optimizer", "batch_size", "lr", "weight_decay", "momentum")} == {
+            k: row[k] for k in ("optimizer", "batch_size", "lr", "weight_decay", "momentum")}
+        assert hp["lr_decay_epochs"] == [80, 120]
+    with pytest.raises(ValueError, match="at least 96 pixels"):
+        build_model("stl10_cnn", in_channels=3, image_size=32, num_classes=10)(_input(CIFAR))

@@ -254,3 +254,28 @@ def test_one_make_optimizer_one_resolve_device_no_ad_hoc_device_or_seed_code():
     # probe's own solver (an estimator's fit, one generator across epochs); no other training loop
     loops = {p.relative_to(SRC).as_posix() for p, s in sources.items() if re.search(r"\.backward\(\)", s)}
     assert loops == {"core/training.py", "dynamics/sgd_noise.py", "probes/linear.py"}, sorted(loops)
+
+
+def test_augmentation_per_dataset():
+    """train.augmentation as {dataset: name}: the feature-dynamics paper's cited code augments CIFAR
+    and STL-10 (pad 4, crop, flip) but not MNIST or SVHN; a dataset not listed gets none."""
+    from pipeline.config import validate_config
+
+    config = validate_config({"train": {"augmentation": {"cifar10": "crop_flip", "stl10": "crop_flip"}}})
+    assert [core_training.augmentation(config, d) for d in ("cifar10", "stl10", "mnist", "svhn")] == [
+        "crop_flip", "crop_flip", "none", "none"]
+    assert core_training.augmentation(validate_config({"train": {"augmentation": "crop_flip"}}), "mnist") == "crop_flip"
+    assert core_training.augmentation(validate_config({}), "cifar10") == "none"
+    with pytest.raises(ConfigError, match="augmentation"):
+        validate_config({"train": {"augmentation": {"cifar11": "crop_flip"}}})
+
+
+def test_target_train_accuracy_null_trains_the_full_schedule():
+    """null: no early stop (a run that reaches 100 % train accuracy still trains to max_epochs)."""
+    from pipeline.config import validate_config
+    from pipeline.images.train import standard_plan
+
+    config = validate_config({"train": {"target_train_accuracy": None, "max_epochs": 7}})
+    plan = standard_plan(config, "mlp")
+    assert plan.stop_at_target is None and plan.last_epoch == 7
+    assert standard_plan(validate_config({}), "mlp").stop_at_target == 0.99

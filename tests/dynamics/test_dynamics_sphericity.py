@@ -132,3 +132,28 @@ def test_p_value_formula_and_null_reuse():
     assert sphericity_null(5, 50, 99, seed=1) is sphericity_null(5, 50, 99, seed=1)  # cached
     with pytest.raises(ValueError, match="null is for"):
         sphericity_test(np.ones((6, 50)), null=sphericity_null(5, 50, 99))
+
+
+def test_dead_coordinates_make_the_all_coordinate_test_reject_and_are_dropped():
+    """Issue 16: an isotropic sample on 60 of 100 coordinates, exactly 0 on the other 40 (dead ReLU
+    units). Over all 100 coordinates the test rejects nearly every sample; on the moving ones it keeps
+    its size."""
+    from pipeline.dynamics import moving_coordinates
+
+    N, d, live = 16, 100, 60  # 40 % dead
+    rng = np.random.default_rng(5)
+    Z = np.zeros((300, N, d))
+    Z[:, :, :live] = rng.standard_normal((300, N, live)) * 1e-7   # tiny, as one-step changes are
+    null_all, null_live = sphericity_null(N, d, 999, seed=1), sphericity_null(N, live, 999, seed=1)
+    all_p = null_all.p_value(sphericity_statistics(Z, spatial_sign=False)["john_u"])
+    assert (all_p <= 0.05).mean() >= 0.95
+    masks = np.stack([moving_coordinates(z) for z in Z])
+    assert (masks.sum(1) == live).all() and masks[:, :live].all()
+    live_p = null_live.p_value(sphericity_statistics(Z[:, :, :live], spatial_sign=False)["john_u"])
+    assert (live_p <= 0.05).mean() <= 0.05 + 4 * np.sqrt(0.05 * 0.95 / 300)
+    # a coordinate that moves in a single draw is kept; shape errors are named
+    z = np.zeros((4, 3))
+    z[2, 1] = 1e-300
+    assert moving_coordinates(z).tolist() == [False, True, False]
+    with pytest.raises(ValueError, match="must be"):
+        moving_coordinates(np.zeros(3))

@@ -13,7 +13,7 @@ NUM_CLASSES = 5
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # smallest shape every model accepts; ResNet-20 and the bottleneck MLP also on their paper shapes
 SHAPE = {"mlp": (1, 8), "cnn": (1, 8), "alexnet": (1, 8), "resnet18": (1, 8), "resnet20": (3, 16),
-         "bottleneck_mlp": (1, 28)}
+         "bottleneck_mlp": (1, 28), "mnist_mlp": (1, 8), "svhn_cnn": (3, 32), "stl10_cnn": (3, 96)}
 
 
 def _build(name, seed=0, dropout=False):
@@ -39,7 +39,8 @@ def _trained_like(name, seed):
 
 def test_registries():
     """The dynamics models are in the one registry (no second one)."""
-    assert list(MODELS) == ["mlp", "cnn", "alexnet", "resnet18", "resnet20", "bottleneck_mlp"]
+    assert list(MODELS) == ["mlp", "cnn", "alexnet", "resnet18", "resnet20", "bottleneck_mlp",
+                            "mnist_mlp", "svhn_cnn", "stl10_cnn"]
     r20, bot = MODELS["resnet20"], MODELS["bottleneck_mlp"]
     assert (r20.optimizer, r20.lr, r20.momentum, r20.weight_decay, r20.batch_size) == ("sgd", 0.1, 0.9, 1e-4, 128)
     assert r20.lr_decay_epochs == (100, 150) and r20.lr_decay_factor == 0.1

@@ -46,9 +46,13 @@ def test_dynamics_config_defaults_and_ablation_variants():
     cfg = validate_config({"dynamics": {"enabled": True, "depths": {"resnet20": ["stage1.block2"]},
                                         "ablations": {"enabled": True, "epoch": 4}}})
     assert cfg["dynamics"]["sgd_noise"]["momentum"] == "none"
-    assert ablation_variants(cfg, "mlp") == ["freeze-fc1-e4", "reinit-fc1-e4"]
-    assert ablation_variants(cfg, "resnet20") == ["freeze-stage1_block2-e4", "reinit-stage1_block2-e4"]
+    assert ablation_variants(cfg, "mlp") == ["freeze-fc1-e4", "restart-e4", "reinit-fc1-final"]
+    assert ablation_variants(cfg, "resnet20") == ["freeze-stage1_block2-e4", "restart-e4",
+                                                  "reinit-stage1_block2-final"]
     assert stage.parse_ablation_variant("reinit-stage1_block2-e4", "resnet20") == ("reinit", "stage1.block2", 4)
+    assert stage.parse_ablation_variant("reinit-stage1_block2-final", "resnet20") == ("reinit", "stage1.block2",
+                                                                                      "final")
+    assert stage.parse_ablation_variant("restart-e4", "resnet20") == ("restart", None, 4)
     assert len(dynamics_runs(cfg)) == 3
     assert "results/tables/composite.parquet" in dynamics_targets(cfg)
     assert dynamics_targets(validate_config({})) == []
@@ -96,20 +100,22 @@ def test_welch_rows_across_seeds():
 # ----------------------------------------------------------------------------- figures
 
 def _composite_table() -> pd.DataFrame:
+    """Train rows (labels corrupted and true) and test rows (true), each with its own values."""
     rows = []
     rng = np.random.default_rng(0)
     for c in (0.0, 0.8):
         for depth in ("fc1", "fc2"):
             for T_ in (4, 8):
                 for t in (0, 4, 8):
-                    acc = float(rng.uniform(0, 1))
-                    for src in ("true",):
-                        rows.append({**KEYS, "corruption": c, "depth": depth, "deep_epoch": T_,
-                                     "shallow_epoch": t, "split": "test", "subset": "all",
-                                     "label_source": src, "accuracy": acc, "cross_entropy": 2 * acc,
-                                     "consistency_vs_deep": float(rng.uniform(0, 1)),
-                                     "consistency_vs_shallow": 0.5, "n_samples": 10,
-                                     "baseline_agreement": 0.5, "drift_ratio": 0.1})
+                    for split, sources in (("train", ("corrupted", "true")), ("test", ("true",))):
+                        for src in sources:
+                            acc = float(rng.uniform(0, 1))
+                            rows.append({**KEYS, "corruption": c, "depth": depth, "deep_epoch": T_,
+                                         "shallow_epoch": t, "split": split, "subset": "all",
+                                         "label_source": src, "accuracy": acc, "cross_entropy": 2 * acc,
+                                         "consistency_vs_deep": float(rng.uniform(0, 1)),
+                                         "consistency_vs_shallow": float(rng.uniform(0, 1)),
+                                         "n_samples": 10, "baseline_agreement": 0.5, "drift_ratio": 0.1})
     return T.composite_frame(rows)
 
 
@@ -125,13 +131,15 @@ def _by_gid(fig, kind=None):
     return out
 
 
-def test_composite_curves_draw_the_table():
+def test_composite_curves_draw_the_training_set_with_the_labels_trained_on():
+    # the paper's Figs. 2-5 are on the training set; accuracy there is against the trained labels
     comp = _composite_table()
     fig = FIG.composite_curves(comp, "digits", "mlp")
     lines = _by_gid(fig)
     for c in (0.0, 0.8):
         for depth in ("fc1", "fc2"):
-            want = comp[(comp.corruption == c) & (comp.depth == depth) & (comp.deep_epoch == 8)]
+            want = comp[(comp.corruption == c) & (comp.depth == depth) & (comp.deep_epoch == 8)
+                        & (comp.split == "train") & (comp.label_source == "corrupted")]
             want = want.sort_values("shallow_epoch")
             for measure in ("accuracy", "cross_entropy"):
                 line = lines[f"{measure}|{c:g}|{depth}"]
@@ -140,16 +148,18 @@ def test_composite_curves_draw_the_table():
 
 
 def test_consistency_heatmap_image_is_the_table():
+    # Fig. 3's caption: consistency with f(theta_t1), the shallow epoch's network, on the training set
     comp = _composite_table()
     fig = FIG.consistency_heatmap(comp, "digits", "mlp", depth="fc2")
     images = _by_gid(fig)
     for c in (0.0, 0.8):
-        want = comp[(comp.corruption == c) & (comp.depth == "fc2")]
+        want = comp[(comp.corruption == c) & (comp.depth == "fc2") & (comp.split == "train")
+                    & (comp.label_source == "corrupted")]
         M = np.asarray(images[f"consistency|{c:g}|fc2"].get_array())
         for _, r in want.iterrows():
             i = [4, 8].index(r.deep_epoch)
             j = [0, 4, 8].index(r.shallow_epoch)
-            assert M[i, j] == pytest.approx(r.consistency_vs_deep)
+            assert M[i, j] == pytest.approx(r.consistency_vs_shallow)
 
 
 def test_consistency_ecdf_lines_are_the_ecdf():
@@ -163,7 +173,7 @@ def test_consistency_ecdf_lines_are_the_ecdf():
                              "reference": "paper", "split": split, "subset": subset, "sample_index": i,
                              "consistency": x, "n_epochs": 6, "dense": True})
     point = T.pointwise_frame(rows)
-    lines = _by_gid(FIG.consistency_ecdf(point, "digits", "mlp"))
+    lines = _by_gid(FIG.consistency_ecdf(point, "digits", "mlp", window=[5, 10]))
     line = lines["ecdf|test|0.8|all"]
     np.testing.assert_allclose(line.get_xdata(), [0.2, 0.4, 0.6, 1.0])
     np.testing.assert_allclose(line.get_ydata(), [0.25, 0.5, 0.75, 1.0])
@@ -181,7 +191,9 @@ def test_eigen_spectra_and_trajectories_draw_the_tables():
                          "eig_1": eig[0] * (m + 1), "eig_2": eig[1], "eig_3": eig[2],
                          "topk_energy": 0.5, "participation_ratio": 2.0, "john_u": 1.0, "p_value": 0.1,
                          "ledoit_wolf_z": 0.0, "srivastava_z": 0.0, "spatial_sign_u": 0.0,
-                         "spatial_sign_p_value": 0.5, "n_resamples": 9})
+                         "spatial_sign_p_value": 0.5, "n_resamples": 9, "dim_tested": 16,
+                         "n_dropped": 0, "drop_rule": "none dead", "john_u_all": 1.0,
+                         "p_value_all": 0.1})
     sgd = T.sgd_noise_frame(rows)
     lines = _by_gid(FIG.eigen_spectra(sgd, "digits", "mlp"))
     np.testing.assert_allclose(lines["spectrum|0|fc1|sgd"].get_ydata(), [0.75, 0.1, 0.05])
@@ -247,8 +259,10 @@ def test_reinit_hook_resets_only_the_deep_part():
     model = stage_model()
     trainer = _FakeTrainer(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    stage.ReinitDeep("fc1", 4, seed=0).on_start(trainer, resumed=False)
+    stage.ReinitDeep("fc1", 4, seed=0, lr_schedule="continue").on_start(trainer, resumed=False)
     after = model.state_dict()
     for k in before:
         assert torch.equal(before[k], after[k]) == k.startswith("fc1"), k
     assert trainer.new_optimizer_calls == 1
+    # App. F: the retained shallow part is frozen while the deep part retrains
+    assert not model.fc1.weight.requires_grad and model.fc2.weight.requires_grad

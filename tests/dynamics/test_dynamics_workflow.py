@@ -29,7 +29,7 @@ DYN = {
         "pairs": [["digits", "mlp"], ["digits", "bottleneck_mlp"]],
         "depths": {"mlp": ["fc1", "fc2"]},
         "deep_epochs": [4, 12],
-        "windows": [[8, 12]],
+        "windows": [[8, 12], [12, 8]],   # memory and transferability windows, the same in both runs
         "trajectory_samples": 5,
         "sgd_noise": {"enabled": True, "n_updates": 8, "n_inputs": 2, "n_resamples": 19,
                       "depths": {"mlp": ["fc1"], "bottleneck_mlp": ["fc1"]}},
@@ -58,7 +58,7 @@ def test_dynamics_end_to_end(tmp_path, snakemake):
     assert "choice.resnet20_second_basic_block" in meta and "choice.consistency_distribution" in meta
     run_meta = read_parquet_metadata(
         tmp_path / "results/runs/digits/mlp/c0.8/s0/standard/dynamics/composite.parquet")
-    assert json.loads(run_meta["windows"]) == [[8, 12]]
+    assert json.loads(run_meta["windows"]) == [[8, 12], [12, 8]]
     assert json.loads(run_meta["depths"]) == ["fc1", "fc2"]
 
     # every split, the train subsets of the noisy run, the control columns on the test split
@@ -84,11 +84,17 @@ def test_dynamics_end_to_end(tmp_path, snakemake):
 
     # 2-D trajectories of the bottleneck model, with the decision regions of its final deep part
     bt = traj[traj.model == "bottleneck_mlp"]
-    assert set(bt["kind"]) == {"trajectory", "region"} and set(bt["depth"]) == {"bottleneck"}
+    assert set(bt[bt.kind.isin(["trajectory", "region"])]["depth"]) == {"bottleneck"}
+    # the induction experiment (Figs. 11, 14) on every run: PCA points at every saved epoch, perturbed ones
+    mlp = traj[traj.model == "mlp"]
+    assert set(mlp["kind"]) == {"pca", "perturbed"} and set(mlp["depth"]) == {"fc1"}
+    assert sorted(mlp[mlp.kind == "pca"]["epoch"].unique()) == [0, 4, 8, 9, 10, 11, 12]
+    assert set(bt["kind"]) == {"trajectory", "region", "pca", "perturbed"}
     assert set(sgd["source"]) == {"sgd", "gaussian", "param_isotropic"}
 
     plots = tmp_path / "results/plots/dynamics/digits"
-    for name in ("composite_curves", "consistency_heatmap", "consistency_ecdf", "eigen_spectra"):
+    for name in ("memory", "transferability", "composite_curves", "consistency_heatmap", "consistency_ecdf",
+                 "eigen_spectra", "feature_pca", "induction"):
         assert (plots / "mlp" / f"{name}.png").stat().st_size > 0
     assert (plots / "bottleneck_mlp" / "trajectories.png").stat().st_size > 0
     assert not (plots / "mlp" / "trajectories.png").exists()

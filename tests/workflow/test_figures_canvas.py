@@ -11,6 +11,8 @@ wide), and saved through :func:`pipeline.core.figures.save_figure`.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -42,25 +44,27 @@ def _dynamics_tables(corruptions, depths) -> dict[str, pd.DataFrame]:
     for c in corruptions:
         keys = {**KEYS, "corruption": c}
         for depth in depths:
-            for deep in (4, 8):
-                for shallow in (0, 4, 8):
-                    acc = float(rng.uniform(0, 1))
-                    comp.append({**keys, "depth": depth, "deep_epoch": deep, "shallow_epoch": shallow,
-                                 "split": "test", "subset": "all", "label_source": "true", "accuracy": acc,
-                                 "cross_entropy": 2 * acc, "consistency_vs_deep": float(rng.uniform(0, 1)),
-                                 "consistency_vs_shallow": 0.5, "n_samples": 10, "baseline_agreement": 0.5,
-                                 "drift_ratio": 0.1})
-            for split in ("test", "train"):
+            for deep, shallow, (split, source) in itertools.product(
+                    (4, 8), (0, 4, 8), (("test", "true"), ("train", "corrupted"))):
+                # the composite figures draw the training set (the paper's Figs. 2-5)
+                acc = float(rng.uniform(0, 1))
+                comp.append({**keys, "depth": depth, "deep_epoch": deep, "shallow_epoch": shallow,
+                             "split": split, "subset": "all", "label_source": source, "accuracy": acc,
+                             "cross_entropy": 2 * acc, "consistency_vs_deep": float(rng.uniform(0, 1)),
+                             "consistency_vs_shallow": 0.5, "n_samples": 10, "baseline_agreement": 0.5,
+                             "drift_ratio": 0.1})
+            for split, (t1, t2) in itertools.product(("test", "train"), ((4, 8), (8, 4))):
                 for i in range(6):
                     subset = "all" if split == "test" or c == 0 else ("corrupted" if i % 2 else "clean")
-                    point.append({**keys, "depth": depth, "deep_epoch": 8, "window_start": 4, "reference": "paper",
+                    point.append({**keys, "depth": depth, "deep_epoch": t2, "window_start": t1, "reference": "paper",
                                   "split": split, "subset": subset, "sample_index": i,
                                   "consistency": float(rng.uniform(0, 1)), "n_epochs": 5, "dense": True})
             for source in ("sgd", "gaussian", "param_isotropic"):
                 for m in range(2):
                     eig = np.sort(rng.uniform(0.1, 5.0, 5))[::-1]
                     sgd.append({**keys, "epoch": 3, "depth": depth, "input_index": m, "source": source,
-                                "n_updates": 64, "dim": 16384, "lr": 0.1, "batch_size": 128, "momentum": 0.0,
+                                "n_updates": 64, "dim": 16384, "dim_tested": 9000, "n_dropped": 7384,
+                                "drop_rule": "dz exactly 0 in every draw", "lr": 0.1, "batch_size": 128, "momentum": 0.0,
                                 "momentum_mode": "none", "weight_decay": 5e-4, "trace": 20.0,
                                 **{f"eig_{i + 1}": float(e) for i, e in enumerate(eig)},
                                 "topk_energy": 0.5, "participation_ratio": 2.0, "john_u": 1.0, "p_value": 0.1,
@@ -73,10 +77,18 @@ def _dynamics_tables(corruptions, depths) -> dict[str, pd.DataFrame]:
         for k, (a, b) in enumerate([(0, 0), (1, 0), (0, 1), (1, 1)]):
             traj.append({**keys, "depth": "bottleneck", "kind": "region", "epoch": 5, "sample_index": k,
                          "z1": float(a), "z2": float(b), "label": k, "changed": False})
+        for e, i in itertools.product((4, 8), range(3)):  # the induction experiment (Figs. 11, 14)
+            traj.append({**keys, "depth": depths[0], "kind": "pca", "epoch": e, "sample_index": i,
+                         "z1": float(e - i), "z2": float(i), "label": i, "changed": False})
+            for k in range(2):
+                traj.append({**keys, "depth": depths[0], "kind": "perturbed", "epoch": e, "sample_index": 2 * i + k,
+                             "z1": float(e - i) + 0.5, "z2": float(i) - 0.5, "label": (i + k) % 3, "changed": False})
     return {"composite": T.composite_frame(comp), "pointwise": T.pointwise_frame(point),
             "sgd_noise": T.sgd_noise_frame(sgd), "trajectories": T.trajectory_frame(traj)}
 
 
+#: dynamics.figures with its windows resolved (pipeline.dynamics.windows.figure_options)
+DYNAMICS_OPTIONS = {"split": "train", "memory_window": [4, 8], "transfer_window": [8, 4]}
 DYNAMICS_CASES = {"wide": ((0.0, 0.8), DEPTHS), "narrow": ((0.0,), DEPTHS[:1])}
 
 
@@ -137,7 +149,7 @@ def test_image_figures_stay_on_the_canvas(name, case, tmp_path):
 def test_dynamics_figures_stay_on_the_canvas(name, case, tmp_path):
     corruptions, depths = DYNAMICS_CASES[case]
     tables = _dynamics_tables(corruptions, depths)
-    fig = dynamics_figures.FIGURES[name](tables, DATASET, MODEL, None)
+    fig = dynamics_figures.FIGURES[name](tables, DATASET, MODEL, None, DYNAMICS_OPTIONS)
     assert not any("no " in t.get_text() for ax in fig.axes for t in ax.texts), "drew the empty figure"
     _check(fig, tmp_path, name)
 
@@ -181,4 +193,4 @@ def test_the_registries_hold_every_figure_the_workflow_draws():
 
     assert set(arithmetic_figures.FIGURES) == {*ALWAYS, *(f"vs_{k}" for k in SWEPT), "tied", "memorization_order"}
     assert {"composite_curves", "consistency_heatmap", "consistency_ecdf", "eigen_spectra",
-            "trajectories"} == set(dynamics_figures.FIGURES)
+            "trajectories", "memory", "transferability", "feature_pca", "induction"} == set(dynamics_figures.FIGURES)

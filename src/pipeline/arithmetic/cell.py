@@ -10,10 +10,14 @@ writes, under ``out_dir``::
     train_log.parquet            run keys + epoch, loss, accuracy on the four sets, seconds
     arithmetic.parquet           accuracies of every network variant (tables.RESULT_COLUMNS)
     arithmetic_neurons.parquet   per-neuron Fourier statistics at the analysed epochs
+    probes.parquet               MASC / VeLPIC on the hidden layer at the last epoch, fit on the given
+                                 and on the true training labels (pipeline.arithmetic.probing; the
+                                 pipeline's probe-result schema, keyed by the shared run keys)
     index.json                   settings, run keys, epochs, timings; written last (done marker)
 
 Full analysis (partition, pruning, swaps, controls) runs at the last epoch; raw / G / R at every
-checkpoint, so FF can be followed over training. Threads are the caller's (the command line's
+checkpoint, so FF can be followed over training. Training shows its progress line on stderr (the
+rule's log), as the image runs do. Threads are the caller's (the command line's
 ``--threads``, the rule's ``threads``): they are not a cell setting.
 """
 
@@ -23,6 +27,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from pipeline.arithmetic.data import make_data, save_data
 from pipeline.arithmetic.filtration import analysis_predictions
@@ -30,12 +35,22 @@ from pipeline.arithmetic.fourier import neuron_statistics
 from pipeline.arithmetic.grid import CELL_SETTINGS, GRID_KEYS
 from pipeline.arithmetic.model import build, weights_of
 from pipeline.arithmetic.paths import FILES  # noqa: F401 (the cell's files; re-exported)
-from pipeline.arithmetic.tables import accuracy_rows, log_frame, neuron_frame, neuron_rows, result_frame, run_keys
+from pipeline.arithmetic.probing import probe_rows
+from pipeline.arithmetic.tables import (
+    accuracy_rows,
+    log_frame,
+    neuron_frame,
+    neuron_rows,
+    result_frame,
+    run_keys,
+    shared_run_keys,
+)
 from pipeline.arithmetic.train import TrainSettings, set_accuracies, train
 from pipeline.core.artifacts import CHECKPOINT_DIR, sweep_stale_tmp, write_json
 from pipeline.core.config import ConfigError, apply_schema
 from pipeline.core.device import resolve_device
 from pipeline.core.tables import provenance, write_parquet
+from pipeline.core.tables import result_frame as probe_result_frame
 
 MODEL_KEYS = ("width", "activation", "tied", "bias", "init_std")
 
@@ -82,7 +97,7 @@ def run_cell(settings: dict, out_dir: str | Path) -> dict[str, Path]:
     model_settings = {k: s[k] for k in MODEL_KEYS}
     # "auto" becomes cuda or cpu here, by the one resolver (cuda without a GPU: refused, naming the key)
     ts = TrainSettings.from_dict({**s, "device": str(resolve_device(s["device"], key="arithmetic.device"))})
-    result = train(data, model_settings, ts, out_dir)
+    result = train(data, model_settings, ts, out_dir, progress=True, desc=cell_path(s))
     t_train = time.perf_counter() - t0
 
     log = result.log.copy()
@@ -101,15 +116,24 @@ def run_cell(settings: dict, out_dir: str | Path) -> dict[str, Path]:
         w = weights_of(model)
         full = epoch == last
         for network, score, fraction, pred in analysis_predictions(
-                w, data, w_init=w_init if full else None, gammas=tuple(s["gammas"]),
-                prune_fractions=tuple(s["prune_fractions"]), seed=s["seed"], full=full):
+                w, data, w_init=w_init if full else None,
+                partition_gammas=tuple(tuple(pair) for pair in s["partition"]),
+                prune_fractions=tuple(s["prune_fractions"]), seed=s["seed"], ipr_dc=s["ipr_dc"], full=full):
             rows += accuracy_rows(keys, epoch=epoch, network=network, score=score, fraction=fraction,
                                   counts=set_accuracies(pred, data))
         neurons.append(neuron_rows(keys, epoch, neuron_statistics(w, data.task)))
     write_parquet(result_frame(rows), paths["results"], meta)
     write_parquet(neuron_frame(pd.concat(neurons, ignore_index=True)), paths["neurons"], meta)
+    # the hidden layer of the last epoch's network (model holds it: the loop above ends there)
+    probes = probe_rows(model, data, shared_run_keys(s), epoch=last)
+    write_parquet(probe_result_frame(probes), paths["probes"], meta)
     seconds = time.perf_counter() - t0
     write_json(paths["index"], {"settings": s, "run": keys, "epochs": epochs,
                                 "checkpoints": {str(e): str(p) for e, p in result.checkpoints.items()},
-                                "seconds_train": t_train, "seconds_total": seconds})
+                                "seconds_train": t_train, "seconds_total": seconds,
+                                # bit-equal reruns need the same torch and the same CPU kernel path:
+                                # AVX2 and AVX-512 kernels round sums differently, and 2000 chaotic
+                                # steps turn that into other weights (docs/arithmetic.md)
+                                "torch": torch.__version__,
+                                "cpu_capability": torch.backends.cpu.get_cpu_capability()})
     return paths

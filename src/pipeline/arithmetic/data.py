@@ -2,20 +2,24 @@
 
 * Pairs are enumerated row-major: index ``i = a * P + b``; ``c = a o b mod P`` for ``o`` in
   :data:`TASKS`.
-* The train/test split is a seeded permutation of the pairs and depends only on
-  (task, P, train_fraction, seed, symmetric) -- so cells that differ in alpha or noise mode train on
-  the same pairs and are tested on the same pairs. With ``noise_mode="symmetric"`` the split is over
-  unordered pairs ({a, b}: (a, b) and (b, a) are both in training or both in test), so a symmetric
-  label can be given to both.
+* The train/test split is a seeded permutation of the ordered pairs and depends only on
+  (task, P, train_fraction, seed) -- never on alpha, the noise mode or the weights' tying -- so cells
+  that differ in those train on the same pairs and are tested on the same pairs (the tied-weights
+  comparison of asymmetric vs symmetric noise compares like with like). ``split_pairs(...,
+  symmetric=True)`` (unordered pairs on one side) remains for callers who want it; no cell uses it.
 * Noise draws depend on (task, P, train_fraction, alpha, noise_mode, seed). Modes:
 
   ``wrong_only``  exactly ``round(alpha * n_train)`` training pairs get a label drawn uniformly from
                   the P - 1 wrong labels (the paper).
   ``uniform``     exactly ``round(alpha * n_train)`` training pairs are *resampled* uniformly from all
                   P labels, so about ``alpha * (1 - 1/P)`` of the labels change (d-doshi/Grokking).
-  ``symmetric``   unordered training pairs are drawn at random and both orders get one common label,
-                  wrong for both; the number of changed labels is ``round(alpha * n_train)`` (within
-                  one when only two-element groups remain).
+  ``symmetric``   the training pairs are grouped by their unordered pair {a, b}; groups are drawn
+                  at random and every training order of the group gets one common label, wrong for
+                  both orders; the number of changed labels is ``round(alpha * n_train)`` (within
+                  one when only two-element groups remain). A group has two rows when (a, b) and
+                  (b, a) are both training pairs, one when a = b or when the mirror is a test pair
+                  (the test label stays clean; a tied network, f(a, b) = f(b, a), then pays for
+                  that label on the test pair -- as it does for the same pair under ``wrong_only``).
 
 * "Noisy" training pairs are the ones whose given label differs from the true one (``changed``);
   a ``uniform`` resample that kept the true label counts as clean. The test set is always clean.
@@ -198,8 +202,8 @@ def make_data(task: str, P: int, train_fraction: float, alpha: float, noise_mode
         raise ValueError(f"unknown noise mode {noise_mode!r}; allowed: {list(NOISE_MODES)}")
     a, b = all_pairs(P)
     true = apply_task(task, a, b, P)
-    symmetric = noise_mode == "symmetric"
-    train_idx, test_idx = split_pairs(P, train_fraction, seed, task=task, symmetric=symmetric)
+    # one split per (task, P, train_fraction, seed) whatever the noise mode (module docstring)
+    train_idx, test_idx = split_pairs(P, train_fraction, seed, task=task)
     rng = _rng("noise", task, P, float(train_fraction), float(alpha), noise_mode, seed)
     ta, tb = a[train_idx], b[train_idx]
     given, resampled = add_noise(true[train_idx], P, alpha, noise_mode, rng, a=ta, b=tb,

@@ -10,7 +10,7 @@ table's values (the tests read them back); :func:`draw` saves the ones named. Wh
 ``ff_bars``        raw / G / R x the four sets at the last epoch
 ``controls``       test and noisy-given accuracy of raw, G, R and the controls (random frequency,
                    permuted inputs, initial weights) and the activation swaps
-``ipr_hist``       per-neuron IPR (paper's, of w_m) at the last epoch, per alpha
+``ipr_hist``       per-neuron IPR (paper's, of w_m; the DC convention the partition used) at the last epoch, per alpha
 ``str_hist``       per-neuron strength Str_m at the last epoch, per alpha
 ``pruning``        accuracy on the four sets vs fraction of neurons kept, per score (columns) and alpha (rows)
 ``phase_scatter``  phi_a + phi_b (phi_a - phi_b for sub) vs phi_c of each neuron's dominant frequency
@@ -128,7 +128,13 @@ def sweep_values(results: pd.DataFrame, key: str) -> pd.DataFrame:
     seeds, on the reference values of the other keys: columns key, alpha, noise_mode, network, accuracy."""
     df = last_epoch(results)
     df = df[(df["split"] == "test") & (df["score"] == "none") & df["network"].isin(["raw", "G"])]
-    df = reference(df, vary=("alpha", "noise_mode", key))
+    if key == "optimizer":
+        # each optimizer at its own (lowest) weight decay: the paper grid runs Adam at 0 beside
+        # AdamW's 0.1, and one common decay would leave a single optimizer
+        df = reference(df, vary=("alpha", "noise_mode", key, "weight_decay"))
+        df = df[df["weight_decay"] == df.groupby("optimizer", observed=True)["weight_decay"].transform("min")]
+    else:
+        df = reference(df, vary=("alpha", "noise_mode", key))
     return (df.groupby([key, "alpha", "noise_mode", "network"], observed=True)["accuracy"].mean()
             .reset_index().sort_values([key, "alpha", "noise_mode", "network"]))
 
@@ -243,9 +249,18 @@ def fig_hist(neurons: pd.DataFrame, column: str, label: str, *, log: bool = Fals
         ax.hist(v, bins=bins, histtype="step", linewidth=1.5, label=f"alpha={alpha:g} {mode}")
     ax.set_xlabel(label)
     ax.set_ylabel("neurons")
-    ax.set_title(f"{label} at the last epoch (largest width)")
+    ax.set_title(f"{label}\nat the last epoch (largest width)", fontsize=10)
     ax.legend(fontsize=7)
     return fig
+
+
+def ipr_column(results: pd.DataFrame) -> tuple[str, str]:
+    """(neuron-table column, label) of the IPR convention the partition and pruning used: the DC bin
+    left out when their scores are named ``*_nodc`` (config ``ipr_dc: false``), counted otherwise."""
+    scores = set(results.loc[results["network"] == "prune", "score"])
+    if "ipr_nodc" in scores or "ipr" not in scores:
+        return "ipr_paper_nodc", "IPR of w_m (paper), DC bin left out"
+    return "ipr_paper", "IPR of w_m (paper), DC bin counted"
 
 
 def pruning_values(results: pd.DataFrame, cell: dict, score: str) -> pd.DataFrame:
@@ -356,7 +371,7 @@ FIGURES: dict[str, Callable[[dict[str, pd.DataFrame]], Any]] = {
     "epochs": lambda t: fig_epochs(t["log"]),
     "ff_bars": lambda t: fig_ff_bars(t["results"]),
     "controls": lambda t: fig_controls(t["results"]),
-    "ipr_hist": lambda t: fig_hist(t["neurons"], "ipr_paper", "IPR of w_m (paper)"),
+    "ipr_hist": lambda t: fig_hist(t["neurons"], *ipr_column(t["results"])),
     "str_hist": lambda t: fig_hist(t["neurons"], "strength", "strength Str_m", log=True),
     "pruning": lambda t: fig_pruning(t["results"]),
     "phase_scatter": lambda t: fig_phase_scatter(t["neurons"]),

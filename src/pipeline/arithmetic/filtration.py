@@ -3,9 +3,15 @@
 * Frequency filtration (FF): per neuron keep one Fourier component (default the dominant frequency,
   :func:`pipeline.arithmetic.fourier.dominant_frequency`) of u_m, v_m and w_m -- the G network, whose
   output bias is the original mu -- and the rest, R = original - G (bias 0), so G + R = original.
-* Neuron partition (the paper's Algorithm 1): rank neurons by a score (``ipr`` = IPR(w_m), the
-  paper's; ``ipr_doshi``; ``str`` = strength), the top gamma_G of them form f^G, the bottom gamma_R
-  f^R; FF is applied to f^G (``part_G_ff``) to compare with FF on the whole network (``G``).
+* Neuron partition (the paper's Algorithm 1): rank the M neurons by a score (``ipr`` = IPR(w_m), the
+  paper's; ``ipr_doshi``; ``str`` = strength Str_m); the top round(gamma_G M) of them form f^G, the
+  bottom round(gamma_R M) f^R, each with the output bias mu. gamma_G and gamma_R are separate
+  (:func:`partition`): with gamma_G + gamma_R <= 1 the two sets are disjoint (the paper's choice
+  for large networks; gamma_G + gamma_R = 1 splits the network in two), above 1 they overlap. FF is
+  applied to f^G (``part_G_ff``) to compare with FF on the whole network (``G``).
+* IPR scores count the DC bin or not (``ipr_dc``; :mod:`pipeline.arithmetic.fourier`), and say
+  which by name: ``ipr`` / ``ipr_doshi`` count it, ``ipr_nodc`` / ``ipr_doshi_nodc`` do not
+  (:func:`score_names`). The partition and the pruning use the same scores.
 * Pruning curves: keep the top ``fraction`` of neurons by each score (lowest removed first), plus a
   random order as the baseline.
 * Activation swap: the network evaluated with another phi.
@@ -33,7 +39,11 @@ from pipeline.arithmetic.fourier import dominant_frequency, ipr_doshi, ipr_paper
 from pipeline.arithmetic.model import ACTIVATIONS, Weights, weights_predict
 from pipeline.core.device import numpy_rng
 
+#: the neuron scores of the partition and the pruning, DC bin counted in the IPRs / not
 SCORES = ("ipr", "ipr_doshi", "str")
+SCORES_NODC = ("ipr_nodc", "ipr_doshi_nodc", "str")
+#: (gamma_G, gamma_R) pairs of Algorithm 1 when none are given: disjoint halves-and-rest splits
+PARTITION = ((0.1, 0.9), (0.25, 0.75), (0.5, 0.5))
 #: the neuron fraction of a network that is not a partition or pruning variant
 WHOLE = 1.0
 
@@ -71,8 +81,14 @@ def permute_inputs(w: Weights, perm: np.ndarray) -> Weights:
     return replace(w, U=w.U[:, inv], V=w.V[:, inv], W=w.W[inv], mu=w.mu[inv])
 
 
-def neuron_scores(w: Weights) -> dict[str, np.ndarray]:
-    return {"ipr": ipr_paper(w), "ipr_doshi": ipr_doshi(w), "str": strength(w)}
+def score_names(ipr_dc: bool) -> tuple[str, ...]:
+    """The score names of the partition and pruning rows (the IPRs name their DC convention)."""
+    return SCORES if ipr_dc else SCORES_NODC
+
+
+def neuron_scores(w: Weights, *, ipr_dc: bool = False) -> dict[str, np.ndarray]:
+    names = score_names(ipr_dc)
+    return dict(zip(names, (ipr_paper(w, dc=ipr_dc), ipr_doshi(w, dc=ipr_dc), strength(w)), strict=True))
 
 
 def top_neurons(score: np.ndarray, fraction: float) -> np.ndarray:
@@ -86,18 +102,35 @@ def bottom_neurons(score: np.ndarray, fraction: float) -> np.ndarray:
     return np.argsort(score, kind="stable")[:k]
 
 
+def partition(score: np.ndarray, gamma_G: float, gamma_R: float) -> tuple[np.ndarray, np.ndarray]:
+    """Algorithm 1's neuron sets: (the top round(gamma_G M) neurons by ``score`` -> f^G, the bottom
+    round(gamma_R M) -> f^R). One ranking serves both, so with round(gamma_G M) + round(gamma_R M) <= M
+    the sets are disjoint (ties included); otherwise they share the middle neurons."""
+    for name, g in (("gamma_G", gamma_G), ("gamma_R", gamma_R)):
+        if not 0.0 < g <= 1.0:
+            raise ValueError(f"{name} must lie in (0, 1], got {g}")
+    order = np.argsort(-score, kind="stable")
+    M = score.shape[0]
+    k_G, k_R = (max(1, int(round(g * M))) for g in (gamma_G, gamma_R))
+    return order[:k_G], order[M - k_R:][::-1]
+
+
 def ff_predict(w: Weights, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return weights_predict(frequency_filtration(w)[0], a, b)
 
 
 def analysis_predictions(w: Weights, data: ArithmeticData, *, w_init: Weights | None = None,
-                         gammas: tuple[float, ...] = (0.1, 0.25, 0.5),
+                         partition_gammas: tuple[tuple[float, float], ...] = PARTITION,
                          prune_fractions: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0),
                          swap_activations: tuple[str, ...] = ACTIVATIONS, seed: int = 0,
+                         ipr_dc: bool = False,
                          full: bool = True) -> Iterator[tuple[str, str, float, np.ndarray]]:
     """Yield ``(network, score, fraction, predictions for all pairs)`` for every variant.
 
-    ``full=False`` yields only raw, G and R (for intermediate checkpoints).
+    ``partition_gammas``: Algorithm 1's (gamma_G, gamma_R) pairs; ``part_G`` / ``part_G_ff`` rows
+    carry fraction gamma_G, ``part_R`` rows gamma_R (f^G depends on gamma_G only and f^R on gamma_R
+    only, so each distinct value is one network, yielded once). ``full=False`` yields only raw, G and
+    R (for intermediate checkpoints).
     """
     a, b = data.a, data.b
     G, R = frequency_filtration(w)
@@ -120,13 +153,18 @@ def analysis_predictions(w: Weights, data: ArithmeticData, *, w_init: Weights | 
     if w_init is not None:
         yield "init_raw", "none", WHOLE, weights_predict(w_init, a, b)
         yield "init_G", "none", WHOLE, ff_predict(w_init, a, b)
-    scores = neuron_scores(w)
+    scores = neuron_scores(w, ipr_dc=ipr_dc)
     for name, s in scores.items():
-        for g in gammas:
-            top, bottom = w.subset(top_neurons(s, g)), w.subset(bottom_neurons(s, g))
-            yield "part_G", name, float(g), weights_predict(top, a, b)
-            yield "part_G_ff", name, float(g), ff_predict(top, a, b)
-            yield "part_R", name, float(g), weights_predict(bottom, a, b)
+        done_G, done_R = set(), set()
+        for gamma_G, gamma_R in partition_gammas:
+            top, bottom = partition(s, gamma_G, gamma_R)
+            if float(gamma_G) not in done_G:
+                done_G.add(float(gamma_G))
+                yield "part_G", name, float(gamma_G), weights_predict(w.subset(top), a, b)
+                yield "part_G_ff", name, float(gamma_G), ff_predict(w.subset(top), a, b)
+            if float(gamma_R) not in done_R:
+                done_R.add(float(gamma_R))
+                yield "part_R", name, float(gamma_R), weights_predict(w.subset(bottom), a, b)
     scores["random"] = rng.random(w.width)
     for name, s in scores.items():
         for f in prune_fractions:

@@ -8,9 +8,15 @@ Conventions (P odd):
   and w_m (each |x_hat_k|^2 divided by its non-DC total, so the three vectors weigh equally whatever
   their scale). The DC bin is excluded: the analytic solution has none and a constant w_m does not
   change the argmax of the output.
-* IPR of a vector: sum_k (|x_hat_k| / ||x_hat||_2)^4 over the rfft bins including DC (d-doshi/Grokking);
-  1 for a single cosine, ~ 2/(P+1) x 3 for white noise. ``ipr_paper`` = IPR(w_m), i.e. the paper's
-  (||w_hat||_4 / ||w_hat||_2)^4; ``ipr_doshi`` = the mean of IPR(u_m), IPR(v_m), IPR(w_m).
+* IPR of a vector: sum_k (|x_hat_k| / ||x_hat||_2)^4 over the rfft bins, the DC bin k = 0 counted
+  (``dc=True``, d-doshi/Grokking's convention) or not (``dc=False``). With DC counted a constant
+  vector scores 1, exactly like a pure cosine, although a constant w_m adds the same number to every
+  logit and so changes no prediction; without DC a constant scores 0 and a pure cosine still 1.
+  White noise scores about 2/(P+1) x 3 either way. The paper's (||w_hat||_4 / ||w_hat||_2)^4 on the
+  full P-bin DFT is, without DC, exactly half of ours (every k >= 1 appears as k and P - k), so the
+  two rank neurons identically; with DC the full DFT weighs the DC bin twice as much as ours does.
+  ``ipr_paper`` = IPR(w_m) (the paper's score); ``ipr_doshi`` = the mean of IPR(u_m), IPR(v_m),
+  IPR(w_m); both take ``dc``. The neuron table holds both conventions.
 * Strength Str_m = ||w_m||_inf * phi(||u_m||_inf + ||v_m||_inf), phi the training activation; for
   ``reverse_relu`` (relu(-x)) its mirror relu is used, since phi of a positive number would be 0.
 * Phase residual: wrap(phi_a + phi_b - phi_c) for ``add``, wrap(phi_a - phi_b - phi_c) for ``sub``,
@@ -44,20 +50,25 @@ def dominant_frequency(w: Weights) -> np.ndarray:
     return score.argmax(axis=1) + 1
 
 
-def ipr(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """IPR of real vectors along ``axis``: sum over rfft bins of (|x_hat| / ||x_hat||_2)^4."""
-    mag = np.abs(np.fft.rfft(x, axis=axis))
-    norm = np.sqrt((mag ** 2).sum(axis=axis, keepdims=True))
-    r = np.divide(mag, norm, out=np.zeros_like(mag), where=norm > 0)
-    return (r ** 4).sum(axis=axis)
+def ipr(x: np.ndarray, axis: int = -1, *, dc: bool = True) -> np.ndarray:
+    """IPR of real vectors along ``axis``: sum over rfft bins of (|x_hat| / ||x_hat||_2)^4, the DC
+    bin included (``dc``) or left out of both norms; 0 for a vector with no power in the bins."""
+    mag = np.moveaxis(np.abs(np.fft.rfft(x, axis=axis)), axis, -1)
+    scale = np.sqrt((mag ** 2).sum(axis=-1, keepdims=True))
+    if not dc:
+        mag = mag[..., 1:]
+    norm = np.sqrt((mag ** 2).sum(axis=-1, keepdims=True))
+    # power below float64 round-off of the whole vector's (a constant's FFT leakage) counts as none
+    r = np.divide(mag, norm, out=np.zeros_like(mag), where=norm > 1e-12 * scale)
+    return (r ** 4).sum(axis=-1)
 
 
-def ipr_paper(w: Weights) -> np.ndarray:
-    return ipr(w.W.T, axis=1)
+def ipr_paper(w: Weights, *, dc: bool = True) -> np.ndarray:
+    return ipr(w.W.T, axis=1, dc=dc)
 
 
-def ipr_doshi(w: Weights) -> np.ndarray:
-    return (ipr(w.U, axis=1) + ipr(w.V, axis=1) + ipr(w.W.T, axis=1)) / 3.0
+def ipr_doshi(w: Weights, *, dc: bool = True) -> np.ndarray:
+    return (ipr(w.U, axis=1, dc=dc) + ipr(w.V, axis=1, dc=dc) + ipr(w.W.T, axis=1, dc=dc)) / 3.0
 
 
 def _phi_scalar(activation: str, s: np.ndarray) -> np.ndarray:
@@ -98,7 +109,8 @@ def phase_residual(task: str, phase_a: np.ndarray, phase_b: np.ndarray, phase_c:
 
 
 def neuron_statistics(w: Weights, task: str) -> pd.DataFrame:
-    """One row per neuron: dominant frequency, its power fractions, IPRs, strength, phases."""
+    """One row per neuron: dominant frequency, its power fractions, IPRs (DC counted: ``ipr_*``;
+    not: ``ipr_*_nodc``), strength, phases."""
     su, sv, sw = spectra(w)
     freq = dominant_frequency(w)
     rows = np.arange(w.width)
@@ -108,7 +120,9 @@ def neuron_statistics(w: Weights, task: str) -> pd.DataFrame:
         "neuron": rows.astype(np.int64),
         "dominant_freq": freq.astype(np.int64),
         "power_frac_u": frac["u"], "power_frac_v": frac["v"], "power_frac_w": frac["w"],
-        "ipr_paper": ipr_paper(w), "ipr_doshi": ipr_doshi(w), "strength": strength(w),
+        "ipr_paper": ipr_paper(w), "ipr_doshi": ipr_doshi(w),
+        "ipr_paper_nodc": ipr_paper(w, dc=False), "ipr_doshi_nodc": ipr_doshi(w, dc=False),
+        "strength": strength(w),
         "phase_a": pa, "phase_b": pb, "phase_c": pc,
         "phase_residual": phase_residual(task, pa, pb, pc),
         "norm_u": np.linalg.norm(w.U, axis=1), "norm_v": np.linalg.norm(w.V, axis=1),

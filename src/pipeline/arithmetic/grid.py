@@ -26,7 +26,7 @@ GRID_KEYS = ("task", "P", "train_fraction", "alpha", "noise_mode", "width", "act
 #: settings that are one value for the whole section and go to every cell (they decide its results,
 #: so they are the rule's params; ``num_threads`` is not among them: see the module docstring)
 CELL_SETTINGS = ("bias", "init_std", "loss", "lr", "betas", "momentum", "epochs", "batch_size",
-                 "log_every", "checkpoint_every", "device", "gammas", "prune_fractions")
+                 "log_every", "checkpoint_every", "device", "partition", "ipr_dc", "prune_fractions")
 #: what a finished cell's index.json holds (:func:`pipeline.arithmetic.cell.run_cell` writes it last)
 INDEX_KEYS = ("settings", "run", "epochs", "checkpoints", "seconds_train", "seconds_total")
 #: a cell's folder under results/ (and under logs/); the wildcards are the grid keys
@@ -42,7 +42,8 @@ WILDCARD_CONSTRAINTS = {
 TABLES = {"results": "results/tables/arithmetic.parquet",
           "neurons": "results/tables/arithmetic_neurons.parquet",
           "log": "results/tables/arithmetic_log.parquet",
-          "memorization": "results/tables/arithmetic_memorization.parquet"}
+          "memorization": "results/tables/arithmetic_memorization.parquet",
+          "probes": "results/tables/arithmetic_probes.parquet"}
 PLOT_DIR = "results/plots/arithmetic"
 #: figures drawn whenever the section is enabled
 ALWAYS = ("width", "epochs", "ff_bars", "controls", "ipr_hist", "str_hist", "pruning", "phase_scatter")
@@ -119,6 +120,13 @@ def figure_names(section: dict) -> list[str]:
         return []
     names = list(ALWAYS)
     varied = swept(section)
+    # weight decay only where one optimizer has several (the paper grid's Adam runs at 0 beside
+    # AdamW's 0.1: that is the optimizer comparison, which vs_optimizer draws)
+    decays: dict[str, set] = {}
+    for c in iter_cells(section):
+        decays.setdefault(c["optimizer"], set()).add(float(c["weight_decay"]))
+    if not any(len(v) > 1 for v in decays.values()):
+        varied.pop("weight_decay", None)
     names += [f"vs_{k}" for k in SWEPT if k in varied]
     cells = iter_cells(section)
     if any(c["tied"] and c["noise_mode"] == "symmetric" for c in cells) and any(
@@ -146,8 +154,11 @@ def plot_paths(section: dict, fmt: str = "png") -> list[str]:
 
 
 def targets(section: dict, fmt: str = "png") -> list[str]:
-    """What the workflow's `all` and `arithmetic` rules ask for; nothing unless enabled."""
-    return table_paths(section) + plot_paths(section, fmt) if section.get("enabled") else []
+    """What the workflow's `all` and `arithmetic` rules ask for; nothing unless enabled. The probe
+    table (MASC / VeLPIC on the hidden layer) is asked for beside the tables the figures read."""
+    if not section.get("enabled"):
+        return []
+    return table_paths(section) + [TABLES["probes"]] + plot_paths(section, fmt)
 
 
 def cell_settings_json(cells: dict[str, dict], wildcards) -> str:

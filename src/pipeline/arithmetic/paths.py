@@ -2,4 +2,4 @@
 without importing the training code of :mod:`pipeline.arithmetic.cell`)."""
 
 FILES = {"labels": "labels.npz", "train_log": "train_log.parquet", "results": "arithmetic.parquet",
-         "neurons": "arithmetic_neurons.parquet", "index": "index.json"}
+         "neurons": "arithmetic_neurons.parquet", "probes": "probes.parquet", "index": "index.json"}

@@ -34,27 +34,31 @@ def arithmetic_cell(settings: dict, out_dir: str | Path) -> None:
 
 
 def arithmetic_tables(indexes: list[str | Path], /, results: str | Path, neurons: str | Path,
-                      log: str | Path) -> None:
-    """Gather the arithmetic cells (their index.json files) into their three tables.
+                      log: str | Path, probes: str | Path | None = None) -> None:
+    """Gather the arithmetic cells (their index.json files) into their tables.
 
     Each cell is named by its index.json, the done marker; the tables are validated against their
-    schemas and sorted by their keys."""
+    schemas and sorted by their keys. ``probes``: also the cells' MASC / VeLPIC rows on the hidden
+    layer, in the pipeline's probe-result schema."""
     from pipeline.arithmetic.grid import read_cell_index
     from pipeline.arithmetic.paths import FILES
     from pipeline.arithmetic.tables import LOG, NEURONS, RESULTS
+    from pipeline.core.tables import RESULTS as PROBE_RESULTS
     from pipeline.core.tables import gather_tables, write_table
 
     for index in indexes:  # a done marker that does not read as one stops here, naming the cell
         read_cell_index(index)
     folders = [Path(p).parent for p in indexes]
     meta = {"sources": json.dumps([str(f) for f in folders])}
-    for name, out, schema in (("results", results, RESULTS), ("neurons", neurons, NEURONS),
-                              ("train_log", log, LOG)):
+    gathered = [("results", results, RESULTS), ("neurons", neurons, NEURONS), ("train_log", log, LOG)]
+    if probes is not None:
+        gathered.append(("probes", probes, PROBE_RESULTS))
+    for name, out, schema in gathered:
         # every cell table read and checked (a damaged one is named, with the remedy), then validated
         # as one table and sorted by its keys
         table = gather_tables([f / FILES[name] for f in folders], schema)
         write_table(table, out, schema, {**read_parquet_metadata(folders[0] / FILES[name]), **meta})
-    print(f"{len(folders)} arithmetic cells -> {results}, {neurons}, {log}")
+    print(f"{len(folders)} arithmetic cells -> {results}, {neurons}, {log}" + (f", {probes}" if probes else ""))
 
 
 def arithmetic_memorization(out: str | Path, settings: dict | None = None, data_root: str = "data") -> None:
@@ -79,3 +83,21 @@ def arithmetic_figures(figure: list[str], outputs: list[str | Path], results: st
 
     tables = read_tables(results=results, neurons=neurons, log=log, memorization=memorization)
     return draw(list(figure), list(outputs), tables, dpi=dpi)
+
+
+def arithmetic_transformer(out: str | Path, settings: dict | None = None) -> None:
+    """The transformer on noisy modular arithmetic, before and after FF of its unembedding.
+
+    ``settings``: the config's ``arithmetic.transformer`` (:mod:`pipeline.arithmetic.transformer`);
+    what it leaves out takes the schema's default."""
+    from dataclasses import asdict
+
+    from pipeline.arithmetic.transformer import TRANSFORMER, TransformerSettings, before_after, transformer_table
+    from pipeline.core.tables import write_table
+
+    settings = settings or {}
+    resolved = asdict(TransformerSettings.from_config(settings))  # refuses bad settings before training
+    table = transformer_table(settings, echo=lambda line: print(line, flush=True))
+    write_table(table, out, TRANSFORMER, provenance({"arithmetic": {"transformer": resolved}}))
+    print(f"accuracy before (raw) and after (ff) frequency filtration -> {out}\n"
+          f"{before_after(table).round(4).to_string()}")

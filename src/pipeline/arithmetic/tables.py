@@ -11,6 +11,9 @@ accuracy and its counts. ``network``: ``raw`` / ``G`` / ``R`` (frequency filtrat
 score ``none`` and fraction 1. ``split`` in :data:`pipeline.arithmetic.data.SPLITS`; a set with no
 pairs (the noisy sets at alpha = 0) has no row.
 
+``weight_decay_kind`` (a run key derived from optimizer and weight_decay) says how the decay acted:
+``decoupled`` (AdamW, Muon), ``coupled_l2`` (Adam, SGD: an L2 term in the gradient) or ``none``.
+
 ``arithmetic_neurons.parquet``: one row per (run keys, epoch, neuron) of
 :func:`pipeline.arithmetic.fourier.neuron_statistics`.
 
@@ -42,7 +45,12 @@ ARITH_KEY_COLUMNS: dict[str, str] = {
     "tied": "bool",
     "optimizer": "string",
     "weight_decay": "float64",
+    "weight_decay_kind": "string",
 }
+#: how each optimizer applies ``weight_decay`` (torch's): AdamW and Muon decay the weights directly
+#: (decoupled, Loshchilov & Hutter), Adam and SGD add weight_decay * w to the gradient (coupled L2,
+#: which Adam then rescales per coordinate); ``weight_decay_kind`` is ``none`` at weight decay 0
+WEIGHT_DECAY_KIND = {"adamw": "decoupled", "muon": "decoupled", "adam": "coupled_l2", "sgd": "coupled_l2"}
 #: the run keys of a cell, in order, with their dtypes: the shared run keys
 #: (:data:`pipeline.core.tables.RUN_KEY_COLUMNS`, see :func:`shared_run_keys`), then the arithmetic's own
 KEY_COLUMNS: dict[str, str] = {**RUN_KEY_COLUMNS, **ARITH_KEY_COLUMNS}
@@ -68,6 +76,8 @@ NEURON_COLUMNS: dict[str, str] = {
     "power_frac_w": "float64",
     "ipr_paper": "float64",
     "ipr_doshi": "float64",
+    "ipr_paper_nodc": "float64",
+    "ipr_doshi_nodc": "float64",
     "strength": "float64",
     "phase_a": "float64",
     "phase_b": "float64",
@@ -113,12 +123,22 @@ def shared_run_keys(settings: Mapping) -> dict:
 
 def run_keys(settings: Mapping) -> dict:
     """The run keys of a cell's settings, typed: :func:`shared_run_keys`, then the arithmetic's."""
-    missing = [k for k in ("seed", *ARITH_KEY_COLUMNS) if k not in settings and k != "tied"]
+    derived = ("tied", "weight_decay_kind")  # tied defaults to False; the kind follows the optimizer
+    missing = [k for k in ("seed", *ARITH_KEY_COLUMNS) if k not in settings and k not in derived]
     if missing:
         raise ValueError(f"cell settings lack the run keys {missing}")
     cast = {"string": str, "int64": int, "float64": float, "bool": bool}
-    own = {k: cast[t](settings.get(k, False)) for k, t in ARITH_KEY_COLUMNS.items()}
+    kind = weight_decay_kind(settings["optimizer"], float(settings["weight_decay"]))
+    own = {k: kind if k == "weight_decay_kind" else cast[t](settings.get(k, False))
+           for k, t in ARITH_KEY_COLUMNS.items()}
     return {**shared_run_keys(settings), **own}
+
+
+def weight_decay_kind(optimizer: str, weight_decay: float) -> str:
+    """``decoupled`` / ``coupled_l2`` (:data:`WEIGHT_DECAY_KIND`), ``none`` at weight decay 0."""
+    if optimizer not in WEIGHT_DECAY_KIND:
+        raise ValueError(f"unknown optimizer {optimizer!r}; allowed: {list(WEIGHT_DECAY_KIND)}")
+    return "none" if weight_decay == 0 else WEIGHT_DECAY_KIND[optimizer]
 
 
 def accuracy_rows(keys: Mapping, *, epoch: int, network: str, score: str, fraction: float,

@@ -122,10 +122,13 @@ EpochHook = Callable[[ArithmeticMLP, EpochEnd], "str | None"]
 
 
 def train(data: ArithmeticData, model_settings: dict, settings: TrainSettings,
-          out_dir: str | Path | None = None, *, hooks: Sequence[EpochHook] = ()) -> TrainResult:
+          out_dir: str | Path | None = None, *, hooks: Sequence[EpochHook] = (),
+          progress: bool = False, desc: str = "") -> TrainResult:
     """Train on ``data``'s given labels through the core :class:`~pipeline.core.training.EpochLoop`;
     checkpoints go to ``out_dir/checkpoints`` if given; ``hooks`` run after every epoch, after the
-    log row and the checkpoint of that epoch."""
+    log row and the checkpoint of that epoch. ``progress``: the loop's progress line on stderr
+    (``desc``, epochs done, rate, and the last log row's loss and accuracies; at most every 5 s),
+    as the image runs show theirs, so a long cell's log says where it is."""
     if settings.loss not in LOSSES:
         raise ValueError(f"unknown loss {settings.loss!r}; allowed: {list(LOSSES)}")
     t_start = time.perf_counter()
@@ -166,12 +169,21 @@ def train(data: ArithmeticData, model_settings: dict, settings: TrainSettings,
     loop = EpochLoop(model, make_optimizer(model, settings), x, y,
                      loss_fn=lambda logits, target: loss_fn(settings.loss, logits, target),
                      batching=Batching(size=None if full_batch else int(settings.batch_size), seed=settings.seed),
-                     on_epoch_end=[log_and_checkpoint, *[_bind(hook, model) for hook in hooks]])
+                     on_epoch_end=[log_and_checkpoint, *[_bind(hook, model) for hook in hooks]],
+                     progress=progress, desc=desc, postfix=lambda end: _last_logged(rows))
     loop.run(1, settings.epochs)
     result.log = pd.DataFrame(rows, columns=LOG_COLUMNS)
     result.steps = loop.steps
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+def _last_logged(rows: list[dict]) -> dict:
+    """The progress line's fields: the last log row's epoch, loss and accuracies (3 decimals)."""
+    row = rows[-1]
+    short = {"acc_train_clean": "clean", "acc_train_noisy_given": "noisy", "acc_test": "test"}
+    return {"logged": str(row["epoch"]), "loss": f"{row['loss']:.4g}",
+            **{name: f"{row[col]:.3f}" for col, name in short.items()}}
 
 
 def _bind(hook: EpochHook, model: ArithmeticMLP) -> Callable[[EpochEnd], str | None]:

@@ -16,6 +16,7 @@ Torch is imported inside the functions, so torch-free callers (configuration che
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -96,3 +97,18 @@ def numpy_rng(*keys: int | Sequence[int]) -> np.random.Generator:
     for k in keys:
         flat.extend(int(v) for v in (k if isinstance(k, (list, tuple)) else [k]))
     return np.random.default_rng(flat)
+
+
+@contextlib.contextmanager
+def numpy_global_seed(seed: int):
+    """Seed numpy's legacy global generator for the ``with`` block and restore its state afterwards:
+    for third-party code that draws from ``np.random.*`` and takes no generator (the image
+    corruptions of ``imagecorruptions``); the caller's global stream is left as it was."""
+    import numpy as np
+
+    state = np.random.get_state()
+    try:
+        np.random.seed(int(seed))
+        yield
+    finally:
+        np.random.set_state(state)

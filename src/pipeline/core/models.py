@@ -654,6 +654,138 @@ class BottleneckMLP(ProbedModel):
         return SplitStage("logits", self.output, ("output",))
 
 
+# ----------------------------------------------------------------------------- pytorch-playground models (issue 16)
+#
+# The MNIST, SVHN and STL-10 networks of the feature-dynamics paper: its Appendix H trains them with
+# "the open-source code ... https://github.com/aaron-xichen/pytorch-playground" and Table 2's
+# optimizer settings. Layer for layer as that code's ``mnist/model.py``, ``svhn/model.py`` and
+# ``stl10/model.py`` (with its train.py defaults: 256-256 hidden units; ``--channel 32``).
+
+class PlaygroundMLP(ProbedModel):
+    """pytorch-playground's MNIST ``MLP(784, [256, 256], 10)``: flatten -> [Linear -> ReLU ->
+    Dropout(0.2)] x2 (= ``fc1``, ``fc2``) -> Linear(256, K) (``out``). The dropout is the cited code's
+    and always present (``dropout`` adds nothing)."""
+
+    HIDDEN = (256, 256)
+    DROPOUT_P = 0.2
+    probe_layers = ("fc1", "fc2")
+    paper_layers = probe_layers
+    last_probe_layer = "fc2"
+    _classifier_attr = "out"
+
+    def __init__(self, in_channels: int, image_size: int, num_classes: int, dropout: bool = False):
+        super().__init__()
+        self.fc1 = nn.Linear(in_channels * image_size * image_size, self.HIDDEN[0])
+        self.fc2 = nn.Linear(self.HIDDEN[0], self.HIDDEN[1])
+        self.out = nn.Linear(self.HIDDEN[1], num_classes)
+        self.drop = nn.Dropout(self.DROPOUT_P)
+
+    def _hidden(self, name: str):
+        layer = getattr(self, name)
+        return lambda h: self.drop(F.relu(layer(torch.flatten(h, 1))))
+
+    def _forward_all(self, x):
+        h1 = self._hidden("fc1")(x)
+        h2 = self._hidden("fc2")(h1)
+        return self.out(h2), {"fc1": h1, "fc2": h2}
+
+    def _split_stages(self):
+        return [SplitStage(name, self._hidden(name), (name,)) for name in self.probe_layers]
+
+    def _split_head(self):
+        return SplitStage("logits", self.out, ("out",))
+
+
+class PlaygroundCNN(ProbedModel):
+    """pytorch-playground's SVHN / STL-10 network (``make_layers(cfg, batch_norm=True)`` then
+    ``Linear(8n, K)``): per conv entry of :attr:`CFG`, conv3x3 (padding 1, or 0 where the entry says
+    so) -> BatchNorm(affine=False) -> ReLU [-> Dropout(:attr:`DROPOUT_P`)], and the max-pool 2/2 that
+    follows it in the cfg; each such unit is one probe layer / split boundary ``layer{i}``. The last
+    layer is 8n x 1 x 1 on the dataset's image size (32 for SVHN, 96 for STL-10); smaller images are
+    refused at the forward pass (the padding-0 convolutions need at least :attr:`MIN_IMAGE_SIZE`)."""
+
+    N_CHANNEL = 32
+    CFG: tuple = ()
+    DROPOUT_P = 0.0
+    MIN_IMAGE_SIZE = 0
+    last_probe_layer = ""
+    _classifier_attr = "classifier_fc"
+
+    def __init__(self, in_channels: int, image_size: int, num_classes: int, dropout: bool = False):
+        super().__init__()
+        p = self.DROPOUT_P or (0.3 if dropout else 0.0)
+        channels, side, index = in_channels, image_size, 0
+        for i, entry in enumerate(self.CFG):
+            if entry == "M":
+                continue
+            out, padding = entry if isinstance(entry, tuple) else (entry, 1)
+            index += 1
+            parts = [nn.Conv2d(channels, out, 3, padding=padding), nn.BatchNorm2d(out, affine=False),
+                     nn.ReLU()]
+            if p:
+                parts.append(nn.Dropout(p))
+            side = side + 2 * padding - 2
+            if i + 1 < len(self.CFG) and self.CFG[i + 1] == "M":
+                parts.append(nn.MaxPool2d(2, 2))
+                side //= 2
+            setattr(self, f"layer{index}", nn.Sequential(*parts))
+            channels = out
+        # the cited code's Linear(8n, K) assumes a 1x1 last layer (the dataset's size); another size
+        # gets the flattened size it produces (names of the boundaries do not depend on it)
+        self.classifier_fc = nn.Linear(channels * max(side, 1) ** 2, num_classes)
+
+    def _check(self, x: Tensor) -> None:
+        if min(x.shape[-2:]) < self.MIN_IMAGE_SIZE:
+            raise ValueError(f"{type(self).__name__} needs images of at least {self.MIN_IMAGE_SIZE} pixels "
+                             f"(image_size); got {tuple(x.shape[-2:])}")
+
+    def _forward_all(self, x):
+        self._check(x)
+        acts, h = {}, x
+        for name in self.probe_layers:
+            h = getattr(self, name)(h)
+            acts[name] = h
+        return self.classifier_fc(torch.flatten(h, 1)), acts
+
+    def _split_stages(self):
+        first = getattr(self, self.probe_layers[0])
+
+        def checked_first(h):
+            self._check(h)
+            return first(h)
+        return [SplitStage(name, checked_first if i == 0 else getattr(self, name), (name,))
+                for i, name in enumerate(self.probe_layers)]
+
+    def _split_head(self):
+        return SplitStage("logits", lambda h: self.classifier_fc(torch.flatten(h, 1)), ("classifier_fc",))
+
+
+class SvhnCNN(PlaygroundCNN):
+    """SVHN: cfg [n, n, M, 2n, 2n, M, 4n, 4n, M, (8n, 0), M], n = 32, Dropout(0.3) after every conv
+    unit (the cited code's); 7 layers, 32x32 -> 256x1x1."""
+
+    N = PlaygroundCNN.N_CHANNEL
+    CFG = (N, N, "M", 2 * N, 2 * N, "M", 4 * N, 4 * N, "M", (8 * N, 0), "M")
+    DROPOUT_P = 0.3
+    MIN_IMAGE_SIZE = 32
+    probe_layers = tuple(f"layer{i}" for i in range(1, 8))
+    paper_layers = probe_layers
+    last_probe_layer = "layer7"
+
+
+class Stl10CNN(PlaygroundCNN):
+    """STL-10: cfg [n, M, 2n, M, 4n, M, 4n, M, (8n, 0), (8n, 0), M], n = 32, no dropout in the cited
+    code (``dropout=True`` adds Dropout(0.3) after every conv unit, our option); 6 layers,
+    96x96 -> 256x1x1."""
+
+    N = PlaygroundCNN.N_CHANNEL
+    CFG = (N, "M", 2 * N, "M", 4 * N, "M", 4 * N, "M", (8 * N, 0), (8 * N, 0), "M")
+    MIN_IMAGE_SIZE = 96
+    probe_layers = tuple(f"layer{i}" for i in range(1, 7))
+    paper_layers = probe_layers
+    last_probe_layer = "layer6"
+
+
 # ----------------------------------------------------------------------------- registry
 
 #: The optimizer settings a :class:`ModelSpec` may set per dataset (``by_dataset``), i.e. the keys of
@@ -799,6 +931,18 @@ MODELS: dict[str, ModelSpec] = {
                                 momentum=0.0, batch_size=200, late_checkpoint_interval=5,
                                 normalization="unit", weight_decay=1e-5,
                                 by_dataset=MappingProxyType({"mnist": MappingProxyType({"epochs": 200})})),
+    # the MNIST / SVHN / STL-10 networks of the paper (pytorch-playground), each with its Table 2 row
+    # (decay x0.1 at 80 and 120, the cited code's ``--decreasing_lr``); inputs standardized (the code
+    # normalizes with fixed means/stds: MNIST's own, 0.5 for SVHN / STL-10)
+    "mnist_mlp": ModelSpec("mnist_mlp", PlaygroundMLP, optimizer="sgd", lr=0.01, momentum=0.9,
+                           batch_size=200, weight_decay=1e-4, lr_decay_epochs=(80, 120),
+                           by_dataset=MappingProxyType({"mnist": PAPER_TABLE2["mnist"]})),
+    "svhn_cnn": ModelSpec("svhn_cnn", SvhnCNN, optimizer="adam", lr=0.001, momentum=0.0, batch_size=200,
+                          weight_decay=0.0, lr_decay_epochs=(80, 120),
+                          by_dataset=MappingProxyType({"svhn": PAPER_TABLE2["svhn"]})),
+    "stl10_cnn": ModelSpec("stl10_cnn", Stl10CNN, optimizer="adam", lr=0.001, momentum=0.0,
+                           batch_size=200, weight_decay=1e-3, lr_decay_epochs=(80, 120),
+                           by_dataset=MappingProxyType({"stl10": PAPER_TABLE2["stl10"]})),
 }
 
 

@@ -24,11 +24,15 @@ _SHARED_META = ("config", "sources", "dynamics", "depths", "splits")
 def welch_rows(pointwise: pd.DataFrame) -> list[dict]:
     """Welch tests across seeds of the per-run mean point-wise consistency, each noisy corruption
     against the clean runs (the lowest corruption), per (pair, depth, split, subset, reference,
-    window ordinal). Needs >= 2 seeds per group; fewer give no row."""
+    window ordinal). Needs >= 2 seeds per group; fewer give no row. Runs compared over windows of
+    different span or checkpoint count are refused (:func:`pipeline.dynamics.windows.check_equal_windows`):
+    the ordinal then names the same window ``[T1, T2]`` in every run."""
     from pipeline.dynamics.stats import welch_test
+    from pipeline.dynamics.windows import check_equal_windows
 
     if pointwise.empty:
         return []
+    check_equal_windows(pointwise)
     df = pointwise.copy()
     run_cols = list(T.RUN_KEY_COLUMNS)
     # window ordinal within each run: windows in (T1, T2) order, so runs of one config agree
@@ -65,15 +69,16 @@ def aggregate_tables(composites: Sequence[str | Path], *, out_composite, out_poi
     names = {k: Path(v).name for k, v in DYNAMICS_RUN_FILES.items()}
     meta = {**read_parquet_metadata(composites[0]), "sources": json.dumps([str(d) for d in dirs])}
     meta = {k: v for k, v in meta.items() if k.startswith("choice.") or k in _SHARED_META}
-    for kind, out, schema in (("composite", out_composite, T.COMPOSITE),
-                              ("pointwise", out_pointwise, T.POINTWISE),
-                              ("trajectories", out_trajectories, T.TRAJECTORIES)):
-        table = gather_tables([d / names[kind] for d in dirs], schema)
-        write_table(table, out, schema, meta)
-        if kind == "pointwise":
-            welch = T.welch_frame(welch_rows(table))
-            write_table(welch, out_welch, T.WELCH, {**meta, "welch": "across seeds; per-run mean point-wise "
-                                                                     "consistency; needs >= 2 seeds per group"})
+    kinds = (("composite", out_composite, T.COMPOSITE), ("pointwise", out_pointwise, T.POINTWISE),
+             ("trajectories", out_trajectories, T.TRAJECTORIES))
+    tables = {kind: gather_tables([d / names[kind] for d in dirs], schema) for kind, _, schema in kinds}
+    # unequal windows are refused here, before any table is written (no half-written outputs)
+    welch = T.welch_frame(welch_rows(tables["pointwise"]))
+    for kind, out, schema in kinds:
+        write_table(tables[kind], out, schema, meta)
+    write_table(welch, out_welch, T.WELCH, {**meta, "welch": "across seeds; per-run mean point-wise "
+                                                             "consistency; needs >= 2 seeds per group; "
+                                                             "equal windows in every run compared"})
     print(f"{len(dirs)} runs -> {out_composite}, {out_pointwise}, {out_trajectories}, {out_welch}")
 
 
@@ -86,12 +91,13 @@ def aggregate_sgd_noise(inputs: Sequence[str | Path], out: str | Path) -> None:
 
 
 def aggregate_ablations(logs: Sequence[str | Path], out: str | Path) -> None:
-    """The ablation runs' training logs in one table, with their kind, depth and branch epoch."""
+    """The ablation runs' training logs in one table, with their kind, depth and branch epoch; a
+    standard run's log (no ``ablation`` record) is the baseline, kind ``standard``."""
     parts = []
     for path in logs:
         df = read_table(path)
         meta = read_parquet_metadata(path)
-        info = json.loads(meta.get("ablation", "{}"))
+        info = json.loads(meta.get("ablation", "{}")) or {"kind": "standard"}
         for k in ("kind", "depth", "epoch"):
             df.insert(len(T.RUN_KEY_COLUMNS) + len([c for c in ("ablation", "ablation_depth",
                                                                 "ablation_epoch") if c in df]),

@@ -12,9 +12,11 @@ key and what to do:
 * ``deep_epochs`` and ``shallow_epochs`` select at least one epoch the analysed runs save
   (:func:`pipeline.core.schedule.schedule_for`, up to ``train.max_epochs``, which is always saved;
   ``final`` always is); each window of ``windows`` ends at a saved epoch, starts at one the runs
-  reach, and, unless ``allow_sparse``, has every epoch saved; ``sgd_noise.epoch`` and
-  ``ablations.epoch`` are saved epochs;
-* the model names of ``depths``, ``sgd_noise.depths`` and ``ablations.depths`` are models, their
+  reach, and, unless ``allow_sparse``, has every epoch saved; ``sgd_noise.epoch``,
+  ``ablations.epoch`` and ``ablations.reinit.epoch`` (unless final) are saved epochs;
+  ``ablations.corruptions`` are analysed corruptions;
+* the model names of ``depths``, ``sgd_noise.depths``, ``ablations.depths`` and
+  ``ablations.reinit.depths`` are models, their
   values split boundaries of that model; ``figure_depth`` is a depth of every analysed model.
 
 Torch is imported only for the boundary names (the model registry), and only when the section is on.
@@ -55,6 +57,7 @@ def check_config(config: dict) -> None:
         return
     _check_pairs(config)
     _check_corruptions(section)
+    _check_ablation_corruptions(config)
     _check_splits(section)
     _check_epochs(config)
     _check_depths(config)
@@ -85,6 +88,19 @@ def _check_corruptions(section: Mapping) -> None:
             raise ConfigError(f"config key 'dynamics.corruptions': {value!r} would run as {name} (run "
                               f"folders hold degrees with 6 significant digits); write it as {name}")
         seen[name] = value
+
+
+def _check_ablation_corruptions(config: dict) -> None:
+    """``ablations.corruptions`` must be analysed runs (an ablation branches from one)."""
+    section = config["dynamics"]
+    wanted = section["ablations"].get("corruptions")
+    if not section["ablations"]["enabled"] or wanted is None:
+        return
+    analysed = [float(c) for c in (section.get("corruptions") or config["corruptions"])]
+    missing = [c for c in wanted if not any(abs(float(c) - a) < 1e-12 for a in analysed)]
+    if missing:
+        raise ConfigError(f"config key 'dynamics.ablations.corruptions': {missing} are not analysed "
+                          f"corruptions (the ablations branch from those runs: {analysed})")
 
 
 def _check_splits(section: Mapping) -> None:
@@ -151,12 +167,21 @@ def _check_epochs(config: dict) -> None:
                         f"saved ({_schedule_text(config, model, saved)}); add the window to "
                         "train.checkpoints.windows, or set dynamics.allow_sparse: true")
         sgd = section["sgd_noise"]
-        if sgd["enabled"] and sgd["epoch"] != "final" and int(sgd["epoch"]) not in saved:
+        sgd_epochs = sgd["epoch"] if isinstance(sgd["epoch"], list) else [sgd["epoch"]]
+        unsaved = [e for e in sgd_epochs if e != "final" and int(e) not in saved]
+        if sgd["enabled"] and unsaved:
             raise ConfigError(
-                f"config key 'dynamics.sgd_noise.epoch': {sgd['epoch']} is never saved: "
-                f"{_schedule_text(config, model, saved)}; choose a saved epoch or final")
+                f"config key 'dynamics.sgd_noise.epoch': {unsaved} never saved: "
+                f"{_schedule_text(config, model, saved)}; choose saved epochs or final")
         abl = section["ablations"]
-        if abl["enabled"] and int(abl["epoch"]) not in saved:
+        reinit_epoch = abl["reinit"]["epoch"]
+        if abl["enabled"] and "reinit" in abl["kinds"] and reinit_epoch != "final" \
+                and int(reinit_epoch) not in saved:
+            raise ConfigError(
+                f"config key 'dynamics.ablations.reinit.epoch': the reinit ablation branches from the "
+                f"standard run's checkpoint at epoch {reinit_epoch}, which is never saved: "
+                f"{_schedule_text(config, model, saved)}; choose a saved epoch or final")
+        if abl["enabled"] and {"freeze", "restart"} & set(abl["kinds"]) and int(abl["epoch"]) not in saved:
             raise ConfigError(
                 f"config key 'dynamics.ablations.epoch': the ablations branch from the standard run's "
                 f"checkpoint at epoch {abl['epoch']}, which is never saved: "
@@ -184,7 +209,8 @@ def _check_depths(config: dict) -> None:
 
     for key, spec in (("dynamics.depths", section.get("depths")),
                       ("dynamics.sgd_noise.depths", section["sgd_noise"].get("depths")),
-                      ("dynamics.ablations.depths", section["ablations"].get("depths"))):
+                      ("dynamics.ablations.depths", section["ablations"].get("depths")),
+                      ("dynamics.ablations.reinit.depths", section["ablations"]["reinit"].get("depths"))):
         for model, names in (spec or {}).items():
             if model not in models:
                 raise ConfigError(f"config key '{key}': {model!r} is not a model (allowed: {models}); "

@@ -18,11 +18,25 @@ Protocol (:func:`one_step_sgd_noise`), for one checkpoint ``theta`` and a fixed 
 
 Controls at the same ``(N, D)``:
 
-* :func:`isotropic_gaussian_control` -- ``N(0, tau I_D)`` with ``tau = tr(S) / D``, i.e. the same trace
-  as the SGD sample covariance ``S`` (the paper's "isotropic Gaussian noise of the same scale").
+* :func:`isotropic_gaussian_control` -- ``N(0, tau I)`` on the SGD sample's ``D'`` moving coordinates
+  (zero on its dead ones) with ``tau = tr(S) / D'``, i.e. the same trace as the SGD sample covariance
+  ``S`` (the paper's "isotropic Gaussian noise of the same scale") in the same tested subspace.
 * :func:`parameter_noise_control` -- ``theta + sigma xi`` with ``xi ~ N(0, I)`` on the parameters of
   the shallow part (the only ones ``f[1:d]`` depends on), ``sigma`` matched so that ``E||sigma xi||``
-  ~ the mean norm of the SGD step restricted to those parameters (:func:`matched_sigma`).
+  ~ the mean norm of the SGD step restricted to those parameters (:func:`matched_sigma`).  At the
+  first layer of an MLP (``z = relu(W x + b)``) this is isotropic in feature space on the active
+  units (``dz_k = sigma (xi_k . x + zeta_k)``, iid across ``k``), so a valid test keeps its nominal
+  size on it there; deeper, its feature covariance ``sigma^2 J J^T`` is itself anisotropic, and a
+  rejection there says nothing about the test.
+
+Precision: the updates and the feature read-outs run on a float64 copy of the model.  A one-step
+change is tiny (``||eta v_B||`` ~ 1e-6 of ``||theta||`` late in training); in float32 ``dz`` would be
+dominated by rounding of the features (relative 6e-8), a discrete, non-Gaussian error that makes
+even the isotropic parameter control look anisotropic.
+
+Sphericity is tested on the coordinates that move (:func:`pipeline.dynamics.sphericity.moving_coordinates`):
+an inactive ReLU unit has exactly zero change in every draw, which no isotropic law produces, so
+testing all ``D`` coordinates rejects every source (issue 16: 62-72 % of the digits MLP's fc1 units).
 """
 
 from __future__ import annotations
@@ -38,11 +52,17 @@ from torch import Tensor
 
 from pipeline.core.device import derived_seed, numpy_rng, seed_torch, torch_generator
 from pipeline.core.models import ProbedModel
-from pipeline.dynamics.sphericity import TOP_K, sphericity_null, sphericity_test
+from pipeline.dynamics.sphericity import (
+    TOP_K,
+    moving_coordinates,
+    sphericity_null,
+    sphericity_statistics,
+    sphericity_test,
+)
 
 __all__ = ["OneStepNoise", "one_step_sgd_noise", "shallow_parameter_names", "matched_sigma",
            "parameter_noise_control", "isotropic_gaussian_control", "noise_summary_rows",
-           "SOURCES"]
+           "SOURCES", "DROP_RULE"]
 
 SOURCES = ("sgd", "gaussian", "param_isotropic")
 
@@ -77,7 +97,7 @@ def _features(model: ProbedModel, boundary: str, x: Tensor, batch_size: int = 51
 
 def _prepare(x, transform, device) -> Tensor:
     x = torch.as_tensor(x).to(device)
-    return transform(x) if transform is not None else x.float()
+    return (transform(x) if transform is not None else x.float()).double()
 
 
 def one_step_sgd_noise(model: ProbedModel, boundary: str, inputs, train_x, train_y, *,
@@ -90,7 +110,7 @@ def one_step_sgd_noise(model: ProbedModel, boundary: str, inputs, train_x, train
     if grad_mode not in ("train", "eval"):
         raise ValueError(f"grad_mode must be 'train' or 'eval', got {grad_mode!r}")
     device = torch.device(device) if device is not None else torch.device("cpu")
-    work = copy.deepcopy(model).to(device)
+    work = copy.deepcopy(model).to(device).double()  # float64: see the module doc (rounding)
     params0 = {n: p.detach().clone() for n, p in work.named_parameters()}
     buffers0 = {n: b.detach().clone() for n, b in work.named_buffers()}
     shallow = set(shallow_parameter_names(work, boundary))
@@ -126,15 +146,20 @@ def one_step_sgd_noise(model: ProbedModel, boundary: str, inputs, train_x, train
         total = sq_shallow = 0.0
         with torch.no_grad():
             for n, p in work.named_parameters():
-                g = p.grad if p.grad is not None else torch.zeros_like(p)
-                v = g + weight_decay * params0[n]
+                if p.grad is None:
+                    step = torch.zeros_like(p)
+                else:  # in place on the gradient (zeroed before the next update): one pass each
+                    step = p.grad
+                if weight_decay:
+                    step = step.add_(params0[n], alpha=weight_decay)
                 if use_buffer:
-                    v = momentum * momentum_buffer[n].to(device) + v
-                step = lr * v
-                total += float((step.double() ** 2).sum())
+                    step = step.add_(momentum_buffer[n].to(device, torch.float64), alpha=momentum)
+                step = step.mul_(lr)
+                sq = float(torch.dot(step.reshape(-1), step.reshape(-1)))
+                total += sq
                 if n in shallow:
-                    sq_shallow += float((step.double() ** 2).sum())
-                p.copy_(params0[n] - step)
+                    sq_shallow += sq
+                p.sub_(step)
             for n, buf in work.named_buffers():
                 buf.copy_(buffers0[n])
             work.eval()
@@ -144,7 +169,8 @@ def one_step_sgd_noise(model: ProbedModel, boundary: str, inputs, train_x, train
     protocol = {"lr": float(lr), "batch_size": int(batch_size), "n_updates": int(n_updates),
                 "momentum": float(momentum), "momentum_mode": "buffer" if use_buffer else "none",
                 "weight_decay": float(weight_decay), "grad_mode": grad_mode, "seed": int(seed),
-                "n_inputs": int(xin.shape[0]), "buffers": "checkpoint (not updated by the step)"}
+                "n_inputs": int(xin.shape[0]), "buffers": "checkpoint (not updated by the step)",
+                "dtype": "float64"}
     n_shallow = int(sum(params0[n].numel() for n in shallow))
     return OneStepNoise(boundary, np.stack(deltas), np.asarray(norms), np.asarray(shallow_norms),
                         n_shallow, protocol, np.stack(batches))
@@ -164,7 +190,7 @@ def parameter_noise_control(model: ProbedModel, boundary: str, inputs, *, n_draw
     """``dz = f[1:d](theta + sigma xi) - f[1:d](theta)`` for ``n_draws`` isotropic Gaussian ``xi`` on
     the shallow part's parameters (eval mode, buffers unchanged): ``(n_draws, M, D)``."""
     device = torch.device(device) if device is not None else torch.device("cpu")
-    work = copy.deepcopy(model).to(device).eval()
+    work = copy.deepcopy(model).to(device).double().eval()
     names = set(shallow_parameter_names(work, boundary))
     params0 = {n: p.detach().clone() for n, p in work.named_parameters()}
     xin = _prepare(inputs, transform, device)
@@ -175,38 +201,70 @@ def parameter_noise_control(model: ProbedModel, boundary: str, inputs, *, n_draw
         for n, p in work.named_parameters():
             if n in names:
                 xi = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(device)
-                p.copy_((params0[n].double() + sigma * xi).to(p.dtype))
+                p.copy_(params0[n] + sigma * xi)
         out.append((_features(work, boundary, xin) - z0).cpu().numpy())
     return np.stack(out)
 
 
 def isotropic_gaussian_control(Z: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Gaussian ``(N, D)`` sample with covariance ``tau I``, ``tau = tr(S_Z) / D`` (equal trace)."""
+    """Gaussian ``(N, D)`` sample, isotropic on the moving coordinates of ``Z`` and zero on its dead
+    ones: covariance ``tau I`` on the ``D'`` coordinates of :func:`moving_coordinates`, with
+    ``tau = tr(S_Z) / D'`` (equal trace, same tested subspace, so both are tested at one ``(N, D')``)."""
     Z = np.asarray(Z, dtype=np.float64)
     N, D = Z.shape
-    tau = float(((Z - Z.mean(0)) ** 2).sum() / max(N - 1, 1) / D)
+    mask = moving_coordinates(Z)
+    d = int(mask.sum())
+    out = np.zeros((N, D))
+    if d == 0:
+        return out
+    tau = float(((Z - Z.mean(0)) ** 2).sum() / max(N - 1, 1) / d)
     rng = numpy_rng(seed, N, D, 0x150)
-    return rng.standard_normal((N, D)) * np.sqrt(tau)
+    out[:, mask] = rng.standard_normal((N, d)) * np.sqrt(tau)
+    return out
+
+
+#: why a coordinate is left out of the sphericity tests (the table's ``drop_rule``)
+DROP_RULE = "dz exactly 0 in all N draws (inactive ReLU unit that no draw switches on)"
 
 
 def noise_summary_rows(samples: Mapping[str, np.ndarray], keys: Mapping, *, epoch: int,
                        boundary: str, protocol: Mapping, input_index=None, n_resamples: int = 999,
                        seed: int = 0, k: int = TOP_K) -> list[dict]:
     """Rows of ``sgd_noise.parquet``: for each source (``"sgd"``, ``"gaussian"``,
-    ``"param_isotropic"``) and input, the covariance spectrum and sphericity test of its ``(N, D)``
-    matrix.  ``samples[source]`` is ``(N, M, D)``; the Monte-Carlo null is drawn once per shape."""
+    ``"param_isotropic"``) and input, the covariance spectrum and sphericity tests of its ``(N, D)``
+    matrix.  ``samples[source]`` is ``(N, M, D)``.
+
+    The tests (``john_u`` = the paper's ``T`` of Appendix E on the trace-normalised covariance,
+    ``p_value``, the asymptotic z's, the spatial sign) are on the ``D'`` moving coordinates of each
+    sample (``dim_tested``; ``n_dropped = D - D'`` coordinates whose change is exactly zero in every
+    draw, :data:`DROP_RULE`), with the Monte-Carlo null of ``(N, D')``.  ``john_u_all`` /
+    ``p_value_all`` are the same statistic over all ``D`` coordinates (the test before issue 16,
+    which rejects every sample with a dead coordinate), kept for comparison.  The spectrum
+    (trace, eigenvalues, participation ratio) is the same on either set (dead coordinates add 0)."""
     rows = []
     for source, arr in samples.items():
         arr = np.asarray(arr, dtype=np.float64)
         N, M, D = arr.shape
-        null = sphericity_null(N, D, n_resamples, seed)
+        null_all = sphericity_null(N, D, n_resamples, seed, spatial_sign=False)
         idx = np.arange(M) if input_index is None else np.asarray(input_index)
         for m in range(M):
-            res = sphericity_test(arr[:, m, :], null=null, k=k)
+            Z = arr[:, m, :]
+            mask = moving_coordinates(Z)
+            d = int(mask.sum())
+            if d >= 1:
+                res = sphericity_test(Z[:, mask], null=sphericity_null(N, d, n_resamples, seed), k=k)
+            else:  # nothing moved: no spectrum, no test
+                res = {key: float("nan") for key in ("trace", "topk_energy", "participation_ratio",
+                                                     "john_u", "p_value", "ledoit_wolf_z",
+                                                     "srivastava_z", "spatial_sign_u",
+                                                     "spatial_sign_p_value")}
+                res["eigenvalues"] = np.full(k, np.nan)
+            u_all = sphericity_statistics(Z, spatial_sign=False)["john_u"]
             eig = {f"eig_{i + 1}": float(v) for i, v in enumerate(res["eigenvalues"])}
             rows.append({
                 **keys, "epoch": int(epoch), "depth": boundary, "input_index": int(idx[m]),
-                "source": source, "n_updates": N, "dim": D, "lr": float(protocol["lr"]),
+                "source": source, "n_updates": N, "dim": D, "dim_tested": d, "n_dropped": D - d,
+                "drop_rule": DROP_RULE, "lr": float(protocol["lr"]),
                 "batch_size": int(protocol["batch_size"]), "momentum": float(protocol["momentum"]),
                 "momentum_mode": str(protocol["momentum_mode"]),
                 "weight_decay": float(protocol["weight_decay"]), "trace": res["trace"], **eig,
@@ -215,6 +273,7 @@ def noise_summary_rows(samples: Mapping[str, np.ndarray], keys: Mapping, *, epoc
                 "ledoit_wolf_z": res["ledoit_wolf_z"], "srivastava_z": res["srivastava_z"],
                 "spatial_sign_u": res["spatial_sign_u"],
                 "spatial_sign_p_value": res["spatial_sign_p_value"],
-                "n_resamples": res["n_resamples"],
+                "john_u_all": float(u_all), "p_value_all": float(null_all.p_value(u_all)),
+                "n_resamples": null_all.n_resamples,
             })
     return rows

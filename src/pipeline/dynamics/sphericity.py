@@ -31,6 +31,13 @@ Statistics (:func:`sphericity_test`):
   the rows with radius-dependent weights and the test over-rejects under heavy tails).
 * ``participation_ratio`` ``tr(S)^2 / tr(S^2)``, ``trace`` ``tr S``, ``eigenvalues`` (top ``k`` of ``S``),
   ``topk_energy`` (their share of ``tr S``) -- also from :func:`covariance_spectrum`.
+
+Dead coordinates (:func:`moving_coordinates`).  A coordinate whose value is exactly zero in every
+row (an inactive ReLU unit that no draw switches on) has zero variance; under ``H0: Sigma = s^2 I``
+that has probability zero, so a test over all ``d`` coordinates rejects isotropy for *any* such
+sample -- it measures the share of dead units, not the shape of the noise.  The tests are therefore
+meant for the coordinates that can move: :func:`moving_coordinates` finds them, and
+``sphericity_test(Z[:, mask])`` tests ``H0`` on that subspace with the null of its own ``(N, d')``.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from scipy import stats
 from pipeline.core.device import numpy_rng
 
 __all__ = ["SphericityNull", "sphericity_null", "sphericity_test", "sphericity_statistics",
-           "covariance_spectrum", "gram_matrix", "TOP_K"]
+           "covariance_spectrum", "gram_matrix", "moving_coordinates", "TOP_K"]
 
 TOP_K = 5
 _CHUNK = 64          # resamples per vectorised chunk
@@ -131,6 +138,18 @@ def _statistics_from_raw_gram(W: np.ndarray, d: int, *, center: bool, spatial_si
     return out
 
 
+def moving_coordinates(Z: np.ndarray) -> np.ndarray:
+    """Boolean mask of the columns of an ``(N, d)`` sample that are not exactly zero in every row.
+
+    Exact zeros, not a tolerance: an inactive ReLU unit gives a feature change of exactly 0.0 for
+    every perturbation that leaves it inactive, while any coordinate that moves at all in floating
+    point is kept (so the mask removes nothing an isotropic sample could produce)."""
+    Z = np.asarray(Z)
+    if Z.ndim != 2:
+        raise ValueError(f"Z must be (N, d), got shape {Z.shape}")
+    return (Z != 0).any(axis=0)
+
+
 # ----------------------------------------------------------------------------- Monte-Carlo null
 
 @dataclass(frozen=True)
@@ -177,7 +196,7 @@ def _wishart_raw_grams(rng: np.random.Generator, b: int, N: int, d: int) -> np.n
     return A @ np.swapaxes(A, -1, -2)                         # Bartlett: W = A A^T ~ W_N(d, I)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=512)  # one null per tested dimension d' (it varies by input)
 def _cached_null(n_rows: int, dim: int, n_resamples: int, seed: int, center: bool,
                  spatial_sign: bool) -> SphericityNull:
     rng = numpy_rng(seed, n_rows, dim, 0x5F3)

@@ -5,8 +5,10 @@ rule, each reading a run's checkpoints through :class:`pipeline.core.runtime.Run
   (train with its clean / corrupted subsets from the saved corruption mask, test, blurred test), the
   magnitude-matched random control, point-wise consistency over the windows, and (for a model with a
   2-D boundary) the feature trajectories with the final deep part's decision regions;
-* :func:`sgd_noise_run` -- one-step SGD noise at one checkpoint with both isotropic controls;
-* :func:`ablation_run` -- a freeze / reinit ablation as a run variant (training plus one hook);
+* :func:`sgd_noise_run` -- one-step SGD noise at the checkpoints of ``dynamics.sgd_noise.epoch`` (at
+  each one's scheduled learning rate) with both isotropic controls;
+* :func:`ablation_run` -- a freeze / restart / reinit ablation as a run variant (training plus one
+  hook; in :mod:`pipeline.dynamics.ablation`, re-exported);
 * :func:`aggregate_tables` -- the per-run tables gathered into ``results/tables/`` (plus the Welch
   tests across seeds).
 
@@ -17,7 +19,6 @@ run-specific choices (grid, windows, depths, protocol), with the config sections
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -27,7 +28,6 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.core.config import Run
-from pipeline.core.device import derived_seed, seed_torch
 from pipeline.core.tables import provenance, write_table
 from pipeline.dynamics import tables as T
 from pipeline.dynamics.blur import blur_sigma, blur_uint8
@@ -35,8 +35,9 @@ from pipeline.dynamics.controls import matched_random_features
 from pipeline.dynamics.grid import composite_grid
 
 __all__ = ["default_depths", "run_depths", "resolve_epochs", "resolve_windows", "input_sets",
-           "composite_run", "sgd_noise_run", "ablation_run", "FreezeShallow", "ReinitDeep",
-           "parse_ablation_variant", "aggregate_tables", "welch_rows"]
+           "composite_run", "sgd_noise_run", "sgd_noise_epochs", "sgd_noise_lr", "ablation_run",
+           "FreezeShallow", "ReinitDeep",
+           "RestartOptimizer", "parse_ablation_variant", "aggregate_tables", "welch_rows"]
 
 
 # ----------------------------------------------------------------------------- choices
@@ -93,12 +94,15 @@ def resolve_windows(section: Mapping, train: Mapping, saved: Sequence[int], fina
 
 # ----------------------------------------------------------------------------- input sets
 
-def input_sets(rt, splits: Sequence[str], *, severity: int = 5, max_samples: int | None = None) -> dict:
+def input_sets(rt, splits: Sequence[str], *, severity: int = 5, max_samples: int | None = None,
+               input_corruptions: Mapping | None = None) -> dict:
     """``{split name: (x uint8, {label source: labels}, {subset: mask} | None)}``.
 
     ``train``: labels ``corrupted`` (trained on) and ``true``; subsets ``clean`` / ``corrupted`` from
     the run's saved corruption mask (``labels.changed``) when some label was changed.
-    ``test_blur`` is named ``test_blur<severity>``.
+    ``test_blur`` is named ``test_blur<severity>``.  ``test_corrupted``: one set per corruption and
+    severity of ``input_corruptions`` (``dynamics.input_corruptions``: types, severities, seed,
+    max_samples), named ``test_<corruption><severity>`` (:mod:`pipeline.dynamics.corruptions`).
     """
     n = max_samples
     out = {}
@@ -114,8 +118,22 @@ def input_sets(rt, splits: Sequence[str], *, severity: int = 5, max_samples: int
             x = rt.x_test[:n].cpu().numpy()
             blurred = torch.from_numpy(blur_uint8(x, blur_sigma(severity))).to(rt.x_test.device)
             out[f"test_blur{severity}"] = (blurred, {"true": rt.labels.test[:n]}, None)
+        elif split == "test_corrupted":
+            from pipeline.dynamics.corruptions import CORRUPTIONS, corrupt_images, corruption_set_name
+
+            spec = dict(input_corruptions or {})
+            types = spec.get("types", "all")
+            types = list(CORRUPTIONS) if types == "all" else list(types)
+            # the first images of the test set, at most max_samples of this split and of the others
+            nc = min(k for k in (n, spec.get("max_samples"), len(rt.labels.test)) if k is not None)
+            x = rt.x_test[:nc].cpu().numpy()
+            for corruption in types:
+                for s in spec.get("severities", [5]):
+                    name = corruption_set_name(corruption, s)
+                    xc = corrupt_images(x, corruption, s, seed=int(spec.get("seed", 0)))
+                    out[name] = (torch.from_numpy(xc).to(rt.x_test.device), {"true": rt.labels.test[:nc]}, None)
         else:
-            raise ValueError(f"unknown split {split!r}; allowed: train, test, test_blur")
+            raise ValueError(f"unknown split {split!r}; allowed: train, test, test_blur, test_corrupted")
     return out
 
 
@@ -199,6 +217,47 @@ def trajectory_rows(models: Mapping[int, torch.nn.Module], depth: str, x, y_true
     return rows
 
 
+def _induction_line(summary: Mapping) -> str:
+    if "skipped" in summary:
+        return summary["skipped"]
+    return (f"depth {summary['depth']}, epochs {summary['epochs'][0]}..{summary['epochs'][-1]} "
+            f"({len(summary['epochs'])}), deep part at {summary['deep_epoch']}: stability "
+            f"{summary['stability']:.3f}, agreement with f(theta_{summary['deep_epoch']}) "
+            f"{summary['final_agreement']:.3f}")
+
+
+def induction_for_run(rt, section: Mapping, *, saved: Sequence[int], final: int, depths: Sequence[str],
+                      keys: Mapping, build) -> tuple[list[dict], dict] | None:
+    """The feature-trajectory PCA and perturbation experiment (Figs. 11, 14;
+    :mod:`pipeline.dynamics.trajectories`) of one run on its training inputs, per
+    ``dynamics.induction``: ``(rows, summary)``, ``([], {"skipped": why})`` when the window's deep
+    epoch was not saved, or None when off."""
+    from pipeline.dynamics.composite import load_state
+    from pipeline.dynamics.trajectories import induction_rows, trajectory_epochs
+    from pipeline.dynamics.windows import resolve_window
+
+    ind = section["induction"]
+    if not ind["enabled"]:
+        return None
+    t1, t2 = resolve_window(ind["window"] or [0, "final"], final)
+    if t2 not in saved or t1 > t2:
+        why = (f"window {ind['window']} = [{t1}, {t2}] skipped: epoch {t2} not saved by this run "
+               f"(saved up to {final})" if t2 not in saved else f"window [{t1}, {t2}] runs backwards")
+        return [], {"skipped": why}
+    epochs = trajectory_epochs(saved, t1, t2, ind["every"])
+    figure_depth = section.get("figure_depth")
+    depth = figure_depth if figure_depth in depths else depths[0]
+    perturb_from = None if ind["perturb_from"] is None else max(t1, _epoch(ind["perturb_from"], final))
+    n = section["max_samples"]
+    x = rt.x_train[:n]
+    models = {e: load_state(build, rt.state_at(e)).to(rt.device) for e in epochs}
+    rows, summary = induction_rows(models, depth, x, np.asarray(rt.labels.changed)[:n], keys,
+                                   epochs=epochs, deep_epoch=t2, perturb_from=perturb_from,
+                                   samples=min(ind["samples"], int(x.shape[0])), draws=ind["draws"],
+                                   noise=ind["noise"], seed=ind["seed"], transform=rt.transform)
+    return rows, summary
+
+
 def _two_d_depths(model, x, transform) -> list[str]:
     with torch.no_grad():
         xb = transform(x[:1])
@@ -239,7 +298,7 @@ def composite_run(config: dict, run: Run, *, index: str | Path, labels_path: str
     build = rt.empty_model
     composite, pointwise = [], []
     sets = input_sets(rt, section["splits"], severity=section["blur_severity"],
-                      max_samples=section["max_samples"])
+                      max_samples=section["max_samples"], input_corruptions=section.get("input_corruptions"))
     models = None
     drift_cache: dict = {}
     control_splits = {s if s != "test_blur" else f"test_blur{section['blur_severity']}"
@@ -284,13 +343,19 @@ def composite_run(config: dict, run: Run, *, index: str | Path, labels_path: str
             traj_rows += trajectory_rows(traj_models, d, rt.x_train[:n], rt.labels.true[:n],
                                          np.asarray(rt.labels.changed)[:n], keys,
                                          transform=rt.transform, final=final)
+    induction = induction_for_run(rt, section, saved=saved, final=final, depths=depths, keys=keys,
+                                  build=build)
+    if induction is not None:
+        traj_rows += induction[0]
+        print(f"{run.path}: induction {_induction_line(induction[1])}", flush=True)
     traj = T.trajectory_frame(traj_rows)
     meta = provenance(config, sections=T.SECTIONS, **T.CHOICE_METADATA, run=keys, deep_epochs=deep,
                       shallow_epochs=shallow, saved_epochs=saved,
                       final_epoch=final, windows=[[T1, T2] for T2, T1 in windows],
                       skipped_windows=skipped_windows, depths=depths, splits=list(sets),
                       dynamics={k: v for k, v in section.items() if k not in ("sgd_noise", "ablations")},
-                      checkpoint_windows=config["train"]["checkpoints"].get("windows"))
+                      checkpoint_windows=config["train"]["checkpoints"].get("windows"),
+                      induction=induction[1] if induction is not None else None)
     write_table(comp, out_composite, T.COMPOSITE, meta)
     write_table(point, out_pointwise, T.POINTWISE, meta)
     write_table(traj, out_trajectories, T.TRAJECTORIES, meta)
@@ -302,14 +367,33 @@ def composite_run(config: dict, run: Run, *, index: str | Path, labels_path: str
 
 # ----------------------------------------------------------------------------- one-step SGD noise
 
+def sgd_noise_epochs(spec) -> list:
+    """``dynamics.sgd_noise.epoch`` as a list (a single epoch or ``final`` is accepted as before)."""
+    return list(spec) if isinstance(spec, (list, tuple)) else [spec]
+
+
+def sgd_noise_lr(sn: Mapping, hp: Mapping, epoch: int) -> tuple[float, str]:
+    """``(eta, where it comes from)`` for the one-step update from the checkpoint saved after ``epoch``
+    epochs: ``dynamics.sgd_noise.lr`` when set, else the scheduled learning rate of the step that
+    would follow, i.e. of epoch ``epoch + 1`` (:func:`pipeline.core.training.lr_at_epoch`; ResNet-20
+    decays at 80 and 120, so the paper's epochs 50 / 100 / 150 step at 0.1 / 0.01 / 0.001)."""
+    from pipeline.core.training import lr_at_epoch
+
+    if sn["lr"] is not None:
+        return float(sn["lr"]), "dynamics.sgd_noise.lr"
+    return float(lr_at_epoch(dict(hp), int(epoch) + 1)), f"scheduled lr of epoch {int(epoch) + 1}"
+
+
 def sgd_noise_run(config: dict, run: Run, *, index: str | Path, labels_path: str | Path,
                   out: str | Path, threads: int | None = None) -> pd.DataFrame:
-    """One-step SGD noise of one run at ``dynamics.sgd_noise.epoch`` for every configured depth,
-    with the equal-trace isotropic Gaussian and the step-matched parameter-space control."""
+    """One-step SGD noise of one run at every epoch of ``dynamics.sgd_noise.epoch`` for every
+    configured depth, with the equal-trace isotropic Gaussian and the step-matched parameter-space
+    control; the step size is the scheduled learning rate at that epoch (:func:`sgd_noise_lr`)."""
     from pipeline.core.artifacts import read_index
     from pipeline.core.runtime import RunRuntime
     from pipeline.core.training import hyperparameters
     from pipeline.dynamics.sgd_noise import (
+        DROP_RULE,
         isotropic_gaussian_control,
         matched_sigma,
         noise_summary_rows,
@@ -319,170 +403,70 @@ def sgd_noise_run(config: dict, run: Run, *, index: str | Path, labels_path: str
 
     section = config["dynamics"]
     sn = section["sgd_noise"]
-    rt = RunRuntime(config, run, run_dir=Path(index).parent.parent, labels_path=labels_path,
-                    threads=threads)
     idx = read_index(index)
     final = int(idx["final_epoch"])
-    epoch = _epoch(sn["epoch"], final)
-    if epoch not in idx["epochs"]:
+    epochs = list(dict.fromkeys(_epoch(e, final) for e in sgd_noise_epochs(sn["epoch"])))
+    missing = [e for e in epochs if e not in idx["epochs"]]
+    if missing:  # before any compute
         from pipeline.core.errors import ArtifactError
-        raise ArtifactError(f"dynamics.sgd_noise.epoch {sn['epoch']} = {epoch} is not a checkpoint of "
-                            f"{run.path} (saved: {idx['epochs']}); choose a saved epoch or final")
-    model = rt.model_at(epoch)
+        raise ArtifactError(f"dynamics.sgd_noise.epoch {sn['epoch']}: epochs {missing} are not "
+                            f"checkpoints of {run.path} (saved: {idx['epochs']}, final {final}); "
+                            "choose saved epochs or final")
+    rt = RunRuntime(config, run, run_dir=Path(index).parent.parent, labels_path=labels_path,
+                    threads=threads)
     hp = hyperparameters(config, run.model, run.dataset)
-    lr = sn["lr"] if sn["lr"] is not None else hp["lr"]
     batch = sn["batch_size"] if sn["batch_size"] is not None else hp["batch_size"]
     wd = sn["weight_decay"] if sn["weight_decay"] is not None else hp.get("weight_decay", 0.0)
     inputs = rt.x_test[:sn["n_inputs"]]
     depths = list((sn.get("depths") or {}).get(run.model) or run_depths(section, run.model))
     rows, protocols = [], {}
-    for d in depths:
-        noise = one_step_sgd_noise(model, d, inputs, rt.x_train, rt.labels.corrupted,
-                                   n_updates=sn["n_updates"], lr=lr, batch_size=min(batch, len(rt.labels.corrupted)),
-                                   momentum=0.0, weight_decay=wd, seed=sn["seed"],
-                                   grad_mode=sn["grad_mode"], transform=rt.transform, device=rt.device)
-        N, M, D = noise.delta.shape
-        gauss = np.stack([isotropic_gaussian_control(noise.delta[:, m, :], seed=sn["seed"] + m)
-                          for m in range(M)], axis=1)
-        sigma = matched_sigma(noise)
-        param = parameter_noise_control(model, d, inputs, n_draws=N, sigma=sigma, seed=sn["seed"],
-                                        transform=rt.transform, device=rt.device)
-        protocol = {**noise.protocol, "momentum_handling": sn["momentum"],
-                    "param_isotropic_sigma": sigma,
-                    "mean_step_norm": float(noise.step_norms.mean()),
-                    "mean_shallow_step_norm": float(noise.shallow_step_norms.mean())}
-        protocols[d] = protocol
-        rows += noise_summary_rows({"sgd": noise.delta, "gaussian": gauss, "param_isotropic": param},
-                                   run.keys(), epoch=epoch, boundary=d, protocol=protocol,
-                                   n_resamples=sn["n_resamples"], seed=sn["seed"], k=sn["top_k"])
+    for epoch in epochs:
+        model = rt.model_at(epoch)
+        lr, lr_source = sgd_noise_lr(sn, hp, epoch)
+        for d in depths:
+            noise = one_step_sgd_noise(model, d, inputs, rt.x_train, rt.labels.corrupted,
+                                       n_updates=sn["n_updates"], lr=lr,
+                                       batch_size=min(batch, len(rt.labels.corrupted)),
+                                       momentum=0.0, weight_decay=wd, seed=sn["seed"],
+                                       grad_mode=sn["grad_mode"], transform=rt.transform,
+                                       device=rt.device)
+            N, M, D = noise.delta.shape
+            gauss = np.stack([isotropic_gaussian_control(noise.delta[:, m, :], seed=sn["seed"] + m)
+                              for m in range(M)], axis=1)
+            sigma = matched_sigma(noise)
+            param = parameter_noise_control(model, d, inputs, n_draws=N, sigma=sigma,
+                                            seed=sn["seed"], transform=rt.transform, device=rt.device)
+            protocol = {**noise.protocol, "lr_source": lr_source, "momentum_handling": sn["momentum"],
+                        "param_isotropic_sigma": sigma,
+                        "mean_step_norm": float(noise.step_norms.mean()),
+                        "mean_shallow_step_norm": float(noise.shallow_step_norms.mean())}
+            protocols[f"{epoch}/{d}"] = protocol
+            rows += noise_summary_rows({"sgd": noise.delta, "gaussian": gauss, "param_isotropic": param},
+                                       run.keys(), epoch=epoch, boundary=d, protocol=protocol,
+                                       n_resamples=sn["n_resamples"], seed=sn["seed"], k=sn["top_k"])
     df = T.sgd_noise_frame(rows)
     write_table(df, out, T.SGD_NOISE, provenance(
-        config, sections=T.SECTIONS, **T.CHOICE_METADATA, run=run.keys(), epoch=epoch, depths=depths,
-        protocol=protocols, sgd_noise=sn, input_set=f"first {len(inputs)} test images"))
-    sgd = df[df["source"] == "sgd"]
-    print(f"{run.path}: epoch {epoch}, {len(depths)} depths, {len(df)} rows; mean participation ratio "
-          f"sgd {sgd['participation_ratio'].mean():.2f}, gaussian "
-          f"{df[df['source'] == 'gaussian']['participation_ratio'].mean():.2f}", flush=True)
+        config, sections=T.SECTIONS, **T.CHOICE_METADATA, **T.SGD_NOISE_COLUMN_METADATA,
+        run=run.keys(), epochs=epochs, depths=depths, protocol=protocols, sgd_noise=sn,
+        drop_rule=DROP_RULE, input_set=f"first {len(inputs)} test images"))
+    for (epoch, source), g in df.groupby(["epoch", "source"]):
+        print(f"{run.path}: epoch {epoch} lr {g['lr'].iloc[0]:.3g} {source}: mean participation ratio "
+              f"{g['participation_ratio'].mean():.2f}, dropped {g['n_dropped'].mean():.0f}/"
+              f"{g['dim'].iloc[0]} dead coordinates, rejected at 0.05 on the moving coordinates "
+              f"{(g['p_value'] < 0.05).mean():.2f} (all coordinates {(g['p_value_all'] < 0.05).mean():.2f})",
+              flush=True)
     return df
 
 
 # ----------------------------------------------------------------------------- ablations
-
-_ABLATION = re.compile(r"(?P<kind>freeze|reinit)-(?P<depth>[A-Za-z0-9_]+)-e(?P<epoch>[0-9]+)")
-
-
-def parse_ablation_variant(variant: str, model: str) -> tuple[str, str, int]:
-    """``(kind, depth, epoch)`` of ``freeze-<depth>-e<E>`` / ``reinit-<depth>-e<E>`` (the depth's dots
-    were written as underscores; matched back against the model's boundaries)."""
-    from pipeline.core.models import MODELS
-
-    m = _ABLATION.fullmatch(variant)
-    if m is None:
-        raise ValueError(f"{variant!r} is not an ablation variant (freeze|reinit)-<depth>-e<E>")
-    names = MODELS[model].build(3, 32, 10).split_boundaries
-    depth = next((b for b in names if b.replace(".", "_") == m["depth"]), None)
-    if depth is None:
-        raise ValueError(f"ablation variant {variant!r}: no boundary of {model} is named {m['depth']!r} "
-                         f"(boundaries: {list(names)})")
-    return m["kind"], depth, int(m["epoch"])
-
-
-class FreezeShallow:
-    """Hook: the shallow layers up to ``depth`` stop training from the branch epoch on (no gradient,
-    BatchNorm running statistics frozen with momentum 0)."""
-
-    name = "freeze"
-
-    def __init__(self, depth: str, epoch: int):
-        self.depth, self.epoch, self.info = depth, int(epoch), {}
-
-    def fingerprint(self) -> dict:
-        return {"depth": self.depth, "epoch": self.epoch}
-
-    def on_start(self, trainer, resumed: bool) -> None:
-        model = trainer.model
-        owned = set(model.shallow_state_keys(self.depth))
-        frozen = []
-        for name, p in model.named_parameters():
-            if name in owned:
-                p.requires_grad_(False)
-                frozen.append(name)
-        for name, module in model.named_modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and f"{name}.weight" in owned:
-                module.momentum = 0.0
-        if not resumed:
-            trainer.new_optimizer()
-        self.info = {"depth": self.depth, "epoch": self.epoch, "frozen": frozen}
-
-    def on_epoch_end(self, trainer, epoch: int) -> None:
-        pass
-
-
-class ReinitDeep:
-    """Hook: at the branch epoch, every layer deeper than ``depth`` (and the head) is reinitialised
-    (a fresh model seeded by (seed, epoch)) and the optimizer restarted; training continues."""
-
-    name = "reinit"
-
-    def __init__(self, depth: str, epoch: int, seed: int):
-        self.depth, self.epoch, self.seed, self.info = depth, int(epoch), int(seed), {}
-
-    def fingerprint(self) -> dict:
-        return {"depth": self.depth, "epoch": self.epoch}
-
-    def on_start(self, trainer, resumed: bool) -> None:
-        if resumed:
-            return
-        model = trainer.model
-        owned = set(model.shallow_state_keys(self.depth))
-        seed_torch(derived_seed(self.seed, 7919 * (self.epoch + 1)))  # the fresh layers: (seed, epoch) only
-        fresh = trainer.rt.empty_model().state_dict()
-        state = model.state_dict()
-        reset = [k for k in state if k not in owned]
-        with torch.no_grad():
-            for k in reset:
-                state[k].copy_(fresh[k])
-        trainer.new_optimizer()
-        self.info = {"depth": self.depth, "epoch": self.epoch, "reinitialised": reset}
-
-    def on_epoch_end(self, trainer, epoch: int) -> None:
-        pass
-
-
-def ablation_run(config: dict, run: Run, *, labels_path: str | Path, standard_dir: str | Path,
-                 out_dir: str | Path, threads: int | None = None):
-    """Train the ablation run variant ``run.variant`` into ``out_dir``: branch from the standard run's
-    epoch-E checkpoint, apply the hook, train ``dynamics.ablations.extra_epochs`` more epochs."""
-    from pipeline.core.artifacts import checkpoint_file
-    from pipeline.core.errors import ArtifactError
-    from pipeline.core.runtime import RunRuntime
-    from pipeline.core.schedule import schedule_for
-    from pipeline.core.training import LOG_COLUMNS, Plan, Trainer
-
-    kind, depth, epoch = parse_ablation_variant(run.variant, run.model)
-    abl = config["dynamics"]["ablations"]
-    rt = RunRuntime(config, run, run_dir=out_dir, labels_path=labels_path, threads=threads)
-    ckpt = checkpoint_file(standard_dir, epoch)
-    if not ckpt.exists():
-        raise ArtifactError(f"the standard run {standard_dir} has no checkpoint at epoch {epoch} "
-                            f"(dynamics.ablations.epoch); choose an epoch of its checkpoint schedule "
-                            f"before it stopped")
-    log = pd.read_parquet(Path(standard_dir) / "train_log.parquet")
-    rows = log[log["epoch"] <= epoch][LOG_COLUMNS].to_dict("records")
-    last = epoch + int(abl["extra_epochs"])
-    schedule = {e for e in schedule_for(config, run.model) if epoch <= e <= last} | {epoch, last}
-    hook = FreezeShallow(depth, epoch) if kind == "freeze" else ReinitDeep(depth, epoch, run.seed)
-    trainer = Trainer(rt, out_dir, Plan(last_epoch=last, schedule=schedule, stop_at_target=None),
-                      hooks=[hook], progress=False,
-                      provenance_extra={"ablation": {"kind": kind, "depth": depth, "epoch": epoch,
-                                                     "extra_epochs": int(abl["extra_epochs"])}})
-    trainer.start_from(ckpt, rows)
-    result = trainer.run()
-    end = result.log.iloc[-1]
-    print(f"{run.path}: {kind} {depth} at epoch {epoch}, trained to {result.final_epoch}; test acc "
-          f"{end.test_acc:.3f}, train acc (corrupted) {end.train_acc_corrupted:.3f}", flush=True)
-    return result
-
+# In pipeline.dynamics.ablation (freeze / restart / reinit run variants, App. F); re-exported here.
+from pipeline.dynamics.ablation import (  # noqa: E402, F401 (re-exported)
+    FreezeShallow,
+    ReinitDeep,
+    RestartOptimizer,
+    ablation_run,
+    parse_ablation_variant,
+)
 
 # ----------------------------------------------------------------------------- aggregation
 # Torch-free, in pipeline.dynamics.aggregate (the dynamics-tables job imports no torch).

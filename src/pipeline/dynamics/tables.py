@@ -16,7 +16,8 @@
 * ``results/tables/sgd_noise.parquet`` (:data:`SGD_NOISE_COLUMNS`): one row per run, epoch, depth,
   input, source (``sgd``, ``gaussian``, ``param_isotropic``), with the protocol (N, eta, batch size,
   momentum handling), the top-5 covariance eigenvalues, energy share, participation ratio and the
-  sphericity statistics.
+  sphericity statistics -- on the ``dim_tested`` coordinates that move (``n_dropped`` dead ones left
+  out, ``drop_rule`` why); :data:`SGD_NOISE_COLUMN_DOCS` names each column's statistic and object.
 
 :data:`DEFAULT_CHOICES` lists the readings of the paper's ambiguities; write it (plus run-specific
 values) into the Parquet footer through :data:`CHOICE_METADATA`.
@@ -36,7 +37,8 @@ from pipeline.core.tables import RUN_KEY_COLUMNS, TableSchema, check_frame
 from pipeline.dynamics.sphericity import TOP_K
 
 __all__ = ["RUN_KEY_COLUMNS", "COMPOSITE_COLUMNS", "COMPOSITE_KEYS", "POINTWISE_COLUMNS",
-           "POINTWISE_KEYS", "SGD_NOISE_COLUMNS", "SGD_NOISE_KEYS", "composite_frame",
+           "POINTWISE_KEYS", "SGD_NOISE_COLUMNS", "SGD_NOISE_KEYS", "SGD_NOISE_COLUMN_DOCS",
+           "SGD_NOISE_COLUMN_METADATA", "composite_frame",
            "pointwise_frame", "sgd_noise_frame", "check_frame", "TRAJECTORY_COLUMNS",
            "TRAJECTORY_KEYS", "trajectory_frame", "WELCH_COLUMNS", "WELCH_KEYS", "welch_frame",
            "DEFAULT_CHOICES", "CHOICE_METADATA", "COMPOSITE", "POINTWISE", "SGD_NOISE", "TRAJECTORIES",
@@ -69,20 +71,50 @@ POINTWISE_KEYS = list(RUN_KEY_COLUMNS) + ["depth", "deep_epoch", "window_start",
 SGD_NOISE_COLUMNS: dict[str, str] = {
     **RUN_KEY_COLUMNS,
     "epoch": "int64", "depth": "string", "input_index": "int64", "source": "string",
-    "n_updates": "int64", "dim": "int64", "lr": "float64", "batch_size": "int64",
+    "n_updates": "int64", "dim": "int64", "dim_tested": "int64", "n_dropped": "int64",
+    "drop_rule": "string", "lr": "float64", "batch_size": "int64",
     "momentum": "float64", "momentum_mode": "string", "weight_decay": "float64",
     "trace": "float64", **{f"eig_{i}": "float64" for i in range(1, TOP_K + 1)},
     "topk_energy": "float64", "participation_ratio": "float64", "john_u": "float64",
     "p_value": "float64", "ledoit_wolf_z": "float64", "srivastava_z": "float64",
-    "spatial_sign_u": "float64", "spatial_sign_p_value": "float64", "n_resamples": "int64",
+    "spatial_sign_u": "float64", "spatial_sign_p_value": "float64", "john_u_all": "float64",
+    "p_value_all": "float64", "n_resamples": "int64",
 }
+#: what each statistic of ``sgd_noise.parquet`` is and on which object (issue 16); written into the
+#: table's footer as ``column.<name>`` (:data:`SGD_NOISE_COLUMN_METADATA`)
+SGD_NOISE_COLUMN_DOCS: dict[str, str] = {
+    "dim": "D, all coordinates of the flattened feature f[1:d](x)",
+    "dim_tested": "D', the coordinates the tests use: those whose change dz is not exactly 0 in every draw",
+    "n_dropped": "D - D', coordinates left out of the tests (see drop_rule)",
+    "drop_rule": "why a coordinate is dropped",
+    "lr": "eta of the one-step updates (the scheduled lr of the epoch after the checkpoint unless "
+          "dynamics.sgd_noise.lr is set; the footer's protocol says which)",
+    "trace": "tr S, S the sample covariance of the N feature changes dz (N - 1 degrees of freedom)",
+    "eig_1": "top eigenvalues eig_1..eig_5 of S (not normalised; divide by trace for Fig. 8's shape)",
+    "topk_energy": "(eig_1 + ... + eig_k) / tr S",
+    "participation_ratio": "tr(S)^2 / tr(S^2), the effective number of directions",
+    "john_u": "the paper's statistic (Appendix E): T = ||S~ - I||_F^2 / D' with S~ = S / (tr S / D') "
+              "the trace-normalised covariance on the D' tested coordinates (= John's U)",
+    "p_value": "the paper's test: Monte-Carlo (parametric bootstrap) right-tail p of T against "
+               "n_resamples Gaussian (N, D') samples",
+    "ledoit_wolf_z": "asymptotic z of John's U (Ledoit & Wolf 2002) on the D' tested coordinates",
+    "srivastava_z": "Srivastava's (2005) z on the D' tested coordinates",
+    "spatial_sign_u": "John's U of the spatial-sign covariance (robust to heavy tails), D' coordinates",
+    "spatial_sign_p_value": "its Monte-Carlo p",
+    "john_u_all": "T over all D coordinates (the pre-issue-16 test: any dead coordinate makes it reject)",
+    "p_value_all": "Monte-Carlo p of john_u_all against Gaussian (N, D) samples",
+}
+SGD_NOISE_COLUMN_METADATA: dict[str, str] = {f"column.{k}": v for k, v in SGD_NOISE_COLUMN_DOCS.items()}
 SGD_NOISE_KEYS = list(RUN_KEY_COLUMNS) + ["epoch", "depth", "input_index", "source"]
 
 #: 2-D feature trajectories (Fig. 6): ``kind="trajectory"`` rows are f[1:d](theta_epoch, x_i) of
 #: training sample ``sample_index`` (``label`` its true label, ``changed`` whether its training label
 #: was corrupted); ``kind="region"`` rows are the cells of a grid over the 2-D feature plane with
 #: ``label`` the class the final deep part f[d+1:n](theta_final) predicts there (``sample_index`` the
-#: cell number, ``epoch`` the final epoch).
+#: cell number, ``epoch`` the final epoch). ``kind="pca"`` / ``"perturbed"``: the induction experiment
+#: (Figs. 11, 14; :mod:`pipeline.dynamics.trajectories`): features projected on their two principal
+#: directions, ``label`` the class the window's deep part assigns; perturbed rows encode
+#: ``sample_index = index * draws + draw``.
 TRAJECTORY_COLUMNS: dict[str, str] = {
     **RUN_KEY_COLUMNS,
     "depth": "string", "kind": "string", "epoch": "int64", "sample_index": "int64",
@@ -107,6 +139,7 @@ WELCH_KEYS = ["dataset", "model", "depth", "split", "subset", "reference", "wind
 _NULLABLE = {"accuracy", "cross_entropy", "consistency_vs_deep", "consistency_vs_shallow",
              "baseline_agreement", "drift_ratio", "topk_energy", "participation_ratio", "john_u",
              "p_value", "ledoit_wolf_z", "srivastava_z", "spatial_sign_u", "spatial_sign_p_value",
+             "john_u_all", "p_value_all",
              "consistency", "control_accuracy", "control_cross_entropy",
              "control_consistency_vs_deep", *(f"eig_{i}" for i in range(1, TOP_K + 1)),
              "trace", "t", "df", "mean_a", "mean_b", "diff", "cohen_d", "hedges_g"}
@@ -150,7 +183,8 @@ SGD_NOISE = TableSchema("sgd_noise", SGD_NOISE_COLUMNS, tuple(SGD_NOISE_KEYS),
                         check_values=_allowed("sgd_noise", "source", ("sgd", "gaussian", "param_isotropic")))
 TRAJECTORIES = TableSchema("trajectories", TRAJECTORY_COLUMNS, tuple(TRAJECTORY_KEYS),
                            nullable=_nullable(TRAJECTORY_COLUMNS),
-                           check_values=_allowed("trajectories", "kind", ("trajectory", "region")))
+                           check_values=_allowed("trajectories", "kind",
+                                                        ("trajectory", "region", "pca", "perturbed")))
 #: the Welch tests summarise across seeds and corruptions: their run keys are (dataset, model)
 WELCH = TableSchema("welch", WELCH_COLUMNS, tuple(WELCH_KEYS),
                     run_keys={k: RUN_KEY_COLUMNS[k] for k in ("dataset", "model")},
@@ -188,9 +222,12 @@ DEFAULT_CHOICES: dict[str, str] = {
     "sgd_step": "theta - eta (g_B + wd theta) [+ eta mu buf when the momentum buffer is saved]; "
                 "gradient in train mode on a copy; BN running stats of the checkpoint kept",
     "param_isotropic_sigma": "sigma = mean shallow-parameter step norm / sqrt(#shallow parameters)",
-    "gaussian_control": "N(0, tr(S)/D I) at the same (N, D)",
-    "sphericity": "John's U from the N x N Gram; Monte-Carlo p (Bartlett Wishart draws); "
-                  "spatial sign on disjoint pair differences",
+    "gaussian_control": "N(0, tr(S)/D' I) on the SGD sample's D' moving coordinates (0 elsewhere)",
+    "sphericity": "the paper's T (= John's U) of the trace-normalised covariance on the coordinates "
+                  "that move (exact-zero columns dropped, counted in n_dropped), from the N x N Gram; "
+                  "Monte-Carlo p (Bartlett Wishart draws) at (N, D'); spatial sign on disjoint pair "
+                  "differences; john_u_all / p_value_all: the same over all D coordinates",
+    "sgd_precision": "updates and feature read-outs on a float64 copy of the model",
     "welch": "across seeds (one summary per run), Cohen's d with average variance, Hedges' g",
     "composite_control": "deep part of C(T, t) on f[1:d](theta_T) + r, r uniform in direction with "
                          "||r|| = ||f[1:d](theta_t) - f[1:d](theta_T)|| per sample (flattened)",
@@ -200,8 +237,9 @@ DEFAULT_CHOICES: dict[str, str] = {
     "label_noise_subsets": "training samples split by the run's saved corruption mask "
                            "(labels.npz changed = corrupted label differs from the true one)",
     "sgd_input_set": "the first n_inputs test images (fixed across updates and controls)",
-    "sgd_defaults": "eta, batch size and weight decay default to the run's training values; momentum "
-                    "none (checkpoints hold no optimizer buffer)",
+    "sgd_defaults": "eta defaults to the scheduled lr of the epoch after the checkpoint (lr_at_epoch), "
+                    "batch size and weight decay to the run's training values; momentum none "
+                    "(checkpoints hold no optimizer buffer)",
 }
 
 
