@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from pipeline.core.tables import read_parquet_metadata
 
@@ -62,18 +61,7 @@ def _run_summary(cell: Path) -> dict:
     return last.set_index("network")["accuracy"].to_dict()
 
 
-@pytest.fixture
-def one_thread():
-    """torch on one thread for the test (a spinning second thread is slow on a loaded machine)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_cell_rerun_in_process_is_identical_and_records_kernel_path(tmp_path, one_thread):
+def test_cell_rerun_in_process_is_identical_and_records_kernel_path(tmp_path, one_torch_thread):
     """run_cell twice in one process (torch's global generator advanced in between) and once more
     into a folder holding an earlier run: identical tables; another seed gives other weights;
     index.json names torch and the CPU's kernel path the numbers were made with."""
