@@ -137,7 +137,7 @@ def test_cell_defaults_come_from_the_schema_only():
     for key in ("epochs", "lr", "checkpoint_every", "log_every", "partition", "ipr_dc", "prune_fractions",
                 "device"):
         assert cell[key] == schema[key]["default"], key
-    assert (cell["P"], cell["epochs"], cell["weight_decay"], cell["checkpoint_every"]) == (31, 2000, 1.0, 500)
+    assert (cell["P"], cell["epochs"], cell["weight_decay"], cell["checkpoint_every"]) == (31, 1500, 1.0, 500)
     with pytest.raises(ConfigError, match="width"):  # its default lists several values: a cell needs one
         cell_settings({"alpha": 0.0})
     with pytest.raises(ConfigError, match="num_threads"):

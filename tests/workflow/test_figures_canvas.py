@@ -64,7 +64,8 @@ def _dynamics_tables(corruptions, depths) -> dict[str, pd.DataFrame]:
                     eig = np.sort(rng.uniform(0.1, 5.0, 5))[::-1]
                     sgd.append({**keys, "epoch": 3, "depth": depth, "input_index": m, "source": source,
                                 "n_updates": 64, "dim": 16384, "dim_tested": 9000, "n_dropped": 7384,
-                                "drop_rule": "dz exactly 0 in every draw", "lr": 0.1, "batch_size": 128, "momentum": 0.0,
+                                "drop_rule": "dz exactly 0 in every draw", "lr": 0.1, "batch_size": 128,
+                                "momentum": 0.0,
                                 "momentum_mode": "none", "weight_decay": 5e-4, "trace": 20.0,
                                 **{f"eig_{i + 1}": float(e) for i, e in enumerate(eig)},
                                 "topk_energy": 0.5, "participation_ratio": 2.0, "john_u": 1.0, "p_value": 0.1,

@@ -28,7 +28,8 @@ def _dynamics_jobs(default: dict, runs: int) -> dict:
     jobs = {"dynamics_composite": n, "dynamics_tables": 1}
     jobs.update({f"dynamics_figures_{d}_{m}": 1 for d, m in pairs})
     if dyn.get("sgd_noise", {}).get("enabled"):
-        jobs.update({"dynamics_sgd_noise": n, "dynamics_sgd_table": 1})
+        # and the anisotropy-consistency relation across runs (one job: tables and figures)
+        jobs.update({"dynamics_sgd_noise": n, "dynamics_sgd_table": 1, "dynamics_anisotropy": 1})
     return jobs, extra_runs
 
 
