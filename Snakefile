@@ -45,14 +45,27 @@ include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/plots.smk"
 include: "workflow/rules/arithmetic.smk"
 include: "workflow/rules/dynamics.smk"
+include: "workflow/rules/labels.smk"
+
+
+# What the default run makes. The report (`snakemake --report report.html`, workflow/rules/report.smk)
+# shows every figure and an HTML view of every table under results/tables/ among these.
+DEFAULT_TARGETS = [
+    "results/tables/probes.parquet",
+    "results/tables/train_log.parquet",
+    all_plots(),
+    BENCHMARK_TABLE,
+    ARITHMETIC_TARGETS,
+    dynamics_targets(config),
+    labels_targets(config),
+]
+
+
+include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
-        "results/tables/probes.parquet",
-        "results/tables/train_log.parquet",
-        all_plots(),
-        BENCHMARK_TABLE,
-        ARITHMETIC_TARGETS,
-        dynamics_targets(config),
+        DEFAULT_TARGETS,
+        list(REPORT_TABLE_VIEWS.values()),

@@ -91,6 +91,7 @@ def check_devices(config: dict) -> None:
 def _check_semantics(config: dict) -> None:
     """Checks a JSON schema cannot express: pairs, distinct run folders, probe params, layer names,
     epochs. Each raises :class:`ConfigError` naming the key and what to do."""
+    _check_custom(config)
     datasets, models = config["datasets"], config["models"]
     if config.get("pairs") is not None:
         for pair in config["pairs"]:
@@ -132,6 +133,115 @@ def _check_semantics(config: dict) -> None:
     from pipeline.dynamics.checks import check_config as check_dynamics  # torch only for depth names
 
     check_dynamics(config)
+    _check_labels(config)
+
+def _check_labels(config: dict) -> None:
+    """``labels`` (issue 17): its pairs are pairs of the grid and its corruption degrees degrees of
+    the grid (the detection reads those runs' activation files); each layer it reads is written to
+    the activation files of each of its models (a probe layer, persisted, not fused); each detector
+    constructs, none twice; the repaired degrees are detected ones."""
+    section = config["labels"]
+    if not section["enabled"]:
+        return
+    if not section["pairs"]:
+        raise ConfigError("config key 'labels.pairs' is empty while labels.enabled: name the (dataset, "
+                          f"model) pairs whose labels are judged, e.g. {[list(p) for p in pairs(config)][:1]}")
+    grid = pairs(config)
+    for i, pair in enumerate(section["pairs"]):
+        if tuple(pair) not in grid:
+            raise ConfigError(f"config key 'labels.pairs[{i}]': {list(pair)} is not a pair of the grid "
+                              f"{[list(p) for p in grid]}; add it to datasets/models (or pairs)")
+    degrees = [format_corruption(c) for c in config["corruptions"]]
+    for key, chosen, allowed in (("labels.corruptions", section["corruptions"], degrees),
+                                 ("labels.repair.corruptions", section["repair"]["corruptions"],
+                                  [format_corruption(c) for c in (section["corruptions"] or config["corruptions"])])):
+        for c in chosen or []:
+            if format_corruption(c) not in allowed:
+                raise ConfigError(f"config key {key!r}: {c} is not among the degrees it can use {allowed}")
+    from pipeline.images.layers import fused_layers, stored_layers  # the models' layers: torch
+
+    for model in sorted({model for _, model in section["pairs"]}):
+        stored, fused = stored_layers(config, model), fused_layers(config, model)
+        for layer in section["layers"] or []:
+            if layer in fused:
+                raise ConfigError(f"config key 'labels.layers': {layer!r} of model {model!r} is fused "
+                                  "(storage.fused: probed without an activation file), and detection reads "
+                                  "the activation file; leave it out of storage.fused")
+            if layer not in stored:
+                raise ConfigError(f"config key 'labels.layers': {layer!r} is not a layer written to the "
+                                  f"activation files of model {model!r}; choose from {stored}")
+    from pipeline.probes import make_probe, setting_id
+
+    seen = set()
+    for i, entry in enumerate(section["detectors"]):
+        try:
+            make_probe(entry["name"], **entry.get("params", {}))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"config key 'labels.detectors[{i}]' ({entry['name']}): {exc}") from None
+        key = (entry["name"], setting_id(entry["name"], entry.get("params", {})))
+        if key in seen:
+            raise ConfigError(f"config key 'labels.detectors[{i}]': duplicate detector {key}")
+        seen.add(key)
+
+
+def _check_custom(config: dict) -> None:
+    """``datasets`` and ``models`` name built-in ones or the user's own (``data.custom``,
+    ``train.custom_models``), which are registered here into the one registries
+    (:func:`pipeline.core.user_data.register_user_datasets`,
+    :func:`pipeline.core.user_models.register_user_models`: every stage and the Snakefile validate
+    their config, so every process sees them). A user's dataset is scanned (folders, labels,
+    shapes) and a user's model built and run once on each paired dataset's image shape, so a bad
+    file, layer name or architecture stops here, before any job."""
+    from pipeline.core.config import builtin_names, custom_names, known_names
+
+    for key, where in (("datasets", "data.custom"), ("models", "train.custom_models")):
+        allowed = known_names(config, key)
+        for i, name in enumerate(config[key]):
+            if name not in allowed:
+                raise ConfigError(f"config key '{key}.{i}' has value {name!r}; allowed values: {allowed} (the "
+                                  f"built-in {key} {builtin_names(key)}, and your own in {where}: "
+                                  f"{custom_names(config, key)})")
+    augmentation = config["train"].get("augmentation")
+    for name in augmentation if isinstance(augmentation, dict) else ():
+        if name not in known_names(config, "datasets"):
+            raise ConfigError(f"config key 'train.augmentation': {name!r} is not a dataset; allowed: "
+                              f"{known_names(config, 'datasets')} (the built-in datasets and yours in "
+                              f"data.custom)")
+    if custom_names(config, "datasets"):
+        from pipeline.core.datasets import DatasetCorruptError, DatasetNotFoundError
+        from pipeline.core.user_data import register_user_datasets
+
+        try:
+            register_user_datasets(config)
+        except (ValueError, DatasetCorruptError, DatasetNotFoundError) as exc:
+            raise ConfigError(f"config key 'data.custom': {exc}") from None
+    if not custom_names(config, "models"):
+        return
+    from pipeline.core.datasets import DATASETS
+    from pipeline.core.user_models import check_user_model, register_user_models
+
+    try:
+        register_user_models(config)
+    except ValueError as exc:
+        raise ConfigError(f"config key 'train.custom_models': {exc}") from None
+    checked = set()
+    for dataset, model in pairs(config):
+        if model not in custom_names(config, "models") or dataset not in DATASETS:
+            continue
+        if config["train"]["dropout"]:
+            raise ConfigError(f"config key 'train.dropout': applies to the built-in models only, not to "
+                              f"your model {model!r} (train.custom_models); set it to false")
+        spec = DATASETS[dataset]
+        shape = (spec.channels, spec.image_size, spec.num_classes)
+        if (model, shape) in checked:
+            continue
+        try:
+            check_user_model(model, in_channels=shape[0], image_size=shape[1], num_classes=shape[2])
+        except ValueError as exc:
+            raise ConfigError(f"config key 'train.custom_models.{model}' (with dataset {dataset!r}): "
+                              f"{exc}") from None
+        checked.add((model, shape))
+
 
 def _check_arithmetic(config: dict) -> None:
     """The arithmetic section (issue 10; :func:`pipeline.arithmetic.checks.check_config`)."""

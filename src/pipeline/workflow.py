@@ -51,6 +51,14 @@ from pipeline.images.variants import (  # noqa: F401 (re-exported for the rule f
     intervention_variant,
     is_intervention,
 )
+from pipeline.labels.paths import (  # noqa: F401 (re-exported for the rule files)
+    LABELS_PLOT_DIR,
+    LABELS_RUN_FILES,
+    LABELS_TABLES,
+    labels_runs,
+    labels_targets,
+    repair_runs,
+)
 
 #: A run's folder, with the run wildcards open; the one template (``pipeline.core.config.RUN_PATH``).
 RUN_DIR = f"results/{RUN_PATH}"
@@ -60,9 +68,11 @@ RUN_WILDCARDS = ("dataset", "model", "corruption", "seed", "variant")
 
 #: Rules that run on the submitting host under the SLURM profile (cheap bookkeeping).
 LOCAL_RULES = ("all", "corrupt_labels", "run_probe_table", "aggregate_probes",
-               "aggregate_train_logs", "plots", "aggregate_benchmarks")
+               "aggregate_train_logs", "plots", "aggregate_benchmarks",
+               "labels", "labels_run_detection", "labels_detection_table", "labels_repair_table")
 #: Rules that need a GPU on a cluster (training, extraction, and the transfer experiments).
-GPU_RULES = ("train", "extract_activations", "intervene", "edit_model", "relabel_retrain")
+GPU_RULES = ("train", "extract_activations", "intervene", "edit_model", "relabel_retrain",
+             "labels_cleanlab_network", "labels_repair")
 
 
 # ----------------------------------------------------------------------------- run layout
@@ -295,6 +305,30 @@ def dynamics_corruption_outputs(config: dict, fmt: str | None = None) -> list[st
     return [DYNAMICS_TABLES["corruption_error"], DYNAMICS_TABLES["mce"]] + [
         f"{DYNAMICS_PLOT_DIR}/{d}/{m}/{name}.{fmt}" for d, m in dynamics_pairs(config)
         for name in DYNAMICS_CORRUPTION_FIGURES]
+
+
+# ----------------------------------------------------------------------------- the report (issue 17)
+
+#: where the report's HTML views of the aggregated tables go (workflow/rules/report.smk)
+REPORT_TABLE_DIR = "results/report/tables"
+
+
+def report_table_views(targets: Iterable) -> dict[str, str]:
+    """Aggregated table -> its HTML view in :data:`REPORT_TABLE_DIR`, for every Parquet table under
+    results/tables/ among ``targets`` (the default run's; nested lists are flattened), in order."""
+    def flat(items):
+        for item in items:
+            if isinstance(item, (list, tuple)):
+                yield from flat(item)
+            else:
+                yield str(item)
+
+    views: dict[str, str] = {}
+    for target in flat(targets):
+        path = Path(target)
+        if path.suffix == ".parquet" and path.parent == Path("results/tables"):
+            views[target] = f"{REPORT_TABLE_DIR}/{path.stem}.html"
+    return views
 
 
 # ----------------------------------------------------------------------------- fused extraction + probing (issue 11)

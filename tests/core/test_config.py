@@ -12,6 +12,8 @@ from pipeline.config import load_config, validate_config
 from pipeline.core.config import DEFAULT_CONFIG_PATH, ConfigError, Run, format_corruption, iter_runs, load_schema
 from pipeline.core.datasets import DATASETS
 from pipeline.core.models import MODELS
+from pipeline.core.user_data import BUILTIN_DATASETS
+from pipeline.core.user_models import BUILTIN_MODELS
 from pipeline.probes import PROBES
 
 
@@ -72,8 +74,10 @@ def test_yaml_true_label_source_is_accepted():
 def test_schema_enums_match_the_registries():
     """The schema lists the registries' names; a new model/dataset/probe must be added to both."""
     props = load_schema()["properties"]
-    assert set(props["datasets"]["items"]["enum"]) == set(DATASETS)
-    assert set(props["models"]["items"]["enum"]) == set(MODELS)
+    # the first branch lists the built-in names; the second admits a user's own (data.custom,
+    # train.custom_models), checked against the config in pipeline.config
+    assert set(props["datasets"]["items"]["anyOf"][0]["enum"]) == BUILTIN_DATASETS <= set(DATASETS)
+    assert set(props["models"]["items"]["anyOf"][0]["enum"]) == BUILTIN_MODELS <= set(MODELS)
     assert set(props["probes"]["properties"]["settings"]["items"]["properties"]["name"]["enum"]) == set(PROBES)
 
 

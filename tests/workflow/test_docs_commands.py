@@ -21,6 +21,9 @@ by the first rule that fits it, and a part that fits none fails the test (add a 
   rest runs exactly as typed (a target written after ``--configfile FILE`` is read as one more
   config file and fails here as it does for a user). ``--profile slurm -n`` builds the DAG
   without calling ``sbatch``, so it needs no SLURM.
+* ``snakemake ... --report FILE``: a report needs a finished run, which a fresh copy has not
+  (tests/workflow/test_report.py makes a tiny one and runs ``snakemake --report report.html`` on
+  it); here the rest of the command (``--report FILE`` left out) runs as a dry run.
 * ``python -m pipeline validate|plan ...`` and any ``... --help``: run as typed (cheap, no training).
 * ``python -m pipeline <other stage> ...`` (they train, extract or fit) and ``python
   benchmarks/<script>.py ...`` (they measure for minutes): ``--help`` of that stage or script is
@@ -291,6 +294,8 @@ def check_part(part: str) -> tuple[str, str | None]:
         return "empty", None
     first = os.path.basename(words[0])
     if first == "snakemake":
+        if "--report" in words:  # needs a finished run: tests/workflow/test_report.py runs it after one
+            part = re.sub(r"(^|\s)--report\s+\S+", "", part, count=1)
         line = re.sub(r"(^|\s)((?:\S*/)?snakemake)(?=\s|$)", r"\1\2 -n", part, count=1)
         status, out = run_shell(line)
         return f"dry run: {line}", None if status == 0 else f"`{line}` exited {status}:\n{out[-3000:]}"

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 PROFILE = REPO / "slurm" / "config.yaml"
 GPU_RULES = {"train", "extract_activations"}
 CPU_RULES = {"probe_checkpoint", "probe_block", "corrupt_labels", "run_probe_table", "aggregate_probes",
-             "aggregate_train_logs", "aggregate_benchmarks", "plots", "all"}
+             "aggregate_train_logs", "aggregate_benchmarks", "plots", "report_tables", "all"}
 RUN_DIR = "results/runs/digits/mlp/c{c}/s0/standard"
 
 
@@ -106,7 +106,7 @@ def test_gpu_rules_request_a_gpu_and_cpu_rules_do_not(tmp_path, snakemake, tiny_
     assert Counter(job["rule"] for job in jobs) == proc.job_counts() == {
         "corrupt_labels": 1, "train": 1, "extract_activations": 3, "probe_checkpoint": 3, "probe_block": 3,
         "run_probe_table": 2, "aggregate_train_logs": 1, "aggregate_probes": 1, "aggregate_benchmarks": 1,
-        "plots": 1, "all": 1}
+        "plots": 1, "report_tables": 1, "all": 1}
     for job in jobs:
         res = job["resources"]
         if job["rule"] in GPU_RULES:

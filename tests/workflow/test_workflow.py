@@ -49,13 +49,31 @@ def test_dry_run_default_config(tmp_path, snakemake):
         "corrupt_labels": 2 * runs + extra, "train": runs + extra, "edit_model": runs, "intervene": runs,
         "relabel_retrain": runs, "run_probe_table": 2 * runs,
         "aggregate_train_logs": 1, "aggregate_probes": 1, "aggregate_benchmarks": 1, "plots": pairs, "all": 1,
+        "report_tables": 1,  # the tables' pages for the report (workflow/rules/report.smk)
         # 3 widths x 3 noise levels, and the all-random-labels control
         "arithmetic_cell": 3 * 3 + 1, "arithmetic_tables": 1, "arithmetic_memorization": 1, "arithmetic_figures": 1,
         # feature dynamics (dynamics.smk): the digits MLP runs and the 2-D bottleneck MLP's own runs
         # (labels, training), a composite and an SGD-noise job per run, two tables, one figures job per pair
         **dynamics,
+        **_labels_jobs(default),
     }
     assert not (tmp_path / "results").exists()
+
+
+def _labels_jobs(config: dict) -> dict[str, int]:
+    """The labels family's jobs before training (labels.smk): per judged run its gathered table and
+    suspects, per repaired run a repair; two tables and one figures job per pair. The per-epoch
+    detection jobs join once the run has trained."""
+    section = config.get("labels", {})
+    if not section.get("enabled"):
+        return {}
+    judged = len(section["pairs"]) * len(section.get("corruptions") or config["corruptions"]) * len(config["seeds"])
+    repaired = len(section["pairs"]) * len(section["repair"]["corruptions"]) * len(config["seeds"])
+    jobs = {"labels_run_detection": judged, "labels_suspects": judged, "labels_detection_table": 1,
+            "labels_figures": len(section["pairs"])}
+    if section.get("repair", {}).get("enabled"):
+        jobs.update({"labels_repair": repaired, "labels_repair_table": 1})
+    return jobs
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -110,7 +128,8 @@ def test_end_to_end_tiny(tmp_path, snakemake, tiny_config):
     # per run (2) and checkpoint (3) a probe job, joined per run by its probe block and table; the
     # aggregates and plots that depend on them
     assert proc.job_counts() == {"probe_checkpoint": 6, "probe_block": 2, "run_probe_table": 2, "aggregate_probes": 1,
-                                 "aggregate_benchmarks": 1, "plots": 1, "all": 1}, proc.output[-3000:]
+                                 "aggregate_benchmarks": 1, "plots": 1,
+                                 "report_tables": 1, "all": 1}, proc.output[-3000:]
 
 
 @pytest.mark.slow
@@ -139,7 +158,8 @@ def test_persisted_statistics_serve_the_probe_only_rerun(tmp_path, snakemake, ti
     proc = snakemake("-n", "--cores", "2", workdir=tmp_path, config=changed)
     # per checkpoint (3) a probe job (fitting from the statistics, scoring the kept test activations)
     assert proc.job_counts() == {"probe_checkpoint": 3, "probe_block": 1, "run_probe_table": 1, "aggregate_probes": 1,
-                                 "aggregate_benchmarks": 1, "plots": 1, "all": 1}, proc.output[-3000:]
+                                 "aggregate_benchmarks": 1, "plots": 1,
+                                 "report_tables": 1, "all": 1}, proc.output[-3000:]
     snakemake("--cores", "2", workdir=tmp_path, config=changed)
     table = pd.read_parquet(tmp_path / "results/tables/probes.parquet")
     assert set(table.probe) == {"model", "masc", "ncm"}

@@ -125,7 +125,17 @@ rule arithmetic_figures:
     input:
         table_paths(ARITHMETIC),
     output:
-        plot_paths(ARITHMETIC, PLOT_FORMAT),
+        # in the report (workflow/rules/report.smk): one caption per figure, one for every vs_<key>
+        [
+            report(
+                path,
+                caption=f"../report/arithmetic/{'sweep' if name.startswith('vs_') else name}.rst",
+                category="Arithmetic",
+            )
+            for name, path in zip(
+                ARITHMETIC_FIGURES, plot_paths(ARITHMETIC, PLOT_FORMAT), strict=True
+            )
+        ],
     log:
         "logs/arithmetic_figures.log",
     benchmark:

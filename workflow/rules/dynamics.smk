@@ -174,7 +174,12 @@ rule dynamics_ablation_figure:
     input:
         DYNAMICS_TABLES["ablations"],
     output:
-        f"{DYNAMICS_PLOT_DIR}/{{dataset}}/{{model}}/{ABLATION_FIGURE}.{PLOT_FORMAT}",
+        report(
+            f"{DYNAMICS_PLOT_DIR}/{{dataset}}/{{model}}/{ABLATION_FIGURE}.{PLOT_FORMAT}",
+            caption=f"../report/dynamics/{ABLATION_FIGURE}.rst",
+            category="Dynamics",
+            subcategory="{dataset} / {model}",
+        ),
     log:
         "logs/dynamics_ablation_figure/{dataset}/{model}.log",
     benchmark:
@@ -207,7 +212,12 @@ for _dyn_dataset, _dyn_model in dynamics_pairs(config):
             sgd_noise=[DYNAMICS_TABLES["sgd_noise"]] if _dyn_sgd else [],
         output:
             [
-                f"{DYNAMICS_PLOT_DIR}/{_dyn_dataset}/{_dyn_model}/{name}.{PLOT_FORMAT}"
+                report(
+                    f"{DYNAMICS_PLOT_DIR}/{_dyn_dataset}/{_dyn_model}/{name}.{PLOT_FORMAT}",
+                    caption=f"../report/dynamics/{name}.rst",
+                    category="Dynamics",
+                    subcategory=f"{_dyn_dataset} / {_dyn_model}",
+                )
                 for name in _dyn_figures
             ],
         log:
@@ -270,7 +280,12 @@ if dynamics_corruption_outputs(config):
                 mce=DYNAMICS_TABLES["mce"],
             output:
                 [
-                    f"{DYNAMICS_PLOT_DIR}/{_dyn_dataset}/{_dyn_model}/{name}.{PLOT_FORMAT}"
+                    report(
+                        f"{DYNAMICS_PLOT_DIR}/{_dyn_dataset}/{_dyn_model}/{name}.{PLOT_FORMAT}",
+                        caption=f"../report/dynamics/{name}.rst",
+                        category="Dynamics",
+                        subcategory=f"{_dyn_dataset} / {_dyn_model}",
+                    )
                     for name in DYNAMICS_CORRUPTION_FIGURES
                 ],
             log:
@@ -316,8 +331,22 @@ if sgd_noise_outputs(config):
         output:
             table=DYNAMICS_TABLES["anisotropy"],
             correlation=DYNAMICS_TABLES["anisotropy_correlation"],
-            figure=f"{DYNAMICS_PLOT_DIR}/{ANISOTROPY_FIGURE}.{PLOT_FORMAT}",
-            epoch_figures=sgd_noise_epoch_figures(config, PLOT_FORMAT),
+            figure=report(
+                f"{DYNAMICS_PLOT_DIR}/{ANISOTROPY_FIGURE}.{PLOT_FORMAT}",
+                caption=f"../report/dynamics/{ANISOTROPY_FIGURE}.rst",
+                category="Dynamics",
+                subcategory="across runs",
+            ),
+            # one per pair: results/plots/dynamics/<dataset>/<model>/sgd_noise_epochs.<format>
+            epoch_figures=[
+                report(
+                    path,
+                    caption="../report/dynamics/sgd_noise_epochs.rst",
+                    category="Dynamics",
+                    subcategory=" / ".join(path.split("/")[-3:-1]),
+                )
+                for path in sgd_noise_epoch_figures(config, PLOT_FORMAT)
+            ],
         log:
             "logs/dynamics_anisotropy.log",
         benchmark:

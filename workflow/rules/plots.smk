@@ -1,13 +1,19 @@
 # One job draws every figure of a (dataset, model) pair: the figures read the same two aggregated
 # tables and change only with them, so one job per figure cached nothing more and started Python,
-# pandas and matplotlib once per figure.
+# pandas and matplotlib once per figure. Every figure is in the report (`snakemake --report
+# report.html`, workflow/rules/report.smk) with its caption workflow/report/images/<figure>.rst.
 rule plots:
     input:
         table="results/tables/probes.parquet",
         train_log="results/tables/train_log.parquet",
     output:
         [
-            f"results/plots/{{dataset}}/{{model}}/{figure}.{PLOT_FORMAT}"
+            report(
+                f"results/plots/{{dataset}}/{{model}}/{figure}.{PLOT_FORMAT}",
+                caption=f"../report/images/{figure}.rst",
+                category="Images",
+                subcategory="{dataset} / {model}",
+            )
             for figure in FIGURES_PER_PAIR
         ],
     log:

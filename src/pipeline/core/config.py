@@ -290,6 +290,27 @@ def pairs(config: dict) -> list[tuple[str, str]]:
     return [(d, m) for d in config["datasets"] for m in config["models"]]
 
 
+#: Where a user's own datasets and models are configured (pipeline.core.user_data, user_models).
+_CUSTOM_KEYS = {"datasets": ("data", "custom"), "models": ("train", "custom_models")}
+
+
+def builtin_names(key: str) -> list[str]:
+    """The package's own datasets or models (``key``: ``"datasets"``/``"models"``), as the schema
+    lists them (torch-free; tests/core/test_config.py keeps the list equal to the registry)."""
+    return list(load_schema()["properties"][key]["items"]["anyOf"][0]["enum"])
+
+
+def custom_names(config: dict, key: str) -> list[str]:
+    """The names of the user's own datasets (``data.custom``) or models (``train.custom_models``)."""
+    section, entry = _CUSTOM_KEYS[key]
+    return list((config.get(section) or {}).get(entry) or {})
+
+
+def known_names(config: dict, key: str) -> list[str]:
+    """Every dataset or model name ``config`` may use: the built-in ones and its own."""
+    return builtin_names(key) + [name for name in custom_names(config, key) if name not in builtin_names(key)]
+
+
 def iter_runs(config: dict, variant: str = BASE_VARIANT) -> Iterator[Run]:
     for dataset, model in pairs(config):
         for corruption in config["corruptions"]:

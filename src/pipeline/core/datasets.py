@@ -114,6 +114,14 @@ class DatasetArrays:
         x_test: ``uint8`` images, shape ``(M, C, H, W)``.
         y_test: ``int64`` labels, shape ``(M,)``.
         num_classes: number of classes (labels lie in ``[0, num_classes)``).
+        train_files, test_files: the image file of each example, in dataset order, where the
+            dataset is a folder of image files (a user's ``imagefolder``,
+            :mod:`pipeline.core.user_data`); ``None`` otherwise.
+        y_train_given: the training labels as the user's file gives them, where they are not the
+            truth (an ``.npz`` with ``y_true``: ``y_train`` is ``y_true``, the model trains on
+            these); ``None`` when the given labels are ``y_train``.
+        truth_known: whether ``y_train`` is known to be the truth; false for a user dataset
+            without ``y_true`` (its labels as given, unverified).
     """
 
     name: str
@@ -122,6 +130,10 @@ class DatasetArrays:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    train_files: list[str] | None = None
+    test_files: list[str] | None = None
+    y_train_given: np.ndarray | None = None
+    truth_known: bool = True
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):
@@ -146,6 +158,13 @@ class DatasetArrays:
                 f"{self.name}: train images {self.x_train.shape[1:]} and test images "
                 f"{self.x_test.shape[1:]} differ in shape"
             )
+        for field, n in (("train_files", len(self.x_train)), ("test_files", len(self.x_test)),
+                         ("y_train_given", len(self.x_train))):
+            value = getattr(self, field)
+            if value is not None and len(value) != n:
+                raise ValueError(f"{self.name}: {field} has {len(value)} entries for {n} images")
+        if self.y_train_given is not None:
+            self.y_train_given = np.asarray(self.y_train_given, dtype=np.int64)
 
     @property
     def channels(self) -> int:
@@ -965,7 +984,8 @@ def load_dataset(name: str, root: str | Path = "data", download: bool = False) -
         DatasetCorruptError: a file exists but cannot be parsed (message names the file).
     """
     if name not in DATASETS:
-        raise ValueError(f"Unknown dataset {name!r}; allowed names: {', '.join(sorted(DATASETS))}")
+        raise ValueError(f"Unknown dataset {name!r}; allowed names: {', '.join(sorted(DATASETS))} (a user's "
+                         f"own dataset is configured under data.custom, pipeline.core.user_data)")
     spec = DATASETS[name]
     arrays = spec.loader(Path(root), bool(download))
     shape = (spec.channels, spec.image_size, spec.image_size)
@@ -1114,9 +1134,17 @@ def subsample(arrays: DatasetArrays, n_train: int | None, n_test: int | None, se
     def pick(x: np.ndarray, y: np.ndarray, idx: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         return (x, y) if idx is None else (x[idx], y[idx])
 
+    def files(names: list[str] | None, idx: np.ndarray | None) -> list[str] | None:
+        return names if names is None or idx is None else [names[i] for i in idx]
+
     x_train, y_train = pick(arrays.x_train, arrays.y_train, idx_train)
     x_test, y_test = pick(arrays.x_test, arrays.y_test, idx_test)
-    return DatasetArrays(arrays.name, x_train, y_train, x_test, y_test, arrays.num_classes)
+    given = arrays.y_train_given
+    return DatasetArrays(arrays.name, x_train, y_train, x_test, y_test, arrays.num_classes,
+                         train_files=files(arrays.train_files, idx_train),
+                         test_files=files(arrays.test_files, idx_test),
+                         y_train_given=given if given is None or idx_train is None else given[idx_train],
+                         truth_known=arrays.truth_known)
 
 
 def dataset_sizes(config: dict, dataset: str) -> tuple[int, int]:

@@ -54,6 +54,10 @@ class RunLabels:
     resampled: np.ndarray   # bool: this label was redrawn
     test: np.ndarray        # test labels (always true)
     num_classes: int
+    #: whether ``true`` is known to be the truth: false only for a user dataset without ``y_true``
+    #: at corruption 0 (its labels as given, nothing to score a detector against); files written
+    #: before the field existed read as true
+    truth_known: bool = True
 
     @property
     def changed(self) -> np.ndarray:
@@ -61,16 +65,22 @@ class RunLabels:
 
 
 def make_run_labels(arrays: DatasetArrays, *, dataset: str, corruption: float, seed: int) -> RunLabels:
-    corrupted, resampled = corrupt_labels(arrays.y_train, arrays.num_classes, corruption,
+    """The run's labels: the dataset's training labels as given (``arrays.y_train_given`` where a
+    user's file gives ``y_true`` besides them, else ``y_train``), corrupted on top with probability
+    ``corruption``; ``true`` is ``arrays.y_train`` (the truth)."""
+    given = arrays.y_train if arrays.y_train_given is None else arrays.y_train_given
+    corrupted, resampled = corrupt_labels(given, arrays.num_classes, corruption,
                                           corruption_rng(dataset, corruption, seed))
     return RunLabels(corrupted=corrupted, true=arrays.y_train.astype(np.int64), resampled=resampled,
-                     test=arrays.y_test.astype(np.int64), num_classes=arrays.num_classes)
+                     test=arrays.y_test.astype(np.int64), num_classes=arrays.num_classes,
+                     truth_known=bool(arrays.truth_known or corruption > 0))
 
 
 def save_labels(labels: RunLabels, path: str | Path, **provenance: str) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, corrupted=labels.corrupted, true=labels.true, resampled=labels.resampled,
                  changed=labels.changed, test=labels.test, num_classes=labels.num_classes,
+                 truth_known=np.array(bool(labels.truth_known)),
                  **{f"meta_{k}": np.array(v) for k, v in provenance.items()})
 
 
@@ -148,7 +158,8 @@ def load_labels(path: str | Path, arrays: DatasetArrays | None = None) -> RunLab
     try:
         with np.load(path, allow_pickle=False) as z:
             labels = RunLabels(corrupted=z["corrupted"], true=z["true"], resampled=z["resampled"],
-                               test=z["test"], num_classes=int(z["num_classes"]))
+                               test=z["test"], num_classes=int(z["num_classes"]),
+                               truth_known=bool(z["truth_known"]) if "truth_known" in z.files else True)
     except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
         raise ArtifactError(f"label artifact {path} is unreadable or incomplete ({type(exc).__name__}: "
                             f"{exc}); {_REMEDY}") from None
@@ -161,8 +172,13 @@ def load_labels(path: str | Path, arrays: DatasetArrays | None = None) -> RunLab
 
 
 def load_run_dataset(config: dict, dataset: str) -> DatasetArrays:
-    """The dataset as a run sees it: loaded from ``data.root`` and subset as the config says."""
+    """The dataset as a run sees it: loaded from ``data.root`` (a user dataset: its own paths,
+    ``data.custom``) and subset as the config says."""
     data_cfg = config["data"]
+    if dataset in (data_cfg.get("custom") or {}):
+        from pipeline.core.user_data import register_user_datasets  # idempotent
+
+        register_user_datasets(config)
     arrays = load_dataset(dataset, root=data_cfg["root"], download=data_cfg["download"])
     if data_cfg.get("train_subset") or data_cfg.get("test_subset"):
         arrays = subsample(arrays, data_cfg.get("train_subset"), data_cfg.get("test_subset"), seed=0)

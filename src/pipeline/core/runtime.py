@@ -189,12 +189,14 @@ class RunRuntime:
 
     ``run_dir`` is the run's folder (default ``results/<run.path>``); ``labels_path`` its label
     artifact (default ``<run_dir>/labels.npz``); ``config`` is the full, validated configuration.
-    ``arrays`` / ``labels`` may be given when the caller has them already (tests, notebooks).
+    ``arrays`` / ``labels`` may be given when the caller has them already (tests, notebooks);
+    ``transform`` too (a retrain on a subset of the training set keeps the full run's normalization).
     """
 
     def __init__(self, config: dict, run: Run, *, run_dir: str | Path | None = None,
                  labels_path: str | Path | None = None, threads: int | None = None,
-                 arrays: DatasetArrays | None = None, labels: RunLabels | None = None):
+                 arrays: DatasetArrays | None = None, labels: RunLabels | None = None,
+                 transform: InputTransform | None = None):
         self.config = config
         self.run = run
         self.run_dir = Path(run_dir) if run_dir is not None else Path("results") / run.path
@@ -203,6 +205,8 @@ class RunRuntime:
             self.__dict__["arrays"] = arrays  # fills the cached property
         if labels is not None:
             self.__dict__["labels"] = labels
+        if transform is not None:  # e.g. a retrain on a subset keeps the run's normalization
+            self.__dict__["transform"] = transform
         limit_threads(threads or config["train"].get("num_threads"))
 
     # data ---------------------------------------------------------------------------------

@@ -29,14 +29,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pipeline.core.config import ConfigError, format_corruption, load_schema, pairs
+from pipeline.core.config import ConfigError, builtin_names, format_corruption, pairs
 
 __all__ = ["check_config", "analysed_models"]
 
 
 def _enum(key: str) -> list[str]:
-    """The names the schema allows in the top-level list ``key`` (datasets, models): torch-free."""
-    return list(load_schema()["properties"][key]["items"]["enum"])
+    """The built-in names of the top-level list ``key`` (datasets, models): torch-free. A user's own
+    model has no split forward pass (pipeline.core.user_models), so dynamics takes built-in ones."""
+    return builtin_names(key)
 
 
 def _analysed_pairs(config: dict) -> list[tuple[str, str]]:

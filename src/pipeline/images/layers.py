@@ -96,9 +96,9 @@ def check_fused(config: dict) -> None:
                     f"(its layers selected by activations.layers: {probed_layers(config, model)}); a "
                     "list applies to every model of the grid: use true, or a mapping model -> layers")
     elif isinstance(spec, dict):
-        from pipeline.core.config import load_schema
+        from pipeline.core.config import known_names
 
-        every_model = load_schema()["properties"]["models"]["items"]["enum"]
+        every_model = known_names(config, "models")
         for model, names in spec.items():
             if model not in every_model:
                 # a misspelt model would silently leave the model it meant without fused layers

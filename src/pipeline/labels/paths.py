@@ -1,0 +1,87 @@
+"""Where the labels family writes, and which runs it reads: torch-free (the Snakefile imports it).
+
+Per run (under the run folder ``results/runs/<dataset>/<model>/c<p>/s<seed>/<variant>/``):
+``labels/detect_epoch_<E>.parquet`` and ``labels/scores_epoch_<E>.parquet`` (one per probed epoch),
+``labels/network_*`` (cleanlab's network route), ``labels/detection.parquet`` (the run's epochs
+gathered), ``labels/suspects.csv``, ``labels/repair.parquet`` / ``.json``. Across runs:
+``results/tables/labels_detection.parquet``, ``results/tables/labels_repair.parquet`` and the
+figures under ``results/plots/labels/<dataset>/<model>/``.
+"""
+
+from __future__ import annotations
+
+from pipeline.core.config import BASE_VARIANT, Run, format_corruption
+
+#: per-run outputs of workflow/rules/labels.smk, under the run folder
+LABELS_RUN_FILES = {"detect": "labels/detect_epoch_{epoch}.parquet",
+                    "scores": "labels/scores_epoch_{epoch}.parquet",
+                    "network_detect": "labels/network_detect.parquet",
+                    "network_scores": "labels/network_scores.parquet",
+                    "network_details": "labels/network.json",
+                    "detection": "labels/detection.parquet",
+                    "suspects": "labels/suspects.csv",
+                    "repair": "labels/repair.parquet",
+                    "repair_details": "labels/repair.json"}
+
+#: the tables across runs
+LABELS_TABLES = {"detection": "results/tables/labels_detection.parquet",
+                 "repair": "results/tables/labels_repair.parquet"}
+
+LABELS_PLOT_DIR = "results/plots/labels"
+#: figures of every (dataset, model) pair of labels.pairs
+LABELS_FIGURES = ("pr_curves", "detection_epochs")
+
+
+def labels_pairs(config: dict) -> list[tuple[str, str]]:
+    section = config.get("labels", {})
+    if not section.get("enabled"):
+        return []
+    return [(d, m) for d, m in section.get("pairs", [])]
+
+
+def _corruptions(config: dict, chosen) -> list[float]:
+    grid = [float(c) for c in config["corruptions"]]
+    return grid if chosen is None else [c for c in grid if any(abs(c - float(x)) < 1e-12 for x in chosen)]
+
+
+def labels_runs(config: dict) -> list[Run]:
+    """The standard runs whose labels are judged: every seed of each pair in labels.pairs, at the
+    corruption degrees of labels.corruptions (null: all of the grid's)."""
+    corruptions = _corruptions(config, config.get("labels", {}).get("corruptions"))
+    return [Run(dataset, model, c, seed, BASE_VARIANT) for dataset, model in labels_pairs(config)
+            for c in corruptions for seed in config["seeds"]]
+
+
+def repair_runs(config: dict) -> list[Run]:
+    """The runs retrained after repair (labels.repair.enabled): those of labels.repair.corruptions
+    among :func:`labels_runs` (null: all of them)."""
+    repair = config.get("labels", {}).get("repair", {})
+    if not repair.get("enabled"):
+        return []
+    chosen = repair.get("corruptions")
+    return [run for run in labels_runs(config)
+            if chosen is None or any(abs(run.corruption - float(x)) < 1e-12 for x in chosen)]
+
+
+def suspects_figure(run: Run, fmt: str = "png") -> str:
+    return (f"{LABELS_PLOT_DIR}/{run.dataset}/{run.model}/"
+            f"suspects_c{format_corruption(run.corruption)}_s{run.seed}_{run.variant}.{fmt}")
+
+
+def labels_figures(config: dict, fmt: str | None = None) -> list[str]:
+    fmt = fmt or config.get("plots", {}).get("format", "png")
+    return [f"{LABELS_PLOT_DIR}/{d}/{m}/{name}.{fmt}" for d, m in labels_pairs(config) for name in LABELS_FIGURES]
+
+
+def labels_targets(config: dict, results: str = "results") -> list[str]:
+    """What `all` (and the `labels` target) asks for; nothing unless labels.enabled."""
+    runs = labels_runs(config)
+    if not runs:
+        return []
+    fmt = config.get("plots", {}).get("format", "png")
+    targets = [LABELS_TABLES["detection"], *labels_figures(config, fmt)]
+    targets += [f"{results}/{run.path}/{LABELS_RUN_FILES['suspects']}" for run in runs]
+    targets += [suspects_figure(run, fmt) for run in runs]
+    if repair_runs(config):
+        targets.append(LABELS_TABLES["repair"])
+    return targets
