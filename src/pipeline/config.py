@@ -150,14 +150,17 @@ def _check_labels(config: dict) -> None:
     for i, pair in enumerate(section["pairs"]):
         if tuple(pair) not in grid:
             raise ConfigError(f"config key 'labels.pairs[{i}]': {list(pair)} is not a pair of the grid "
-                              f"{[list(p) for p in grid]}; add it to datasets/models (or pairs)")
+                              f"{[list(p) for p in grid]}; add it to datasets/models (or pairs), or set "
+                              "labels.pairs for this grid (Snakemake merges config/config.yaml, whose "
+                              "labels section judges the digits MLP, under every --configfile), or "
+                              "labels.enabled: false")
+    # labels.corruptions chooses among the grid's degrees (a `--config corruptions=[...]` narrowing
+    # the grid narrows it too); choosing none of them would judge nothing
     degrees = [format_corruption(c) for c in config["corruptions"]]
-    for key, chosen, allowed in (("labels.corruptions", section["corruptions"], degrees),
-                                 ("labels.repair.corruptions", section["repair"]["corruptions"],
-                                  [format_corruption(c) for c in (section["corruptions"] or config["corruptions"])])):
-        for c in chosen or []:
-            if format_corruption(c) not in allowed:
-                raise ConfigError(f"config key {key!r}: {c} is not among the degrees it can use {allowed}")
+    chosen = section["corruptions"]
+    if chosen is not None and not {format_corruption(c) for c in chosen} & set(degrees):
+        raise ConfigError(f"config key 'labels.corruptions': none of {chosen} is a degree of the grid "
+                          f"(corruptions: {degrees}); choose among them, or null for all")
     from pipeline.images.layers import fused_layers, stored_layers  # the models' layers: torch
 
     for model in sorted({model for _, model in section["pairs"]}):

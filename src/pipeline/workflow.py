@@ -53,6 +53,7 @@ from pipeline.images.variants import (  # noqa: F401 (re-exported for the rule f
 )
 from pipeline.labels.paths import (  # noqa: F401 (re-exported for the rule files)
     LABELS_PLOT_DIR,
+    LABELS_REPAIR_FIGURE,
     LABELS_RUN_FILES,
     LABELS_TABLES,
     labels_runs,

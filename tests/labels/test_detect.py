@@ -232,7 +232,7 @@ def detected(activation_file, tmp_path_factory):
     path, _ = activation_file
     folder = tmp_path_factory.mktemp("detected")
     out, scores = folder / "detection.parquet", folder / "scores.parquet"
-    detect(_config(layers=["fc2", "fc3"]), RUN, 3, path, path.parent / "labels.npz", out, scores)
+    detect(_config(layers=["fc1", "fc2"]), RUN, 3, path, path.parent / "labels.npz", out, scores)
     return out, scores
 
 
@@ -240,7 +240,7 @@ def test_detect_stage_on_a_run(activation_file, detected):
     _, labels = activation_file
     out, scores = detected
     table = read_table(out, DETECTION)
-    assert set(table["layer"]) == {"fc2", "fc3"} and set(table["detector"]) == {"masc", "ncm", "cleanlab"}
+    assert set(table["layer"]) == {"fc1", "fc2"} and set(table["detector"]) == {"masc", "ncm", "cleanlab"}
     assert table["truth_known"].all() and (table["n_wrong"] == int(labels.changed.sum())).all()
     assert table["auroc"].between(0, 1).all() and (table["n_train"] == 150).all()
     per_example = read_table(scores, LABEL_SCORES)
@@ -259,7 +259,10 @@ def test_suspects_stage_ranks_and_draws(activation_file, detected, tmp_path):
     config = {**_config(suspects={"top": 10, "images_per_class": 3}),
               "data": {"train_subset": 150, "test_subset": 50}}
     csv, png = tmp_path / "suspects.csv", tmp_path / "suspects.png"
-    suspects(config, RUN, [out], [scores], csv, png)
+    log = tmp_path / "train_log.parquet"
+    pd.DataFrame({**{k: [v] * 2 for k, v in RUN.keys().items()}, "epoch": [3, 9],
+                  "test_acc": [0.8, 0.6]}).to_parquet(log)
+    suspects(config, RUN, [out], [scores], csv, png, log=log)
     table = pd.read_csv(csv, keep_default_na=False)
     detection = read_table(out, DETECTION)
     per_example = read_table(scores, LABEL_SCORES)
@@ -374,8 +377,48 @@ def test_file_labels_with_truth_score_against_it(activation_file, tmp_path):
 
     path, labels = activation_file
     np.savez(tmp_path / "mine.npz", y=labels.corrupted, y_true=labels.true)
-    paths = detect_file(apply_schema(_config()), path, tmp_path / "out", tmp_path / "mine.npz", ["fc3"], 0)
+    paths = detect_file(apply_schema(_config()), path, tmp_path / "out", tmp_path / "mine.npz", ["fc2"], 0)
     table = read_table(paths["detection"], DETECTION)
     assert table["truth_known"].all() and (table["n_wrong"] == int(labels.changed.sum())).all()
     # a layer that learned the classes ranks the wrong labels well above chance
     assert table["auroc"].min() > 0.7, table[["detector", "auroc"]]
+
+
+def test_detection_tables_gathers_per_run_tables(tmp_path):
+    from pipeline.labels.stages import detection_tables
+
+    X, given, true = noisy_blobs(n=60)
+    det = [crossfit_probe(X, given, "ncm", {}, folds=3, seed=0)]
+    paths = []
+    for epoch in (1, 2):
+        paths.append(tmp_path / f"d{epoch}.parquet")
+        write_table(detection_frame(RUN, epoch, "fc2", det, given != true), paths[-1], DETECTION,
+                    {"config": "{}"})
+    detection_tables([str(p) for p in paths], out=tmp_path / "all.parquet")
+    table = read_table(tmp_path / "all.parquet", DETECTION)
+    assert list(table["epoch"]) == [1, 2]
+    assert read_parquet_metadata(tmp_path / "all.parquet")["table_schema"] == "detection"
+    # the same run, epoch, layer and detector twice is refused
+    with pytest.raises(ValueError, match="duplicate"):
+        detection_tables([str(paths[0]), str(paths[0])], out=tmp_path / "twice.parquet")
+    assert not (tmp_path / "twice.parquet").exists()
+
+
+def test_best_readings_near_the_test_accuracy_peak():
+    """Once the network has memorized, a linear read-out agrees with the (wrong) given labels on
+    held-out folds too: near the test-accuracy peak the early reading is taken, not that one."""
+    from pipeline.labels.suspects import best_readings
+
+    def det(name, heldout):
+        return Detection(name, "", score=[0.0], suggested=[0], flagged=[False], heldout_accuracy=heldout,
+                         cpu_seconds=0, wall_seconds=0)
+
+    table = pd.concat([detection_frame(RUN, 5, "fc1", [det("logreg", 0.41), det("ncm", 0.50)], None),
+                       detection_frame(RUN, 5, "fc2", [det("logreg", 0.35), det("ncm", 0.52)], None),
+                       detection_frame(RUN, 100, "fc2", [det("logreg", 0.85), det("ncm", 0.56)], None)])
+    anywhere = best_readings(table).set_index("detector")
+    assert anywhere.loc["logreg", "epoch"] == 100
+    early = best_readings(table, epoch=7).set_index("detector")
+    assert (early.loc["logreg", "epoch"], early.loc["logreg", "layer"]) == (5, "fc1")
+    assert (early.loc["ncm", "epoch"], early.loc["ncm", "layer"]) == (5, "fc2")
+    assert list(best_readings(table, epoch=7)["detector"]) == ["ncm", "logreg"]  # best first

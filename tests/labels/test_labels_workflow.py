@@ -5,6 +5,7 @@ stopped before any job."""
 
 from __future__ import annotations
 
+import base64
 import re
 
 import pandas as pd
@@ -41,9 +42,12 @@ def test_labels_target_end_to_end(tmp_path, snakemake, tiny_config):
     assert detection[detection.detector != "cleanlab"].auroc.max() > 0.7
 
     suspects = pd.read_csv(run / "labels/suspects.csv")
-    assert list(suspects["rank"][:3]) == [1, 2, 3] and suspects.score.is_monotonic_decreasing
+    # per detector (each at its own epoch and layer), the flagged examples by decreasing score
+    assert set(suspects.detector) == set(detection.detector)
+    for _, ranked in suspects.groupby("detector"):
+        assert list(ranked["rank"]) == list(range(1, len(ranked) + 1)) and ranked.score.is_monotonic_decreasing
     assert (tmp_path / "results/plots/labels/digits/mlp/suspects_c0.8_s0_standard.png").stat().st_size > 0
-    for figure in ("pr_curves", "detection_epochs"):
+    for figure in ("pr_curves", "detection_epochs", "repair"):
         assert (tmp_path / f"results/plots/labels/digits/mlp/{figure}.png").stat().st_size > 0
 
     repair = pd.read_parquet(results / "tables/labels_repair.parquet")
@@ -51,10 +55,18 @@ def test_labels_target_end_to_end(tmp_path, snakemake, tiny_config):
     assert set(repair[repair["mode"] == "relabel"].detector) >= {"cleanlab"}
     assert (repair[repair["mode"] == "true"].label_accuracy_after == 1.0).all()
 
+    # Snakemake's report of this target embeds every figure the family drew (workflow/report/labels/)
+    snakemake("labels", "--report", str(tmp_path / "report.html"), workdir=tmp_path, config=config)
+    html = (tmp_path / "report.html").read_text()
+    figures = sorted((results / "plots/labels").rglob("*.png"))
+    assert len(figures) == 4
+    for png in figures:
+        assert base64.b64encode(png.read_bytes()).decode() in html, png
+
 
 @pytest.mark.parametrize("bad, message", [
     ({"pairs": [["digits", "cnn"]]}, r"config key 'labels\.pairs\[0\]': \['digits', 'cnn'\] is not a pair of the grid"),
-    ({"corruptions": [0.3]}, r"config key 'labels\.corruptions': 0\.3 is not among the degrees"),
+    ({"corruptions": [0.3]}, r"config key 'labels\.corruptions': none of \[0\.3\] is a degree of the grid"),
     ({"layers": ["fc9"]}, r"config key 'labels\.layers': 'fc9' is not a layer written to the activation files"),
     ({"detectors": [{"name": "masc", "params": {"variance": 2.5}}]}, r"config key 'labels\.detectors\[0\]' \(masc\)"),
     ({"folds": 1}, r"config key 'labels\.folds'"),

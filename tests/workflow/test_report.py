@@ -29,7 +29,7 @@ def render_caption(path: Path) -> str:
     from jinja2 import Environment, StrictUndefined
 
     class Job:  # what a caption may read: the job's wildcards and config
-        wildcards = {"dataset": "digits", "model": "mlp"}
+        wildcards = {"dataset": "digits", "model": "mlp", "corruption": "0.8", "seed": "0", "variant": "standard"}
         config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
     text = Environment(undefined=StrictUndefined).from_string(path.read_text()).render(snakemake=Job)

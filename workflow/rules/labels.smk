@@ -7,6 +7,7 @@
 #   snakemake --cores 2 labels          only this family (and the runs it needs)
 from pipeline.workflow import (
     LABELS_PLOT_DIR,
+    LABELS_REPAIR_FIGURE,
     LABELS_RUN_FILES,
     LABELS_TABLES,
     labels_runs,
@@ -24,10 +25,30 @@ rule labels:
 
 
 def labels_section(*keys):
-    """The labels section plus ``keys`` as JSON, for params: a change of them reruns the job."""
-    return json.dumps(
-        {"labels": LABELS, **{k: config[k] for k in keys}}, sort_keys=True
-    )
+    """The job's config as JSON, for params: the labels section narrowed to the job's own (dataset,
+    model) pair (every degree: the rule's wildcards choose the run), that pair as the grid, and the
+    sections ``keys``. A change of them reruns the job; a change of the grid elsewhere does not.
+    """
+
+    def params(wildcards):
+        pair = [wildcards.dataset, wildcards.model]
+        section = {
+            **LABELS,
+            "pairs": [pair],
+            "corruptions": None,
+            "repair": {**LABELS["repair"], "corruptions": None},
+        }
+        return json.dumps(
+            {
+                "datasets": [pair[0]],
+                "models": [pair[1]],
+                "labels": section,
+                **{k: config[k] for k in keys},
+            },
+            sort_keys=True,
+        )
+
+    return params
 
 
 def detect_epoch_files(kind):
@@ -64,7 +85,7 @@ rule labels_detect:
         "../envs/pipeline.yaml"
     threads: 1
     params:
-        config=labels_section("data"),
+        config=labels_section("data", "train"),
         run=run_args,
     shell:
         "python -m pipeline detect --threads {threads} --config-json {params.config:q} {params.run} "
@@ -122,7 +143,12 @@ rule labels_suspects:
         network_scores=network_files("network_scores"),
     output:
         table=run_file(LABELS_RUN_FILES["suspects"]),
-        figure=f"{LABELS_PLOT_DIR}/{{dataset}}/{{model}}/suspects_c{{corruption}}_s{{seed}}_{{variant}}.{PLOT_FORMAT}",
+        figure=report(
+            f"{LABELS_PLOT_DIR}/{{dataset}}/{{model}}/suspects_c{{corruption}}_s{{seed}}_{{variant}}.{PLOT_FORMAT}",
+            caption="../report/labels/suspects.rst",
+            category="Labels",
+            subcategory="{dataset} / {model}",
+        ),
     log:
         run_log("labels_suspects.log"),
     benchmark:
@@ -132,7 +158,7 @@ rule labels_suspects:
     conda:
         "../envs/pipeline.yaml"
     params:
-        config=labels_section("data"),
+        config=labels_section("data", "train"),
         run=run_args,
         dpi=config["plots"]["dpi"],
     shell:
@@ -233,8 +259,18 @@ rule labels_figures:
         scores=pair_score_files,
         logs=pair_run_files("train_log.parquet"),
     output:
-        pr_curves=f"{LABELS_PLOT_DIR}/{{dataset}}/{{model}}/pr_curves.{PLOT_FORMAT}",
-        epochs=f"{LABELS_PLOT_DIR}/{{dataset}}/{{model}}/detection_epochs.{PLOT_FORMAT}",
+        pr_curves=report(
+            f"{LABELS_PLOT_DIR}/{{dataset}}/{{model}}/pr_curves.{PLOT_FORMAT}",
+            caption="../report/labels/pr_curves.rst",
+            category="Labels",
+            subcategory="{dataset} / {model}",
+        ),
+        epochs=report(
+            f"{LABELS_PLOT_DIR}/{{dataset}}/{{model}}/detection_epochs.{PLOT_FORMAT}",
+            caption="../report/labels/detection_epochs.rst",
+            category="Labels",
+            subcategory="{dataset} / {model}",
+        ),
     log:
         "logs/labels/{dataset}/{model}/figures.log",
     benchmark:
@@ -247,3 +283,50 @@ rule labels_figures:
         "python -m pipeline detection-figures --detection {input.detection} --scores {input.scores} "
         "--logs {input.logs} --dataset {wildcards.dataset} --model {wildcards.model} "
         "--pr-curves {output.pr_curves} --epochs {output.epochs} --dpi {params.dpi} > {log} 2>&1"
+
+
+def pair_repair_files(wildcards):
+    return [
+        run_path(run, LABELS_RUN_FILES["repair"])
+        for run in repair_runs(config)
+        if (run.dataset, run.model) == (wildcards.dataset, wildcards.model)
+    ]
+
+
+def pair_relabel_files(wildcards):
+    """The images family's relabel-and-retrain tables of the repaired runs, where it runs."""
+    if not config["transfer"]["relabel_retrain"]["enabled"]:
+        return []
+    return [
+        run_path(run, f"relabel/{protocol}.parquet")
+        for run in repair_runs(config)
+        if (run.dataset, run.model) == (wildcards.dataset, wildcards.model)
+        for protocol in config["transfer"]["relabel_retrain"]["protocols"]
+    ]
+
+
+rule labels_repair_figure:
+    input:
+        repair=pair_repair_files,
+        relabel=pair_relabel_files,
+    output:
+        report(
+            f"{LABELS_PLOT_DIR}/{{dataset}}/{{model}}/{LABELS_REPAIR_FIGURE}.{PLOT_FORMAT}",
+            caption="../report/labels/repair.rst",
+            category="Labels",
+            subcategory="{dataset} / {model}",
+        ),
+    log:
+        "logs/labels/{dataset}/{model}/repair_figure.log",
+    benchmark:
+        benchmark_path("labels_repair_figure", ("dataset", "model"))
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        dpi=config["plots"]["dpi"],
+        relabel=lambda wildcards, input: (
+            f"--relabel {' '.join(input.relabel)}" if input.relabel else ""
+        ),
+    shell:
+        "python -m pipeline repair-figure {input.repair} --out {output} --dataset {wildcards.dataset} "
+        "--model {wildcards.model} {params.relabel} --dpi {params.dpi} > {log} 2>&1"

@@ -197,7 +197,7 @@ def cleanlab_layer(X: np.ndarray, given: np.ndarray, *, folds: int, seed: int,
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    X = np.asarray(X, dtype=np.float64)
+    X = np.asarray(X)  # float32 stays float32: scikit-learn converts where its solver needs it
     given, k = check_detection_labels(given, folds, num_classes, n_rows=X.shape[0])
     wall, cpu = time.perf_counter(), time.process_time()
     model = make_pipeline(StandardScaler(), LogisticRegression())

@@ -30,6 +30,8 @@ LABELS_TABLES = {"detection": "results/tables/labels_detection.parquet",
 LABELS_PLOT_DIR = "results/plots/labels"
 #: figures of every (dataset, model) pair of labels.pairs
 LABELS_FIGURES = ("pr_curves", "detection_epochs")
+#: the repair figure of every pair with a repaired run (labels.repair)
+LABELS_REPAIR_FIGURE = "repair"
 
 
 def labels_pairs(config: dict) -> list[tuple[str, str]]:
@@ -82,6 +84,9 @@ def labels_targets(config: dict, results: str = "results") -> list[str]:
     targets = [LABELS_TABLES["detection"], *labels_figures(config, fmt)]
     targets += [f"{results}/{run.path}/{LABELS_RUN_FILES['suspects']}" for run in runs]
     targets += [suspects_figure(run, fmt) for run in runs]
-    if repair_runs(config):
+    repaired = repair_runs(config)
+    if repaired:
         targets.append(LABELS_TABLES["repair"])
+        targets += sorted({f"{LABELS_PLOT_DIR}/{run.dataset}/{run.model}/{LABELS_REPAIR_FIGURE}.{fmt}"
+                           for run in repaired})
     return targets

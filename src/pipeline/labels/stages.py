@@ -84,12 +84,14 @@ def detection_figures(detection: list[str | Path], scores: list[str | Path], dat
 
 
 def suspects(config: dict, run: Run, detection: list[str | Path], scores: list[str | Path],
-             out: str | Path, figure: str | Path, dpi: int = 120) -> None:
+             out: str | Path, figure: str | Path, log: str | Path | None = None, dpi: int = 120) -> None:
     """Rank one run's suspected training labels (suspects.csv) and draw the most suspicious images.
 
     ``detection`` / ``scores``: the run's detection and label_scores tables (one per detected
-    epoch). Each detector is read at its epoch and layer of highest held-out accuracy on the given
-    labels (no truth needed); its flagged examples, by decreasing score, at most
+    epoch); ``log``: its train_log.parquet. Each detector is read without the truth: at its
+    detected epoch nearest the peak of the test accuracy in ``log`` (every epoch without it), on
+    its layer of highest held-out accuracy on the given labels; its flagged examples, by
+    decreasing score, at most
     ``labels.suspects.top`` (index, file path where the dataset has one, given and suggested label,
     score, detector, rank). ``figure``: the best detector's ``labels.suspects.images_per_class``
     most suspicious images of each given class (:mod:`pipeline.labels.suspects`)."""
@@ -110,11 +112,16 @@ def suspects(config: dict, run: Run, detection: list[str | Path], scores: list[s
         & (table["variant"] == keys["variant"])
     arrays = load_run_dataset(config, run.dataset)
     files = getattr(arrays, "train_files", None)
-    ranked = suspects_frame(table[mine], score_rows, top=section["top"], files=files)
+    peak = None
+    if log is not None:
+        train_log = read_table(log)
+        peak = int(train_log.loc[train_log["test_acc"].idxmax(), "epoch"])
+    ranked = suspects_frame(table[mine], score_rows, top=section["top"], files=files, epoch=peak)
     write_suspects(ranked, out)
     draw_suspects(ranked, arrays.x_train, figure, per_class=section["images_per_class"],
                   class_names=getattr(arrays, "class_names", None), title=run.path, dpi=dpi)
-    print(f"{run.path}: {len(ranked)} suspects -> {out}, {figure}")
+    near = f" (near epoch {peak}, the test accuracy's peak)" if peak is not None else ""
+    print(f"{run.path}: {len(ranked)} suspects{near} -> {out}, {figure}")
 
 
 # ------------------------------------------------------------ cleanlab's network route (2), repair (3)
@@ -161,3 +168,22 @@ def repair(config: dict, run: Run, labels: str | Path, detection: list[str | Pat
                                 modes=rcfg["modes"])
     write_json(details_out, details)
     write_table(table, out, REPAIR, provenance(config, sections=list(given) or None, run=run.keys()))
+
+
+def repair_figure(repair: list[str | Path], /, out: str | Path, dataset: str, model: str,
+                  relabel: list[str | Path] | None = None, dpi: int = 120) -> None:
+    """Draw one (dataset, model) pair's repair figure: test accuracy after each repair beside the baselines.
+
+    ``repair``: the runs' repair tables (``labels/repair.parquet``); ``relabel``: their images-family
+    relabel-and-retrain tables (``relabel/<protocol>.parquet``), where ``transfer.relabel_retrain``
+    ran (:mod:`pipeline.labels.repair_figures`)."""
+    import pandas as pd
+
+    from pipeline.core.tables import read_table
+    from pipeline.labels.repair import REPAIR
+    from pipeline.labels.repair_figures import draw_repair, relabel_retrain_rows
+
+    table = pd.concat([read_table(p, REPAIR) for p in repair], ignore_index=True)
+    relabel_rows = relabel_retrain_rows([pd.read_parquet(p) for p in relabel or []])
+    draw_repair(table, out, dataset=dataset, model=model, relabel=relabel_rows, dpi=dpi)
+    print(f"{dataset}/{model}: {len(table)} repair rows -> {out}")
