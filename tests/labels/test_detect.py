@@ -422,3 +422,18 @@ def test_best_readings_near_the_test_accuracy_peak():
     assert (early.loc["logreg", "epoch"], early.loc["logreg", "layer"]) == (5, "fc1")
     assert (early.loc["ncm", "epoch"], early.loc["ncm", "layer"]) == (5, "fc2")
     assert list(best_readings(table, epoch=7)["detector"]) == ["ncm", "logreg"]  # best first
+
+
+def test_suspects_name_the_image_files_where_the_dataset_has_them():
+    from pipeline.labels.suspects import suspects_frame
+
+    X, given, true = noisy_blobs(n=60, noise=0.3)
+    dets = [crossfit_probe(X, given, "ncm", {}, folds=3, seed=0)]
+    detection = detection_frame(RUN, 1, "fc1", dets, None)
+    scores = scores_frame(RUN, 1, "fc1", dets, given, None)
+    files = [f"train/class_{c}/img_{i}.png" for i, c in enumerate(given)]
+    table = suspects_frame(detection, scores, top=5, files=files)
+    assert len(table) == min(5, int(dets[0].flagged.sum())) > 0
+    assert list(table["file"]) == [files[i] for i in table["index"]]
+    assert (table["wrong"].isna()).all()  # truth unknown
+    assert (suspects_frame(detection, scores, top=5, files=[None] * 60)["file"] == "").all()

@@ -72,7 +72,8 @@ def _labels_jobs(config: dict) -> dict[str, int]:
     jobs = {"labels_run_detection": judged, "labels_suspects": judged, "labels_detection_table": 1,
             "labels_figures": len(section["pairs"])}
     if section.get("repair", {}).get("enabled"):
-        jobs.update({"labels_repair": repaired, "labels_repair_table": 1, "labels_repair_figure": len(section["pairs"])})
+        jobs.update({"labels_repair": repaired, "labels_repair_table": 1,
+                     "labels_repair_figure": len(section["pairs"])})
     return jobs
 
 

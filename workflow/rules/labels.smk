@@ -141,6 +141,7 @@ rule labels_suspects:
         scores=detect_epoch_files("scores"),
         network=network_files("network_detect"),
         network_scores=network_files("network_scores"),
+        log=run_file("train_log.parquet"),
     output:
         table=run_file(LABELS_RUN_FILES["suspects"]),
         figure=report(
@@ -164,12 +165,13 @@ rule labels_suspects:
     shell:
         "python -m pipeline suspects --config-json {params.config:q} {params.run} "
         "--detection {input.detection} {input.network} --scores {input.scores} {input.network_scores} "
-        "--out {output.table} --figure {output.figure} --dpi {params.dpi} > {log} 2>&1"
+        "--log {input.log} --out {output.table} --figure {output.figure} --dpi {params.dpi} > {log} 2>&1"
 
 
 rule labels_repair:
     input:
         labels=run_file("labels.npz"),
+        log=run_file("train_log.parquet"),
         detection=detect_epoch_files("detect"),
         scores=detect_epoch_files("scores"),
         network=network_files("network_detect"),
@@ -191,7 +193,7 @@ rule labels_repair:
     shell:
         "python -m pipeline repair --config-json {params.config:q} {params.run} --labels {input.labels} "
         "--detection {input.detection} {input.network} --scores {input.scores} {input.network_scores} "
-        "--out {output.table} --details-out {output.details} > {log} 2>&1"
+        "--log {input.log} --out {output.table} --details-out {output.details} > {log} 2>&1"
 
 
 rule labels_detection_table:

@@ -148,11 +148,13 @@ def cleanlab_network(config: dict, run: Run, labels: str | Path, out: str | Path
 
 
 def repair(config: dict, run: Run, labels: str | Path, detection: list[str | Path], scores: list[str | Path],
-           out: str | Path, details_out: str | Path) -> None:
+           out: str | Path, details_out: str | Path, log: str | Path | None = None) -> None:
     """Retrain from scratch after relabeling or removing the flagged examples (best probe detector, cleanlab).
 
     ``--detection`` / ``--scores``: the run's detection and label_scores tables (every probed epoch,
-    and cleanlab's network route when it ran); ``labels.repair.select`` chooses the detectors,
+    and cleanlab's network route when it ran); ``--log``: the run's train_log.parquet (its test
+    accuracy's peak guides ``select: heldout``; it is the given-label baseline, not trained again);
+    ``labels.repair.select`` chooses the detectors,
     ``labels.repair.modes`` what is done with the flagged examples. Writes the repair table
     (``--out``, with the given-label and true-label baselines) and what was chosen and why
     (``--details-out``, JSON)."""
@@ -164,8 +166,11 @@ def repair(config: dict, run: Run, labels: str | Path, detection: list[str | Pat
     given, config = config, apply_schema(config)
     rcfg = config["labels"]["repair"]
     rt = RunRuntime(config, run, labels_path=labels)
+    from pipeline.core.tables import read_table
+
+    train_log = read_table(log) if log is not None else None
     table, details = repair_run(rt, read_detections(detection, run.keys()), scores, select=rcfg["select"],
-                                modes=rcfg["modes"])
+                                modes=rcfg["modes"], train_log=train_log)
     write_json(details_out, details)
     write_table(table, out, REPAIR, provenance(config, sections=list(given) or None, run=run.keys()))
 

@@ -48,6 +48,13 @@ def best_readings(detection: pd.DataFrame, epoch: int | None = None) -> pd.DataF
     return best.reset_index(drop=True)
 
 
+def _file(files, index: int) -> str:
+    """The image file of training example ``index``, or "" where the dataset has none."""
+    if files is None or files[index] is None:
+        return ""
+    return str(files[index])
+
+
 def suspects_frame(detection: pd.DataFrame, scores: pd.DataFrame, *, top: int | None,
                    files: list | np.ndarray | None = None, epoch: int | None = None) -> pd.DataFrame:
     """The ranked suspects of one run: for each detector at its best reading
@@ -66,7 +73,7 @@ def suspects_frame(detection: pd.DataFrame, scores: pd.DataFrame, *, top: int | 
             rows = rows.head(int(top))
         frame = pd.DataFrame({
             "detector": row["detector"], "rank": np.arange(1, len(rows) + 1), "index": rows["index"].to_numpy(),
-            "file": ([str(files[i]) for i in rows["index"]] if files is not None else [""] * len(rows)),
+            "file": [_file(files, i) for i in rows["index"]],
             "given": rows["given"].to_numpy(), "suggested": rows["suggested"].to_numpy(),
             "score": rows["score"].to_numpy(), "setting": row["setting"], "epoch": int(row["epoch"]),
             "layer": row["layer"], "wrong": rows["wrong"].astype("boolean").to_numpy()})

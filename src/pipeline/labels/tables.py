@@ -12,7 +12,7 @@
   given label is wrong.
 
 ``epoch`` and ``layer`` name where a detector read: a probe or cleanlab on a layer at a checkpoint,
-or, for cleanlab on the network trained per fold, the layer ``output`` at the run's final epoch.
+or, for cleanlab on the network trained per fold, the layer ``network`` at the most epochs any fold network trained.
 """
 
 from __future__ import annotations
