@@ -1,5 +1,6 @@
 """Issue 17, section 1, end to end: a user's ImageFolder of real images and a torchvision model by
-name run through the workflow like any other run (labels, training, extraction, probes, table)."""
+name run through the workflow like any other run (labels, training, extraction, probes, table), and
+the labels family judges the labels as given (truth unknown): the ranked suspects with their files."""
 
 from __future__ import annotations
 
@@ -30,21 +31,35 @@ def test_user_image_folder_and_torchvision_model_run_end_to_end(tmp_path, snakem
                                      "image_size": 16, "channels": 1}}},
         "datasets": ["pets"],
         "models": ["tv_resnet18"],
-        "corruptions": [0.5],
+        "corruptions": [0.0, 0.5],   # 0: the labels as given (truth unknown); 0.5: corrupted on top
         "train": {"max_epochs": 2, "target_train_accuracy": 1.0, "num_threads": 1,
                   "custom_models": {"tv_resnet18": {"torchvision": "resnet18", "batch_size": 8,
                                                     "layers": ["layer3", "layer4", "avgpool"]}}},
         "storage": {"epochs": [2]},
+        "labels": {"enabled": True, "pairs": [["pets", "tv_resnet18"]], "corruptions": [0.0],
+                   "layers": ["avgpool"], "folds": 3},
     }
-    snakemake("--cores", "2", "results/tables/probes.parquet", workdir=tmp_path, config=config)
+    snakemake("--cores", "2", "results/tables/probes.parquet", "labels", workdir=tmp_path, config=config)
     table = pd.read_parquet(tmp_path / "results/tables/probes.parquet")
     assert set(table.dataset) == {"pets"} and set(table.model) == {"tv_resnet18"}
-    assert set(table.corruption) == {0.5} and set(table.epoch) == {2}
+    assert set(table.corruption) == {0.0, 0.5} and set(table.epoch) == {2}
     assert set(table[table.probe == "masc"].layer) == {"layer3", "layer4", "avgpool"}
     assert (table.n_samples[table.split == "test"] == 12).all()
     assert (table.n_samples[table.split == "train"] == 24).all()
     labels = np.load(tmp_path / "results/runs/pets/tv_resnet18/c0.5/s0/standard/labels.npz")
     assert bool(labels["truth_known"]) and labels["true"].tolist() == [0] * 8 + [1] * 8 + [2] * 8
+
+    # the labels as given: nothing to score against, so metrics are empty and the suspects are ranked
+    run = tmp_path / "results/runs/pets/tv_resnet18/c0/s0/standard"
+    assert not bool(np.load(run / "labels.npz")["truth_known"])
+    detection = pd.read_parquet(tmp_path / "results/tables/labels_detection.parquet")
+    assert set(detection.layer) == {"avgpool"} and not detection.truth_known.any()
+    assert detection.auroc.isna().all() and (detection.n_train == 24).all()
+    suspects = pd.read_csv(run / "labels/suspects.csv")
+    files = {str(p.relative_to(tmp_path)) for p in (tmp_path / "images/train").rglob("img_*")}
+    assert {"detector", "rank", "file", "given", "suggested", "score"} <= set(suspects.columns)
+    assert set(suspects.file) <= files and suspects.wrong.isna().all()
+    assert (tmp_path / "results/plots/labels/pets/tv_resnet18/suspects_c0_s0_standard.png").stat().st_size > 0
 
 
 def test_an_empty_class_folder_stops_the_workflow_before_any_job(tmp_path, snakemake, tiny_config):
