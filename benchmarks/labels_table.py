@@ -45,11 +45,11 @@ def main(argv=None) -> int:
         if fix is None or not len(fix):
             cells += ["-"] * 9
         else:
-            def acc(chosen_as, mode):
+            def acc(chosen_as, mode, fix=fix):
                 hit = fix[(fix.chosen_as == chosen_as) & (fix["mode"] == mode)]
                 return f"{hit.test_accuracy.iloc[0]:.3f}" if len(hit) else "-"
 
-            def chosen(kind):
+            def chosen(kind, fix=fix):
                 hit = fix[fix.chosen_as == kind]
                 if not len(hit):
                     return "-"
