@@ -288,3 +288,113 @@ def dynamics_section(*drop):
 
 def dynamics_run_tables(kind):
     return [run_path(run, DYNAMICS_RUN_FILES[kind]) for run in DYNAMICS_RUNS]
+
+
+# The labels family (workflow/rules/labels.smk): its runs and the inputs and config of its jobs.
+from pipeline.workflow import (
+    LABELS_PLOT_DIR,
+    LABELS_REPAIR_FIGURE,
+    LABELS_RUN_FILES,
+    LABELS_TABLES,
+    labels_runs,
+    labels_targets,
+    repair_runs,
+)
+
+LABELS = config["labels"]
+
+
+LABELS_RUNS = labels_runs(config)
+
+
+def labels_section(*keys):
+    """The job's config as JSON, for params: the labels section narrowed to the job's own (dataset,
+    model) pair (every degree: the rule's wildcards choose the run), that pair as the grid, and the
+    sections ``keys``. A change of them reruns the job; a change of the grid elsewhere does not.
+    """
+
+    def params(wildcards):
+        pair = [wildcards.dataset, wildcards.model]
+        section = {
+            **LABELS,
+            "pairs": [pair],
+            "corruptions": None,
+            "repair": {**LABELS["repair"], "corruptions": None},
+        }
+        return json.dumps(
+            {
+                "datasets": [pair[0]],
+                "models": [pair[1]],
+                "labels": section,
+                **{k: config[k] for k in keys},
+            },
+            sort_keys=True,
+        )
+
+    return params
+
+
+def detect_epoch_files(kind):
+    """The run's per-epoch detection (or scores) tables, one per probed epoch."""
+
+    def files(wildcards):
+        return expand(
+            run_file(LABELS_RUN_FILES[kind]),
+            epoch=probe_epochs(wildcards),
+            **run_wildcards(wildcards),
+        )
+
+    return files
+
+
+def network_files(kind):
+    return [run_file(LABELS_RUN_FILES[kind])] if LABELS["cleanlab"]["network"] else []
+
+
+def pair_run_files(name):
+    """``name`` (a per-run file) of every labels run of the wildcards' (dataset, model) pair."""
+
+    def files(wildcards):
+        return [
+            run_path(run, name)
+            for run in LABELS_RUNS
+            if (run.dataset, run.model) == (wildcards.dataset, wildcards.model)
+        ]
+
+    return files
+
+
+def pair_score_files(wildcards):
+    files = []
+    for run in LABELS_RUNS:
+        if (run.dataset, run.model) != (wildcards.dataset, wildcards.model):
+            continue
+        keys = {**run.keys(), "corruption": run.corruption_str, "seed": str(run.seed)}
+        files += expand(
+            run_path(run, LABELS_RUN_FILES["scores"]),
+            epoch=probe_epochs(keys),
+        )
+        files += [
+            run_path(run, LABELS_RUN_FILES[k]) for k in ("network_scores",)
+        ] * bool(LABELS["cleanlab"]["network"])
+    return files
+
+
+def pair_repair_files(wildcards):
+    return [
+        run_path(run, LABELS_RUN_FILES["repair"])
+        for run in repair_runs(config)
+        if (run.dataset, run.model) == (wildcards.dataset, wildcards.model)
+    ]
+
+
+def pair_relabel_files(wildcards):
+    """The images family's relabel-and-retrain tables of the repaired runs, where it runs."""
+    if not config["transfer"]["relabel_retrain"]["enabled"]:
+        return []
+    return [
+        run_path(run, f"relabel/{protocol}.parquet")
+        for run in repair_runs(config)
+        if (run.dataset, run.model) == (wildcards.dataset, wildcards.model)
+        for protocol in config["transfer"]["relabel_retrain"]["protocols"]
+    ]

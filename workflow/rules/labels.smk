@@ -5,67 +5,11 @@
 # the run's tables gathered, the ranked suspects and, at labels.repair.corruptions, retraining after
 # relabeling or removing the flagged examples; per pair, the figures. Nothing unless labels.enabled.
 #   snakemake --cores 2 labels          only this family (and the runs it needs)
-from pipeline.workflow import (
-    LABELS_PLOT_DIR,
-    LABELS_REPAIR_FIGURE,
-    LABELS_RUN_FILES,
-    LABELS_TABLES,
-    labels_runs,
-    labels_targets,
-    repair_runs,
-)
-
-LABELS = config["labels"]
-LABELS_RUNS = labels_runs(config)
 
 
 rule labels:
     input:
         labels_targets(config),
-
-
-def labels_section(*keys):
-    """The job's config as JSON, for params: the labels section narrowed to the job's own (dataset,
-    model) pair (every degree: the rule's wildcards choose the run), that pair as the grid, and the
-    sections ``keys``. A change of them reruns the job; a change of the grid elsewhere does not.
-    """
-
-    def params(wildcards):
-        pair = [wildcards.dataset, wildcards.model]
-        section = {
-            **LABELS,
-            "pairs": [pair],
-            "corruptions": None,
-            "repair": {**LABELS["repair"], "corruptions": None},
-        }
-        return json.dumps(
-            {
-                "datasets": [pair[0]],
-                "models": [pair[1]],
-                "labels": section,
-                **{k: config[k] for k in keys},
-            },
-            sort_keys=True,
-        )
-
-    return params
-
-
-def detect_epoch_files(kind):
-    """The run's per-epoch detection (or scores) tables, one per probed epoch."""
-
-    def files(wildcards):
-        return expand(
-            run_file(LABELS_RUN_FILES[kind]),
-            epoch=probe_epochs(wildcards),
-            **run_wildcards(wildcards),
-        )
-
-    return files
-
-
-def network_files(kind):
-    return [run_file(LABELS_RUN_FILES[kind])] if LABELS["cleanlab"]["network"] else []
 
 
 rule labels_detect:
@@ -226,35 +170,6 @@ rule labels_repair_table:
         "python -m pipeline aggregate --no-check-schema --out {output} {input} > {log} 2>&1"
 
 
-def pair_run_files(name):
-    """``name`` (a per-run file) of every labels run of the wildcards' (dataset, model) pair."""
-
-    def files(wildcards):
-        return [
-            run_path(run, name)
-            for run in LABELS_RUNS
-            if (run.dataset, run.model) == (wildcards.dataset, wildcards.model)
-        ]
-
-    return files
-
-
-def pair_score_files(wildcards):
-    files = []
-    for run in LABELS_RUNS:
-        if (run.dataset, run.model) != (wildcards.dataset, wildcards.model):
-            continue
-        keys = {**run.keys(), "corruption": run.corruption_str, "seed": str(run.seed)}
-        files += expand(
-            run_path(run, LABELS_RUN_FILES["scores"]),
-            epoch=probe_epochs(keys),
-        )
-        files += [
-            run_path(run, LABELS_RUN_FILES[k]) for k in ("network_scores",)
-        ] * bool(LABELS["cleanlab"]["network"])
-    return files
-
-
 rule labels_figures:
     input:
         detection=pair_run_files(LABELS_RUN_FILES["detection"]),
@@ -285,26 +200,6 @@ rule labels_figures:
         "python -m pipeline detection-figures --detection {input.detection} --scores {input.scores} "
         "--logs {input.logs} --dataset {wildcards.dataset} --model {wildcards.model} "
         "--pr-curves {output.pr_curves} --epochs {output.epochs} --dpi {params.dpi} > {log} 2>&1"
-
-
-def pair_repair_files(wildcards):
-    return [
-        run_path(run, LABELS_RUN_FILES["repair"])
-        for run in repair_runs(config)
-        if (run.dataset, run.model) == (wildcards.dataset, wildcards.model)
-    ]
-
-
-def pair_relabel_files(wildcards):
-    """The images family's relabel-and-retrain tables of the repaired runs, where it runs."""
-    if not config["transfer"]["relabel_retrain"]["enabled"]:
-        return []
-    return [
-        run_path(run, f"relabel/{protocol}.parquet")
-        for run in repair_runs(config)
-        if (run.dataset, run.model) == (wildcards.dataset, wildcards.model)
-        for protocol in config["transfer"]["relabel_retrain"]["protocols"]
-    ]
 
 
 rule labels_repair_figure:
