@@ -102,19 +102,7 @@ def _check_semantics(config: dict) -> None:
                 raise ConfigError(f"config key 'pairs': model {model!r} is not in 'models' {models}")
     _check_corruptions(config)
     # Probe settings must construct: unknown probe parameters are caught here, before any job runs.
-    # local: probes import scikit-learn (and torch lazily)
-    from pipeline.probes import make_probe, setting_id
-
-    seen = set()
-    for i, entry in enumerate(config["probes"]["settings"]):
-        try:
-            make_probe(entry["name"], **entry.get("params", {}))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"config key 'probes.settings[{i}]' ({entry['name']}): {exc}") from None
-        key = (entry["name"], setting_id(entry["name"], entry.get("params", {})))
-        if key in seen:
-            raise ConfigError(f"config key 'probes.settings[{i}]': duplicate probe setting {key}")
-        seen.add(key)
+    _check_probe_entries(config["probes"]["settings"], "probes.settings", "probe setting")
     persist = config["storage"]["persist"]
     if persist != "activations":
         from pipeline.probes import FROM_MOMENTS
@@ -173,17 +161,24 @@ def _check_labels(config: dict) -> None:
             if layer not in stored:
                 raise ConfigError(f"config key 'labels.layers': {layer!r} is not a layer written to the "
                                   f"activation files of model {model!r}; choose from {stored}")
+    _check_probe_entries(section["detectors"], "labels.detectors", "detector")
+
+
+def _check_probe_entries(entries: list, where: str, what: str) -> None:
+    """Each {name, params} entry of ``where`` constructs (pipeline.probes.make_probe), none twice:
+    an unknown parameter or a bad value is caught here, before any job runs."""
+    # local: probes import scikit-learn (and torch lazily)
     from pipeline.probes import make_probe, setting_id
 
     seen = set()
-    for i, entry in enumerate(section["detectors"]):
+    for i, entry in enumerate(entries):
         try:
             make_probe(entry["name"], **entry.get("params", {}))
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"config key 'labels.detectors[{i}]' ({entry['name']}): {exc}") from None
+            raise ConfigError(f"config key '{where}[{i}]' ({entry['name']}): {exc}") from None
         key = (entry["name"], setting_id(entry["name"], entry.get("params", {})))
         if key in seen:
-            raise ConfigError(f"config key 'labels.detectors[{i}]': duplicate detector {key}")
+            raise ConfigError(f"config key '{where}[{i}]': duplicate {what} {key}")
         seen.add(key)
 
 
