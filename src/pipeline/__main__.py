@@ -6,7 +6,8 @@ and imported only when its command runs; its signature declares the command's op
 is a flag, a positional-only parameter is a positional argument) and its docstring's first line is
 the command's help. A stage's configuration (its ``config`` parameter) comes from ``--configfile``
 (a YAML file) and/or ``--config-json`` (a JSON string, as the rules pass their ``params``), checked
-whole once (:func:`pipeline.config.validate_config`); its run (``run``) is named by ``--dataset
+whole once (:func:`pipeline.config.validate_config`; in a job of the workflow, which validated the
+whole config when it built the DAG, its schema only: :data:`CHECKED_BY_WORKFLOW`); its run (``run``) is named by ``--dataset
 --model --corruption --seed [--variant]``. ``validate`` and ``plan`` are the two commands that are
 not stages.
 
@@ -23,13 +24,14 @@ import errno
 import importlib
 import inspect
 import json
+import os
 import sys
 import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.config import read_config_file, validate_config
+from pipeline.config import CHECKED_BY_WORKFLOW, apply_schema, read_config_file, validate_config
 from pipeline.core.config import BASE_VARIANT, ConfigError, Run, deep_merge
 
 
@@ -83,7 +85,14 @@ def _config(args) -> dict:
                               f"{type(overrides).__name__}")
         config = deep_merge(config, overrides)
     try:
-        validate_config(config)
+        if os.environ.get(CHECKED_BY_WORKFLOW) == "1":
+            # a job of the workflow: the Snakefile validated the whole config (every cross-section
+            # check) when it built the DAG, and the job's --config-json is sections of that config;
+            # the schema is checked again (cheap), the cross-section checks are not (their imports,
+            # scikit-learn for the probe settings, cost 1-2 s in each of a run's ~120 jobs)
+            apply_schema(config)
+        else:
+            validate_config(config)
     except ConfigError as exc:
         given = " and ".join(name for name, value in (
             (f"config file {args.configfile}", args.configfile), ("--config-json", args.config_json))

@@ -35,6 +35,12 @@ from pipeline.core.config import (
 )
 
 
+#: set to "1" in the environment of the workflow's jobs (workflow/rules/common.smk, shell.prefix)
+#: once the Snakefile has validated the whole config: a job's command line (pipeline.__main__) then
+#: checks its config's schema only, not the cross-section checks again
+CHECKED_BY_WORKFLOW = "PIPELINE_CONFIG_VALIDATED"
+
+
 def validate_config(config: dict | None, *, devices: bool = True) -> dict:
     """Validate ``config`` against the schema and every family's checks; return a copy with defaults.
 

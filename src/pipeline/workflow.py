@@ -19,7 +19,11 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from pipeline.config import read_config_file, validate_config  # noqa: F401 (re-exported for the rule files)
+from pipeline.config import (  # noqa: F401 (re-exported for the rule files)
+    CHECKED_BY_WORKFLOW,
+    read_config_file,
+    validate_config,
+)
 from pipeline.core.artifacts import read_index
 from pipeline.core.config import (  # noqa: F401 (re-exported for the rule files)
     BASE_VARIANT,
@@ -58,6 +62,7 @@ from pipeline.labels.paths import (  # noqa: F401 (re-exported for the rule file
     LABELS_TABLES,
     labels_runs,
     labels_targets,
+    repair_retrains,
     repair_runs,
 )
 
@@ -70,10 +75,11 @@ RUN_WILDCARDS = ("dataset", "model", "corruption", "seed", "variant")
 #: Rules that run on the submitting host under the SLURM profile (cheap bookkeeping).
 LOCAL_RULES = ("all", "corrupt_labels", "run_probe_table", "aggregate_probes",
                "aggregate_train_logs", "plots", "aggregate_benchmarks",
-               "labels", "labels_run_detection", "labels_detection_table", "labels_repair_table")
+               "labels", "labels_run_detection", "labels_detection_table", "labels_repair",
+               "labels_repair_table")
 #: Rules that need a GPU on a cluster (training, extraction, and the transfer experiments).
 GPU_RULES = ("train", "extract_activations", "intervene", "edit_model", "relabel_retrain",
-             "labels_cleanlab_network", "labels_repair")
+             "labels_cleanlab_network", "labels_repair_retrain")
 
 
 # ----------------------------------------------------------------------------- run layout

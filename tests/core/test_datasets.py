@@ -170,6 +170,24 @@ def test_digits_shapes_split_and_determinism():
     np.testing.assert_array_equal(a.y_test, b.y_test)
 
 
+def test_digits_without_importing_scikit_learn_is_scikit_learns_split():
+    """The stored split is train_test_split's, and the file read directly is load_digits' data: the
+    arrays equal those of the reference route (scikit-learn imported); a job loading digits does not
+    import scikit-learn."""
+    import subprocess
+    import sys
+
+    from pipeline.core.datasets import _digits_arrays, _digits_arrays_sklearn, _digits_csv
+
+    assert _digits_csv() is not None
+    for got, expected in zip(_digits_arrays(), _digits_arrays_sklearn(), strict=True):
+        np.testing.assert_array_equal(got, expected)
+    script = ("import sys; from pipeline.core.datasets import load_dataset; a = load_dataset('digits'); "
+              "print(len(a.y_train), 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["1257", "False"], out
+
+
 def test_digits_values_and_original_order():
     from sklearn.datasets import load_digits
 

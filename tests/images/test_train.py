@@ -43,7 +43,7 @@ def test_schedule_matches_the_papers():
 def test_authors_optimizer_defaults_and_overrides():
     config = validate_config({})
     assert hyperparameters(config, "mlp", "mnist") == {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9,
-                                                       "batch_size": 32, "weight_decay": 0.0}
+                                                       "batch_size": 32, "weight_decay": 0.0, "fused": True}
     assert hyperparameters(config, "cnn", "cifar10")["batch_size"] == 32
     assert hyperparameters(config, "cnn", "mnist")["batch_size"] == 128
     assert hyperparameters(config, "alexnet", "tiny_imagenet")["lr"] == 1e-4
@@ -207,17 +207,41 @@ def test_cuda_request_without_gpu_is_a_clear_error(tmp_path):
 
 
 
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_fused_optimizer_is_the_same_update_up_to_rounding(name):
+    """train.fused_optimizer (default true) builds torch's fused kernel; false, torch's per-tensor
+    loop; both give the same weights after a few steps up to float rounding."""
+    from pipeline.core.training import make_optimizer
+
+    assert "fused" not in hyperparameters(validate_config({"train": {"fused_optimizer": False}}), "mlp", "mnist")
+    weights = {}
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+        opt = make_optimizer(model, {"optimizer": name, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-3,
+                                     "fused": fused})
+        assert bool(opt.defaults.get("fused")) is fused
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            opt.zero_grad()
+            x, y = torch.randn(32, 8, generator=gen), torch.randint(0, 3, (32,), generator=gen)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        weights[fused] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    torch.testing.assert_close(weights[True], weights[False], rtol=1e-5, atol=1e-6)
+
+
 def test_recipes_of_the_feature_dynamics_paper():
     config = validate_config({})
     assert hyperparameters(config, "resnet20", "cifar10") == {
         "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "batch_size": 128, "weight_decay": 1e-4,
-        "lr_decay_epochs": [100, 150], "lr_decay_factor": 0.1}
+        "lr_decay_epochs": [100, 150], "lr_decay_factor": 0.1, "fused": True}
     svhn = hyperparameters(config, "resnet20", "svhn")  # Table 2: Adam 1e-3, batch 200, no wd
     assert (svhn["optimizer"], svhn["lr"], svhn["batch_size"], svhn["weight_decay"]) == ("adam", 0.001, 200, 0.0)
     assert hyperparameters(config, "resnet20", "stl10")["weight_decay"] == 0.001
     assert hyperparameters(config, "resnet20", "mnist")["lr"] == 0.01
     assert hyperparameters(config, "bottleneck_mlp", "mnist") == {
-        "optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "batch_size": 200, "weight_decay": 1e-5}
+        "optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "batch_size": 200, "weight_decay": 1e-5, "fused": True}
     # decay epochs and factor are config, recorded in the hyperparameters; [] turns the decay off
     config = validate_config({"train": {"overrides": {
         "resnet20": {"lr_decay_epochs": [225, 150], "lr_decay_factor": 0.2},

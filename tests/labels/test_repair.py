@@ -3,6 +3,7 @@
 * a retrain on the given labels reproduces the run's own training epoch for epoch;
 * with a perfect detector, relabeling makes every training label right and beats the given labels
   (and trains exactly the true-label model); removing drops exactly the flagged examples;
+* one job per retraining (``--only``), gathered, gives the table of all of them in one job;
 * ``select: oracle`` without the truth is refused before any training;
 * the network route's probabilities are out of fold: no example is predicted by a network that
   trained on it.
@@ -23,7 +24,9 @@ from pipeline.core.tables import read_table, write_table
 from pipeline.labels.detect import Detection
 from pipeline.labels.repair import REPAIR, choose_detectors, repair_run, repaired_labels
 from pipeline.labels.retrain import NETWORK_LAYER, cleanlab_network_run, out_of_fold_probabilities, train_from_scratch
+from pipeline.labels.paths import repair_retrains
 from pipeline.labels.stages import repair as repair_stage
+from pipeline.labels.stages import repair_gather
 from pipeline.labels.tables import DETECTION, LABEL_SCORES, detection_frame, scores_frame
 
 CONFIG = {
@@ -117,6 +120,60 @@ def test_perfect_detector_relabel_and_remove(noisy_run, tmp_path, one_torch_thre
     chosen = json.loads(details.read_text())["chosen"]["probe"]
     assert (chosen["detector"], chosen["epoch"], chosen["layer"]) == ("masc", 6, "fc1")
     assert "heldout_accuracy" in chosen["reason"] and len(chosen["candidates"]) == 3
+
+
+def test_one_job_per_retraining_gathers_into_the_whole_repair(noisy_run, tmp_path, one_torch_thread):
+    """The workflow's split: each retraining alone (``--only``), then ``repair-gather``, gives the rows
+    and choices of the whole repair in one job, in its order; a retraining that cannot be made (no
+    cleanlab row in these tables) gives an empty part saying why; bad parts are refused."""
+    config, run, arrays, labels = noisy_run
+    given, true = labels.corrupted, labels.true
+    wrong = given != true
+    rng = np.random.default_rng(1)
+    perfect = _detection("masc", "variance=0.99", given, true, wrong.astype(float))
+    noise = _detection("ncm", "ncm", given, rng.integers(0, labels.num_classes, given.size), rng.random(given.size))
+    det, sc = _write_tables(tmp_path, run, 4, "fc2", [perfect, noise], given, wrong, "e4")
+    save_labels(labels, tmp_path / "labels.npz")
+    cfg = {**CONFIG, "labels": {"enabled": True, "pairs": [["digits", "mlp"]],
+                                "repair": {"enabled": True, "modes": ["relabel", "remove"]}}}
+    whole, whole_details = tmp_path / "whole.parquet", tmp_path / "whole.json"
+    repair_stage(cfg, run, tmp_path / "labels.npz", [det], [sc], whole, whole_details)
+
+    retrains = repair_retrains(validate_config({**cfg, "datasets": ["digits"], "models": ["mlp"],
+                                                "corruptions": [0.8]}))
+    assert retrains == ["given", "true", "probe_relabel", "probe_remove", "cleanlab_relabel", "cleanlab_remove"]
+    parts, details = [], []
+    for name in reversed(retrains):  # the gather puts them in order, whatever order they come in
+        parts.append(tmp_path / f"{name}.parquet")
+        details.append(tmp_path / f"{name}.json")
+        repair_stage(cfg, run, tmp_path / "labels.npz", [det], [sc], parts[-1], details[-1], only=name)
+    assert len(read_table(tmp_path / "cleanlab_remove.parquet", REPAIR)) == 0
+    assert "no cleanlab detection" in json.loads((tmp_path / "cleanlab_remove.json").read_text())["skipped"][
+        "cleanlab_remove"]
+
+    out, out_details = tmp_path / "gathered.parquet", tmp_path / "gathered.json"
+    repair_gather(parts, details=details, out=out, details_out=out_details)
+    timing = ["cpu_seconds", "wall_seconds"]
+    expected = read_table(whole, REPAIR).drop(columns=timing)
+    gathered = read_table(out, REPAIR).drop(columns=timing)
+    pd.testing.assert_frame_equal(gathered, expected)
+    assert list(gathered["mode"]) == ["given", "true", "relabel", "remove"]
+    joined, reference = json.loads(out_details.read_text()), json.loads(whole_details.read_text())
+    assert joined["chosen"] == reference["chosen"]
+    assert [r["what"] for r in joined["retrains"]] == [r["what"] for r in reference["retrains"]]
+
+    true_part, true_details = tmp_path / "true.parquet", tmp_path / "true.json"
+    with pytest.raises(ValueError, match="'true' is given twice"):
+        repair_gather([true_part, true_part], details=[true_details, true_details], out=out,
+                      details_out=out_details)
+    with pytest.raises(ValueError, match="made without --only"):
+        repair_gather([whole], details=[whole_details], out=out, details_out=out_details)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"only": "true", "run": ')
+    with pytest.raises(Exception, match="bad.json is truncated or not JSON"):
+        repair_gather([true_part], details=[bad], out=out, details_out=out_details)
+    with pytest.raises(ValueError, match="not a retraining of this repair"):
+        repair_stage(cfg, run, tmp_path / "labels.npz", [det], [sc], out, out_details, only="probe_shuffle")
 
 
 def test_select_heldout_and_oracle_across_epochs_layers_and_routes():

@@ -388,6 +388,31 @@ def test_the_workflow_validates_its_config_once_per_dag_build(tmp_path, tiny_con
     assert int(count.group(1)) == 1, count.group(0)
 
 
+def test_a_workflow_job_checks_the_schema_of_its_config_not_the_whole_config_again(capsys, monkeypatch):
+    """The Snakefile validated the whole config when it built the DAG and marks its jobs
+    (CHECKED_BY_WORKFLOW, via shell.prefix): a job then checks its config's schema (an unknown key
+    still stops it) but not the cross-section checks (their imports cost 1-2 s per job); a command
+    typed by hand checks everything."""
+    from pipeline.config import CHECKED_BY_WORKFLOW
+
+    bad_setting = json.dumps({"probes": {"settings": [{"name": "masc", "params": {"no_such": 1}}]}})
+    monkeypatch.delenv(CHECKED_BY_WORKFLOW, raising=False)
+    assert main(["validate", "--config-json", bad_setting]) == 2
+    assert "no_such" in one_line_error(capsys)
+    monkeypatch.setenv(CHECKED_BY_WORKFLOW, "1")
+    from pipeline.__main__ import _config
+
+    parser = build_parser("labels")
+    args = parser.parse_args(["labels", "--config-json", bad_setting, *RUN, "--out", "x.npz"])
+    assert _config(args)["probes"]["settings"][0]["params"] == {"no_such": 1}
+    args = parser.parse_args(["labels", "--config-json", json.dumps({"train": {"max_epoch": 3}}), *RUN,
+                              "--out", "x.npz"])
+    with pytest.raises(Exception, match=r"unknown config key\(s\) \['max_epoch'\]"):
+        _config(args)
+    snakefile = (REPO / "workflow/rules/common.smk").read_text()
+    assert 'shell.prefix(f"set -euo pipefail; export {CHECKED_BY_WORKFLOW}=1; ")' in snakefile
+
+
 def test_a_new_family_is_a_folder_with_a_stages_module(tmp_path):
     """Commands are found, not listed: a family folder with a ``stages.py`` adds its commands
     without an edit anywhere else (here: in a copy of the package)."""

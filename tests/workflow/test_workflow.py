@@ -62,7 +62,7 @@ def test_dry_run_default_config(tmp_path, snakemake):
 
 def _labels_jobs(config: dict) -> dict[str, int]:
     """The labels family's jobs before training (labels.smk): per judged run its gathered table and
-    suspects, per repaired run a repair; two tables and one figures job per pair. The per-epoch
+    suspects, per repaired run its retrainings and their gathering; two tables and one figures job per pair. The per-epoch
     detection jobs join once the run has trained."""
     section = config.get("labels", {})
     if not section.get("enabled"):
@@ -72,8 +72,10 @@ def _labels_jobs(config: dict) -> dict[str, int]:
     jobs = {"labels_run_detection": judged, "labels_suspects": judged, "labels_detection_table": 1,
             "labels_figures": len(section["pairs"])}
     if section.get("repair", {}).get("enabled"):
-        jobs.update({"labels_repair": repaired, "labels_repair_table": 1,
-                     "labels_repair_figure": len(section["pairs"])})
+        # one job per retraining: given (from the log), true, 2 detectors x the modes
+        retrains = 2 + 2 * len(section["repair"].get("modes", ["relabel", "remove"]))
+        jobs.update({"labels_repair_retrain": repaired * retrains, "labels_repair": repaired,
+                     "labels_repair_table": 1, "labels_repair_figure": len(section["pairs"])})
     return jobs
 
 

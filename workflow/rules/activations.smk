@@ -8,6 +8,7 @@ rule extract_activations:
         run_log("extract_epoch_{epoch}.log"),
     benchmark:
         run_benchmark("extract_activations", "epoch")
+    priority: CHAIN
     conda:
         "../envs/pipeline.yaml"
     threads: 1

@@ -5,6 +5,7 @@ import os
 from pipeline.workflow import (
     BASE_VARIANT,
     BENCHMARK_DIR,
+    CHECKED_BY_WORKFLOW,
     BENCHMARK_TABLE,
     FIGURES,
     LOCAL_RULES,
@@ -35,6 +36,19 @@ try:
     config = validate_config(config)
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
+
+# ... so each job (`python -m pipeline <stage>`, given sections of this config) checks its schema
+# only, not the cross-section checks again (pipeline.__main__.CHECKED_BY_WORKFLOW). Bash's
+# strict mode stays Snakemake's default prefix.
+shell.prefix(f"set -euo pipefail; export {CHECKED_BY_WORKFLOW}=1; ")
+
+
+# Job priorities (Snakemake runs the ready job of highest priority first): the image runs' long
+# chains (labels -> training -> extraction -> probes / detection -> the repair's retrainings) start
+# before the independent jobs (the arithmetic cells, the dynamics), which then fill the cores while
+# the chains wait on each other, instead of leaving one core idle behind the last chain at the end.
+CHAIN_START = 10  # corrupt_labels, train, intervene, labels_repair_retrain
+CHAIN = 5  # extract_activations, probe_checkpoint, labels_detect
 
 
 # Standard runs, then the intervened runs of transfer.intervention (workflow/rules/intervene.smk).
@@ -260,6 +274,13 @@ FIGURES_PER_PAIR = figures_for(table_contents())
 PLOT_FORMAT = config["plots"]["format"]
 
 
+def collapse(targets):
+    """A flat list of the paths in nested lists of targets (as Snakemake's input takes them)."""
+    if isinstance(targets, str):
+        return [targets]
+    return [path for item in targets for path in collapse(item)]
+
+
 def all_plots():
     return [
         f"results/plots/{dataset}/{model}/{figure}.{PLOT_FORMAT}"
@@ -298,6 +319,7 @@ from pipeline.workflow import (
     LABELS_TABLES,
     labels_runs,
     labels_targets,
+    repair_retrains,
     repair_runs,
 )
 
@@ -305,6 +327,8 @@ LABELS = config["labels"]
 
 
 LABELS_RUNS = labels_runs(config)
+# the retrainings of a repaired run, one job each (labels_repair_retrain)
+REPAIR_RETRAINS = repair_retrains(config)
 
 
 def labels_section(*keys):

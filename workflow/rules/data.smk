@@ -5,6 +5,7 @@ rule corrupt_labels:
         run_log("labels.log"),
     benchmark:
         run_benchmark("corrupt_labels")
+    priority: CHAIN_START
     conda:
         "../envs/pipeline.yaml"
     params:

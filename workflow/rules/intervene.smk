@@ -21,6 +21,7 @@ checkpoint intervene:
         run_benchmark("intervene")
     wildcard_constraints:
         variant=INTERVENTION_VARIANT,
+    priority: CHAIN_START
     conda:
         "../envs/pipeline.yaml"
     params:

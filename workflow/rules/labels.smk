@@ -3,7 +3,8 @@
 # every training label from the epoch's activation file (cross-fitted probes and cleanlab on each
 # layer); per run, cleanlab on the network's own out-of-fold probabilities (labels.cleanlab.network),
 # the run's tables gathered, the ranked suspects and, at labels.repair.corruptions, retraining after
-# relabeling or removing the flagged examples; per pair, the figures. Nothing unless labels.enabled.
+# relabeling or removing the flagged examples (one job per retraining, gathered per run); per pair,
+# the figures. Nothing unless labels.enabled.
 #   snakemake --cores 2 labels          only this family (and the runs it needs)
 
 
@@ -25,6 +26,7 @@ rule labels_detect:
         run_benchmark("labels_detect", "epoch")
     wildcard_constraints:
         variant=BASE_VARIANT,
+    priority: CHAIN
     conda:
         "../envs/pipeline.yaml"
     threads: 1
@@ -112,7 +114,7 @@ rule labels_suspects:
         "--log {input.log} --out {output.table} --figure {output.figure} --dpi {params.dpi} > {log} 2>&1"
 
 
-rule labels_repair:
+rule labels_repair_retrain:
     input:
         labels=run_file("labels.npz"),
         log=run_file("train_log.parquet"),
@@ -120,6 +122,35 @@ rule labels_repair:
         scores=detect_epoch_files("scores"),
         network=network_files("network_detect"),
         network_scores=network_files("network_scores"),
+    output:
+        table=run_file(LABELS_RUN_FILES["repair_part"]),
+        details=run_file(LABELS_RUN_FILES["repair_part_details"]),
+    log:
+        run_log("labels_repair_{retrain}.log"),
+    benchmark:
+        run_benchmark("labels_repair_retrain", "retrain")
+    wildcard_constraints:
+        variant=BASE_VARIANT,
+        retrain="|".join(REPAIR_RETRAINS),
+    priority: CHAIN_START
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        config=labels_section("data", "train"),
+        run=run_args,
+    shell:
+        "python -m pipeline repair --config-json {params.config:q} {params.run} --labels {input.labels} "
+        "--detection {input.detection} {input.network} --scores {input.scores} {input.network_scores} "
+        "--log {input.log} --only {wildcards.retrain} --out {output.table} "
+        "--details-out {output.details} > {log} 2>&1"
+
+
+rule labels_repair:
+    input:
+        tables=expand(run_file(LABELS_RUN_FILES["repair_part"]), retrain=REPAIR_RETRAINS, allow_missing=True),
+        details=expand(
+            run_file(LABELS_RUN_FILES["repair_part_details"]), retrain=REPAIR_RETRAINS, allow_missing=True
+        ),
     output:
         table=run_file(LABELS_RUN_FILES["repair"]),
         details=run_file(LABELS_RUN_FILES["repair_details"]),
@@ -131,13 +162,9 @@ rule labels_repair:
         variant=BASE_VARIANT,
     conda:
         "../envs/pipeline.yaml"
-    params:
-        config=labels_section("data", "train"),
-        run=run_args,
     shell:
-        "python -m pipeline repair --config-json {params.config:q} {params.run} --labels {input.labels} "
-        "--detection {input.detection} {input.network} --scores {input.scores} {input.network_scores} "
-        "--log {input.log} --out {output.table} --details-out {output.details} > {log} 2>&1"
+        "python -m pipeline repair-gather {input.tables} --details {input.details} --out {output.table} "
+        "--details-out {output.details} > {log} 2>&1"
 
 
 rule labels_detection_table:

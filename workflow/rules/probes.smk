@@ -14,6 +14,7 @@ rule probe_checkpoint:
         run_log("probe_epoch_{epoch}.log"),
     benchmark:
         run_benchmark("probe_checkpoint", "epoch")
+    priority: CHAIN
     conda:
         "../envs/pipeline.yaml"
     threads: 1

@@ -12,6 +12,7 @@ checkpoint train:
         run_benchmark("train")
     wildcard_constraints:
         variant=BASE_VARIANT,  # other variants have their own rules (e.g. intervene.smk)
+    priority: CHAIN_START
     conda:
         "../envs/pipeline.yaml"
     params:

@@ -198,6 +198,24 @@ def index_file(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / INDEX_NAME
 
 
+def read_json(path: str | Path, what: str, redo: str) -> dict:
+    """A JSON object the pipeline wrote (``what`` names it in errors): a file that cannot be read, is
+    cut short, or holds no object raises :class:`~pipeline.core.errors.ArtifactError` naming it and
+    ``redo`` (how to make it again), never a bare ``JSONDecodeError``."""
+    from pipeline.core.errors import ArtifactError
+
+    try:
+        with open(path) as fh:
+            obj = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{what} {path} is truncated or not JSON ({exc}); {redo}") from None
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{what} {path} is unreadable ({exc}); {redo}") from None
+    if not isinstance(obj, dict):
+        raise ArtifactError(f"{what} {path} holds a JSON {type(obj).__name__}, not an object; {redo}")
+    return obj
+
+
 def read_index(path: str | Path) -> dict:
     """A run's ``checkpoints/index.json`` (epochs saved, final epoch, hyperparameters, run keys).
 
@@ -207,13 +225,7 @@ def read_index(path: str | Path) -> dict:
     from pipeline.core.errors import ArtifactError
 
     redo = f"retrain the run: snakemake --forcerun {path} (with your usual options); {UNLOCK_ADVICE}"
-    try:
-        with open(path) as fh:
-            index = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"checkpoint index {path} is truncated or not JSON ({exc}); {redo}") from None
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"checkpoint index {path} is unreadable ({exc}); {redo}") from None
-    if not isinstance(index, dict) or not isinstance(index.get("epochs"), list):
+    index = read_json(path, "checkpoint index", redo)
+    if not isinstance(index.get("epochs"), list):
         raise ArtifactError(f"checkpoint index {path} holds no list of saved epochs ('epochs'); {redo}")
     return index

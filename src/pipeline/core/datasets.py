@@ -242,6 +242,59 @@ def _labels_int64(values: Any) -> np.ndarray:
 
 _DIGITS_TEST_FRACTION = 0.3
 _DIGITS_SPLIT_SEED = 0
+#: which of the 1,797 digits are in the test split of ``train_test_split(test_size=0.3, stratify=y,
+#: random_state=0)``, as ``base64(np.packbits(mask))``. Stored because importing scikit-learn takes
+#: about 1 s, most of the start-up of a light job, and nearly every job of the default run loads
+#: digits; tests/core/test_datasets.py checks it against train_test_split.
+_DIGITS_TEST_MASK = (
+    "ACAEyLUmMEAIFkEhk0IFDFoACBEiJAAoBiweCBEIlgoAkBkyBDD8oBKBlOBCKErasEQXJMlCyKJKIDCAYATYIUCLgCAAWI3F"
+    "ABBADqCQAAVK6AEwEAAijswJAFImhACDuAU8I6acCgIkAA/JVCgEpJjNAhJAYeUAgCxgTpw3a4GSFgFUyEBIQqCkGApQALYL"
+    "hWHmiROASxJsgMAiBQaOQgEJ8gLBQbmIE8gJGQABlI4hAoQQqPUgMyg5IMlEyMhoigECkyKSAwkipkAtJgYhCKhggZjIoBQS"
+    "hhJKEoU8pBUg"
+)
+
+
+def _digits_csv() -> Path | None:
+    """scikit-learn's bundled ``datasets/data/digits.csv.gz`` (what ``load_digits`` reads), found
+    without importing scikit-learn; None where it is not there."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            return path
+    return None
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(images 1797x8x8 in 0..16, targets, test mask)``: read as ``load_digits`` reads them, the
+    split from :data:`_DIGITS_TEST_MASK`; through scikit-learn itself where its file is not found."""
+    import base64
+
+    path = _digits_csv()
+    if path is not None:
+        data = np.loadtxt(path, delimiter=",")  # gzip read transparently, as load_digits does
+        images, target = data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
+        mask = np.unpackbits(np.frombuffer(base64.b64decode(_DIGITS_TEST_MASK), dtype=np.uint8))
+        mask = mask[:len(target)].astype(bool)
+        if len(target) == 1797 and mask.sum() == 540:
+            return images, target, mask
+    return _digits_arrays_sklearn()
+
+
+def _digits_arrays_sklearn() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference: ``load_digits`` and ``train_test_split`` (stratified, seeded)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    target = bunch.target.astype(np.int64)
+    _, idx_test = train_test_split(np.arange(len(target)), test_size=_DIGITS_TEST_FRACTION, stratify=target,
+                                   random_state=_DIGITS_SPLIT_SEED)
+    mask = np.zeros(len(target), dtype=bool)
+    mask[idx_test] = True
+    return bunch.images, target, mask
 
 
 def _load_digits(root: Path, download: bool) -> DatasetArrays:
@@ -249,24 +302,16 @@ def _load_digits(root: Path, download: bool) -> DatasetArrays:
 
     Pixel values 0..16 are mapped to ``round(v * 255 / 16)`` in uint8. The split is
     ``train_test_split(test_size=0.3, stratify=y, random_state=0)`` with each split's indices
-    sorted so both keep the original order.
+    sorted so both keep the original order (stored: :data:`_DIGITS_TEST_MASK`).
     """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    bunch = load_digits()
-    x = np.rint(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)[:, None, :, :]
-    y = bunch.target.astype(np.int64)
-    idx_train, idx_test = train_test_split(
-        np.arange(len(y)), test_size=_DIGITS_TEST_FRACTION, stratify=y, random_state=_DIGITS_SPLIT_SEED
-    )
-    idx_train, idx_test = np.sort(idx_train), np.sort(idx_test)
+    images, target, test = _digits_arrays()
+    x = np.rint(images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)[:, None, :, :]
     return DatasetArrays(
         name="digits",
-        x_train=np.ascontiguousarray(x[idx_train]),
-        y_train=y[idx_train],
-        x_test=np.ascontiguousarray(x[idx_test]),
-        y_test=y[idx_test],
+        x_train=np.ascontiguousarray(x[~test]),
+        y_train=target[~test],
+        x_test=np.ascontiguousarray(x[test]),
+        y_test=target[test],
         num_classes=10,
     )
 

@@ -21,7 +21,10 @@ LABELS_RUN_FILES = {"detect": "labels/detect_epoch_{epoch}.parquet",
                     "detection": "labels/detection.parquet",
                     "suspects": "labels/suspects.csv",
                     "repair": "labels/repair.parquet",
-                    "repair_details": "labels/repair.json"}
+                    "repair_details": "labels/repair.json",
+                    # one retraining of the repair (repair_retrains), gathered into repair.parquet
+                    "repair_part": "labels/repair/{retrain}.parquet",
+                    "repair_part_details": "labels/repair/{retrain}.json"}
 
 #: the tables across runs
 LABELS_TABLES = {"detection": "results/tables/labels_detection.parquet",
@@ -63,6 +66,29 @@ def repair_runs(config: dict) -> list[Run]:
     chosen = repair.get("corruptions")
     return [run for run in labels_runs(config)
             if chosen is None or any(abs(run.corruption - float(x)) < 1e-12 for x in chosen)]
+
+
+#: the repair's baselines: the given labels (read from the run's log) and the true labels
+REPAIR_BASELINES = ("given", "true")
+#: the two detectors the repair chooses (pipeline.labels.repair.choose_detectors), and its modes
+REPAIR_KINDS = ("probe", "cleanlab")
+REPAIR_MODES = ("relabel", "remove")
+
+
+def retrain_ids(kinds, modes) -> list[str]:
+    """The names of a repair's retrainings, in the repair table's order: ``given``, ``true``, then
+    ``<kind>_<mode>`` per chosen detector and mode (``probe_relabel``, ..., ``cleanlab_remove``)."""
+    return [*REPAIR_BASELINES, *(f"{kind}_{mode}" for kind in kinds for mode in modes)]
+
+
+def repair_retrains(config: dict) -> list[str]:
+    """The retrainings (one job each) of every repaired run under ``config``: a detector kind only
+    where the labels section runs one (probe detectors listed; cleanlab on a layer or the network)."""
+    section = config.get("labels", {})
+    cleanlab = section.get("cleanlab", {})
+    kinds = [kind for kind, on in (("probe", bool(section.get("detectors"))),
+                                   ("cleanlab", bool(cleanlab.get("layer") or cleanlab.get("network")))) if on]
+    return retrain_ids(kinds, section.get("repair", {}).get("modes", REPAIR_MODES))
 
 
 def suspects_figure(run: Run, fmt: str = "png") -> str:

@@ -51,11 +51,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.tables import RUN_KEY_COLUMNS, TableSchema
+from pipeline.labels.paths import REPAIR_BASELINES, REPAIR_KINDS, REPAIR_MODES, retrain_ids
 
 if TYPE_CHECKING:
     from pipeline.core.runtime import RunRuntime
 
-MODES = ("relabel", "remove")
+MODES = REPAIR_MODES
 SELECTIONS = ("heldout", "oracle")
 #: the detector name of cleanlab's rows in the detection tables (pipeline.labels.detect.CLEANLAB)
 CLEANLAB = "cleanlab"
@@ -313,12 +314,18 @@ def test_peak_epoch(train_log: pd.DataFrame | None) -> int | None:
 
 def repair_run(rt: RunRuntime, detection: pd.DataFrame, scores_paths: Sequence[str | Path], *,
                select: str, modes: Sequence[str], work_dir: str | Path | None = None,
-               train_log: pd.DataFrame | None = None, log=print) -> tuple[pd.DataFrame, dict]:
+               train_log: pd.DataFrame | None = None, only: str | None = None,
+               log=print) -> tuple[pd.DataFrame, dict]:
     """Choose, retrain, and return the ``repair`` table's rows of the run of ``rt`` and the details.
 
     ``detection``: the run's detection rows (:func:`read_detections`); ``scores_paths``: its
     label_scores tables; ``train_log``: the run's training log (its test-accuracy peak guides the
     ``heldout`` selection, and it is the given-label baseline, which is then not trained again).
+    ``only``: one retraining of :func:`pipeline.labels.paths.retrain_ids` (``given``, ``true``,
+    ``probe_relabel``, ...), the rest skipped: the workflow runs each as its own job, in parallel,
+    and :func:`gather_repair` joins them (every job makes the same choice: it is a function of the
+    tables). A retraining that cannot be made (``true`` without the truth, a detector kind the
+    tables do not hold) gives no row and says why in ``details["skipped"]``.
     Everything that can be refused is refused before the first training.
     """
     from pipeline.labels.retrain import train_from_scratch, truth_of
@@ -329,6 +336,9 @@ def repair_run(rt: RunRuntime, detection: pd.DataFrame, scores_paths: Sequence[s
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
         raise ValueError(f"labels.repair.modes must be a non-empty list of {list(MODES)}; got {modes}")
+    known = retrain_ids(REPAIR_KINDS, modes)
+    if only is not None and only not in known:
+        raise ValueError(f"repair --only {only!r}: not a retraining of this repair; choose from {known}")
     peak = test_peak_epoch(train_log)
     chosen = choose_detectors(detection, select=select, where=where, peak_epoch=peak)
     given = np.asarray(rt.labels.corrupted, dtype=np.int64)
@@ -341,40 +351,90 @@ def repair_run(rt: RunRuntime, detection: pd.DataFrame, scores_paths: Sequence[s
                              f"labels wrong than the run's label file; the tables were made from another one")
 
     rows, details = [], {"run": run_keys, "select": select, "modes": modes, "truth_known": truth_known,
-                         "test_peak_epoch": peak, "chosen": {}, "retrains": []}
+                         "test_peak_epoch": peak, "chosen": {}, "retrains": [], "skipped": {}}
+    if only is not None:
+        details["only"] = only
     for kind, choice in chosen.items():
         column = "heldout_accuracy" if select == "heldout" else "auroc"
         group = detection[(detection["detector"] == CLEANLAB) == (kind == "cleanlab")]
         details["chosen"][kind] = {**choice.__dict__, "candidates": group.sort_values(column, ascending=False)[
             ["detector", "setting", "epoch", "layer", "heldout_accuracy", "auroc", "n_flagged"]].to_dict("records")}
     everything = np.ones(given.size, dtype=bool)
+    wanted = [only] if only is not None else known
 
     def retrain(labels: np.ndarray, kept: np.ndarray, label: str):
         fit = train_from_scratch(rt, labels, keep=kept, true=true, work_dir=work_dir)
         log(f"{rt.run.path} {label}: {fit.n_train} examples, {fit.final_epoch} epochs ({fit.stop_reason}), "
             f"test acc {fit.test_accuracy:.3f} (best {fit.best_test_accuracy:.3f})")
-        details["retrains"].append({"what": label, **fit.summary(), "curve": _curve(fit)})
+        details["retrains"].append({"what": label, "retrain": name, **fit.summary(), "curve": _curve(fit)})
         return fit
 
-    baselines = [("given", given)] + ([("true", true)] if true is not None else [])
-    for mode, labels in baselines:
-        if mode == "given" and train_log is not None:
-            fit = RunTraining(int(given.size), train_log.sort_values("epoch").reset_index(drop=True))
-            details["retrains"].append({"what": mode, **fit.summary()})
-        else:
-            fit = retrain(labels, everything, mode)
-        rows.append(_row(run_keys, chosen_as="baseline", detector=NONE, setting=NONE, epoch=None, layer=NONE,
-                         mode=mode, select=select, heldout_accuracy=None, auroc=None, labels=labels,
-                         kept=everything, given=given, n_flagged=0, true=true, fit=fit))
-    for kind, choice in chosen.items():
+    for name in wanted:
+        if name in REPAIR_BASELINES:
+            mode = name
+            if mode == "true" and true is None:
+                details["skipped"][name] = "the truth about the training labels is unknown"
+                continue
+            labels = given if mode == "given" else true
+            if mode == "given" and train_log is not None:
+                fit = RunTraining(int(given.size), train_log.sort_values("epoch").reset_index(drop=True))
+                details["retrains"].append({"what": mode, "retrain": name, **fit.summary()})
+            else:
+                fit = retrain(labels, everything, mode)
+            rows.append(_row(run_keys, chosen_as="baseline", detector=NONE, setting=NONE, epoch=None, layer=NONE,
+                             mode=mode, select=select, heldout_accuracy=None, auroc=None, labels=labels,
+                             kept=everything, given=given, n_flagged=0, true=true, fit=fit))
+            continue
+        kind, mode = name.split("_", 1)
+        if kind not in chosen:
+            details["skipped"][name] = f"the detection tables hold no {kind} detection"
+            continue
+        choice = chosen[kind]
         flagged = scores[kind]["flagged"].to_numpy(dtype=bool)
         suggested = scores[kind]["suggested"].to_numpy(dtype=np.int64)
-        for mode in modes:
-            labels, kept = repaired_labels(given, flagged, suggested, mode)
-            fit = retrain(labels, kept, f"{mode} by {kind} {choice.detector}/{choice.setting} "
-                                        f"(epoch {choice.epoch}, {choice.layer})")
-            auroc = None if np.isnan(choice.auroc) else choice.auroc
-            rows.append(_row(run_keys, chosen_as=kind, **choice.key(), mode=mode, select=select,
-                             heldout_accuracy=choice.heldout_accuracy, auroc=auroc, labels=labels, kept=kept,
-                             given=given, n_flagged=int(flagged.sum()), true=true, fit=fit))
+        labels, kept = repaired_labels(given, flagged, suggested, mode)
+        fit = retrain(labels, kept, f"{mode} by {kind} {choice.detector}/{choice.setting} "
+                                    f"(epoch {choice.epoch}, {choice.layer})")
+        auroc = None if np.isnan(choice.auroc) else choice.auroc
+        rows.append(_row(run_keys, chosen_as=kind, **choice.key(), mode=mode, select=select,
+                         heldout_accuracy=choice.heldout_accuracy, auroc=auroc, labels=labels, kept=kept,
+                         given=given, n_flagged=int(flagged.sum()), true=true, fit=fit))
     return REPAIR.frame(rows), details
+
+
+def gather_repair(parts: Sequence[tuple[pd.DataFrame, dict]]) -> tuple[pd.DataFrame, dict]:
+    """One run's repair table and details from its retrainings (:func:`repair_run` with ``only``),
+    in the order of :func:`~pipeline.labels.paths.retrain_ids`. The parts must be of one run and
+    agree on what was chosen (they do when made from the same tables); each retraining once."""
+    if not parts:
+        raise ValueError("repair-gather: no retrainings given")
+    needed = ("run", "select", "modes", "truth_known", "test_peak_epoch", "chosen", "retrains")
+    for i, (_, details) in enumerate(parts):
+        missing = [k for k in needed if k not in details]
+        if missing:
+            raise ValueError(f"repair-gather: the details of part {i} lack {missing}; they were not written "
+                             "by `python -m pipeline repair`: rerun that retraining")
+    first = parts[0][1]
+    order = retrain_ids(REPAIR_KINDS, first["modes"])
+    seen: dict[str, int] = {}
+    for i, (_, details) in enumerate(parts):
+        name = details.get("only")
+        if name is not None and name not in order:
+            raise ValueError(f"repair-gather: part {i} is the retraining {name!r}, not one of {order}")
+        if name is None:
+            raise ValueError(f"repair-gather: part {i} holds every retraining (made without --only); "
+                             "gather the parts made with --only, or use that table as it is")
+        if name in seen:
+            raise ValueError(f"repair-gather: the retraining {name!r} is given twice (parts {seen[name]} and {i})")
+        seen[name] = i
+        for key in ("run", "select", "modes", "truth_known", "test_peak_epoch", "chosen"):
+            if details[key] != first[key]:
+                raise ValueError(f"repair-gather: part {name!r} differs from part {first['only']!r} in "
+                                 f"{key!r}; the parts were made from different tables or settings: rerun them")
+    ranked = sorted(parts, key=lambda part: order.index(part[1]["only"]))
+    filled = [t for t, _ in ranked if len(t)]  # a skipped retraining's part has no row
+    table = REPAIR.frame(pd.concat(filled, ignore_index=True) if filled else [])
+    details = {key: first[key] for key in ("run", "select", "modes", "truth_known", "test_peak_epoch", "chosen")}
+    details["retrains"] = [r for _, d in ranked for r in d["retrains"]]
+    details["skipped"] = {k: v for _, d in ranked for k, v in d.get("skipped", {}).items()}
+    return table, details

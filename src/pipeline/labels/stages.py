@@ -148,7 +148,8 @@ def cleanlab_network(config: dict, run: Run, labels: str | Path, out: str | Path
 
 
 def repair(config: dict, run: Run, labels: str | Path, detection: list[str | Path], scores: list[str | Path],
-           out: str | Path, details_out: str | Path, log: str | Path | None = None) -> None:
+           out: str | Path, details_out: str | Path, log: str | Path | None = None,
+           only: str | None = None) -> None:
     """Retrain from scratch after relabeling or removing the flagged examples (best probe detector, cleanlab).
 
     ``--detection`` / ``--scores``: the run's detection and label_scores tables (every probed epoch,
@@ -157,22 +158,47 @@ def repair(config: dict, run: Run, labels: str | Path, detection: list[str | Pat
     ``labels.repair.select`` chooses the detectors,
     ``labels.repair.modes`` what is done with the flagged examples. Writes the repair table
     (``--out``, with the given-label and true-label baselines) and what was chosen and why
-    (``--details-out``, JSON)."""
+    (``--details-out``, JSON). ``--only``: one retraining (given, true, probe_relabel,
+    probe_remove, cleanlab_relabel, cleanlab_remove), as the workflow runs them, one job each,
+    joined by ``repair-gather``; without it, all of them one after the other."""
     from pipeline.core.artifacts import write_json
     from pipeline.core.runtime import RunRuntime
-    from pipeline.core.tables import provenance, write_table
+    from pipeline.core.tables import provenance, read_table, write_table
     from pipeline.labels.repair import REPAIR, read_detections, repair_run
 
     given, config = config, apply_schema(config)
     rcfg = config["labels"]["repair"]
     rt = RunRuntime(config, run, labels_path=labels)
-    from pipeline.core.tables import read_table
-
     train_log = read_table(log) if log is not None else None
     table, details = repair_run(rt, read_detections(detection, run.keys()), scores, select=rcfg["select"],
-                                modes=rcfg["modes"], train_log=train_log)
+                                modes=rcfg["modes"], train_log=train_log, only=only)
+    # the table last: its presence marks the job done (both are written atomically)
     write_json(details_out, details)
     write_table(table, out, REPAIR, provenance(config, sections=list(given) or None, run=run.keys()))
+
+
+def repair_gather(parts: list[str | Path], /, details: list[str | Path], out: str | Path,
+                  details_out: str | Path) -> None:
+    """Join one run's retrainings (``repair --only``, one job each) into its repair table and details.
+
+    ``parts[i]`` and ``details[i]``: the table and JSON of one retraining; checked to be of one run,
+    to agree on the chosen detectors, and to hold each retraining once
+    (:func:`pipeline.labels.repair.gather_repair`)."""
+    from pipeline.core.artifacts import UNLOCK_ADVICE, read_json, write_json
+    from pipeline.core.tables import read_parquet_metadata, read_table, write_table
+    from pipeline.labels.repair import REPAIR, gather_repair
+
+    if len(parts) != len(details):
+        raise ConfigError(f"repair-gather: {len(parts)} tables but {len(details)} details files; give one of "
+                          "each per retraining, in the same order")
+    redo = f"rerun its retraining: snakemake --forcerun <the part's .parquet> (your usual options); {UNLOCK_ADVICE}"
+    loaded = [(read_table(p, REPAIR), read_json(d, "repair details", redo))
+              for p, d in zip(parts, details, strict=True)]
+    table, joined = gather_repair(loaded)
+    meta = read_parquet_metadata(parts[0])
+    write_json(details_out, joined)
+    write_table(table, out, REPAIR, {k: v for k, v in meta.items() if k != "table_schema"})
+    print(f"{joined['run']}: {len(parts)} retrainings -> {out} ({len(table)} rows)")
 
 
 def repair_figure(repair: list[str | Path], /, out: str | Path, dataset: str, model: str,
