@@ -7,8 +7,8 @@ is a flag, a positional-only parameter is a positional argument) and its docstri
 the command's help. A stage's configuration (its ``config`` parameter) comes from ``--configfile``
 (a YAML file) and/or ``--config-json`` (a JSON string, as the rules pass their ``params``), checked
 whole once (:func:`pipeline.config.validate_config`; in a job of the workflow, which validated the
-whole config when it built the DAG, its schema only: :data:`CHECKED_BY_WORKFLOW`); its run (``run``) is named by ``--dataset
---model --corruption --seed [--variant]``. ``validate`` and ``plan`` are the two commands that are
+whole config when it built the DAG, :func:`pipeline.config.check_job_config`); its run (``run``) is
+named by ``--dataset --model --corruption --seed [--variant]``. ``validate`` and ``plan`` are the two commands that are
 not stages.
 
 A failure the user can fix (a bad config, a missing or corrupt dataset or artifact, a full disk,
@@ -31,7 +31,7 @@ import typing
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.config import CHECKED_BY_WORKFLOW, apply_schema, read_config_file, validate_config
+from pipeline.config import CHECKED_BY_WORKFLOW, check_job_config, read_config_file, validate_config
 from pipeline.core.config import BASE_VARIANT, ConfigError, Run, deep_merge
 
 
@@ -86,11 +86,9 @@ def _config(args) -> dict:
         config = deep_merge(config, overrides)
     try:
         if os.environ.get(CHECKED_BY_WORKFLOW) == "1":
-            # a job of the workflow: the Snakefile validated the whole config (every cross-section
-            # check) when it built the DAG, and the job's --config-json is sections of that config;
-            # the schema is checked again (cheap), the cross-section checks are not (their imports,
-            # scikit-learn for the probe settings, cost 1-2 s in each of a run's ~120 jobs)
-            apply_schema(config)
+            # a job of the workflow: the Snakefile validated the whole config when it built the
+            # DAG, and the job's --config-json is sections of that config
+            check_job_config(config)
         else:
             validate_config(config)
     except ConfigError as exc:

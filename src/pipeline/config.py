@@ -35,12 +35,6 @@ from pipeline.core.config import (
 )
 
 
-#: set to "1" in the environment of the workflow's jobs (workflow/rules/common.smk, shell.prefix)
-#: once the Snakefile has validated the whole config: a job's command line (pipeline.__main__) then
-#: checks its config's schema only, not the cross-section checks again
-CHECKED_BY_WORKFLOW = "PIPELINE_CONFIG_VALIDATED"
-
-
 def validate_config(config: dict | None, *, devices: bool = True) -> dict:
     """Validate ``config`` against the schema and every family's checks; return a copy with defaults.
 
@@ -53,6 +47,26 @@ def validate_config(config: dict | None, *, devices: bool = True) -> dict:
     if devices:
         check_devices(config)
     return config
+
+
+#: set to "1" in the environment of the workflow's jobs (workflow/rules/common.smk, shell.prefix)
+#: once the Snakefile has validated the whole config: a job's command line (pipeline.__main__) then
+#: checks it with :func:`check_job_config`
+CHECKED_BY_WORKFLOW = "PIPELINE_CONFIG_VALIDATED"
+
+
+def check_job_config(config: dict) -> dict:
+    """What a job of the workflow checks of its config (the Snakefile validated the whole of it):
+    the schema, not the cross-section checks again (their imports, scikit-learn for the probe
+    settings, cost 1-2 s in each of a run's ~120 jobs); but where it names the user's own datasets
+    or models, everything, since :func:`validate_config` registers them into the registries the
+    job reads."""
+    from pipeline.core.config import custom_names
+
+    checked = apply_schema(config)
+    if custom_names(checked, "datasets") or custom_names(checked, "models"):
+        return validate_config(config)
+    return checked
 
 
 def _jobs_run_elsewhere() -> bool:

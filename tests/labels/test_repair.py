@@ -22,9 +22,9 @@ from pipeline.core.labels import load_run_dataset, make_run_labels, save_labels
 from pipeline.core.runtime import RunRuntime
 from pipeline.core.tables import read_table, write_table
 from pipeline.labels.detect import Detection
+from pipeline.labels.paths import repair_retrains
 from pipeline.labels.repair import REPAIR, choose_detectors, repair_run, repaired_labels
 from pipeline.labels.retrain import NETWORK_LAYER, cleanlab_network_run, out_of_fold_probabilities, train_from_scratch
-from pipeline.labels.paths import repair_retrains
 from pipeline.labels.stages import repair as repair_stage
 from pipeline.labels.stages import repair_gather
 from pipeline.labels.tables import DETECTION, LABEL_SCORES, detection_frame, scores_frame

@@ -392,7 +392,8 @@ def test_a_workflow_job_checks_the_schema_of_its_config_not_the_whole_config_aga
     """The Snakefile validated the whole config when it built the DAG and marks its jobs
     (CHECKED_BY_WORKFLOW, via shell.prefix): a job then checks its config's schema (an unknown key
     still stops it) but not the cross-section checks (their imports cost 1-2 s per job); a command
-    typed by hand checks everything."""
+    typed by hand checks everything, and so does a job whose config names the user's own datasets or
+    models (validation registers them: tests/workflow/test_user_data_workflow.py runs such jobs)."""
     from pipeline.config import CHECKED_BY_WORKFLOW
 
     bad_setting = json.dumps({"probes": {"settings": [{"name": "masc", "params": {"no_such": 1}}]}})

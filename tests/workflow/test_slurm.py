@@ -70,11 +70,15 @@ def fake_trained_run(workdir: Path, corruption: str, epochs=(0, 2, 4)) -> None:
 
 def test_profile_resolves_from_repo_root(tmp_path, snakemake):
     assert PROFILE.is_file()
-    # A workflow profile here would silently apply to every local run.
-    assert not (REPO / "profiles" / "default").exists()
+    # The workflow profile (profiles/default) applies to every run, local or not: it may only tune
+    # how Snakemake schedules, never what runs or where (no executor, config, resources).
+    import yaml
+
+    workflow_profile = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
+    assert set(workflow_profile) <= {"scheduler", "max-jobs-per-timespan"}, workflow_profile
     proc = snakemake("-n", "--profile", "slurm", "--directory", str(tmp_path), cwd=REPO)
     out = proc.output
-    assert "Using profile slurm" in out
+    assert "Using profiles slurm and workflow specific profile profiles/default" in out, out[-2000:]
     assert str(REPO / "config" / "paper.yaml") in out  # the profile's configfile: the paper grid
     assert proc.job_counts()["train"] == 126, out[-3000:]
     assert not (REPO / "slurm" / ".snakemake").exists()

@@ -62,8 +62,8 @@ def test_dry_run_default_config(tmp_path, snakemake):
 
 def _labels_jobs(config: dict) -> dict[str, int]:
     """The labels family's jobs before training (labels.smk): per judged run its gathered table and
-    suspects, per repaired run its retrainings and their gathering; two tables and one figures job per pair. The per-epoch
-    detection jobs join once the run has trained."""
+    suspects, per repaired run its retrainings and their gathering; two tables and one figures job
+    per pair. The per-epoch detection jobs join once the run has trained."""
     section = config.get("labels", {})
     if not section.get("enabled"):
         return {}

@@ -32,12 +32,6 @@ rule aggregate_train_logs:
 # results/benchmarks/ in one table. It runs last (after every other target of the default run: the
 # tables and figures of every family), so it sees every job of this invocation; jobs of earlier
 # invocations keep their (older) files.
-def before_costs(wildcards):
-    """Every other target of the default run (the Snakefile's DEFAULT_TARGETS, read when the DAG is
-    built): every family's jobs finish before their costs are gathered."""
-    return [t for t in collapse(DEFAULT_TARGETS) if t != BENCHMARK_TABLE]
-
-
 rule aggregate_benchmarks:
     input:
         before_costs,

@@ -281,6 +281,13 @@ def collapse(targets):
     return [path for item in targets for path in collapse(item)]
 
 
+def before_costs(wildcards):
+    """Every other target of the default run (the Snakefile's DEFAULT_TARGETS, read when the DAG is
+    built): every family's jobs finish before their costs are gathered (aggregate_benchmarks).
+    """
+    return [t for t in collapse(DEFAULT_TARGETS) if t != BENCHMARK_TABLE]
+
+
 def all_plots():
     return [
         f"results/plots/{dataset}/{model}/{figure}.{PLOT_FORMAT}"

@@ -147,9 +147,15 @@ rule labels_repair_retrain:
 
 rule labels_repair:
     input:
-        tables=expand(run_file(LABELS_RUN_FILES["repair_part"]), retrain=REPAIR_RETRAINS, allow_missing=True),
+        tables=expand(
+            run_file(LABELS_RUN_FILES["repair_part"]),
+            retrain=REPAIR_RETRAINS,
+            allow_missing=True,
+        ),
         details=expand(
-            run_file(LABELS_RUN_FILES["repair_part_details"]), retrain=REPAIR_RETRAINS, allow_missing=True
+            run_file(LABELS_RUN_FILES["repair_part_details"]),
+            retrain=REPAIR_RETRAINS,
+            allow_missing=True,
         ),
     output:
         table=run_file(LABELS_RUN_FILES["repair"]),

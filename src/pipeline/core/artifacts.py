@@ -198,10 +198,10 @@ def index_file(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / INDEX_NAME
 
 
-def read_json(path: str | Path, what: str, redo: str) -> dict:
-    """A JSON object the pipeline wrote (``what`` names it in errors): a file that cannot be read, is
-    cut short, or holds no object raises :class:`~pipeline.core.errors.ArtifactError` naming it and
-    ``redo`` (how to make it again), never a bare ``JSONDecodeError``."""
+def read_json(path: str | Path, what: str, redo: str):
+    """A JSON file the pipeline wrote (``what`` names it in errors): a file that cannot be read or is
+    cut short raises :class:`~pipeline.core.errors.ArtifactError` naming it and ``redo`` (how to
+    make it again), never a bare ``JSONDecodeError``. The caller checks what the value holds."""
     from pipeline.core.errors import ArtifactError
 
     try:
@@ -211,8 +211,6 @@ def read_json(path: str | Path, what: str, redo: str) -> dict:
         raise ArtifactError(f"{what} {path} is truncated or not JSON ({exc}); {redo}") from None
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{what} {path} is unreadable ({exc}); {redo}") from None
-    if not isinstance(obj, dict):
-        raise ArtifactError(f"{what} {path} holds a JSON {type(obj).__name__}, not an object; {redo}")
     return obj
 
 
@@ -226,6 +224,6 @@ def read_index(path: str | Path) -> dict:
 
     redo = f"retrain the run: snakemake --forcerun {path} (with your usual options); {UNLOCK_ADVICE}"
     index = read_json(path, "checkpoint index", redo)
-    if not isinstance(index.get("epochs"), list):
+    if not isinstance(index, dict) or not isinstance(index.get("epochs"), list):
         raise ArtifactError(f"checkpoint index {path} holds no list of saved epochs ('epochs'); {redo}")
     return index

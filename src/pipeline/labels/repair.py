@@ -36,6 +36,10 @@ reproduces the run's own training epoch for epoch, so when the run's training lo
 are read from it instead of training again) and, where the truth is known, ``mode="true"`` (the
 true labels, trained with the same function: an upper bound).
 
+Each retraining can be made alone (``only``: ``given``, ``true``, ``probe_relabel``, ...,
+:func:`pipeline.labels.paths.retrain_ids`), as the workflow does, one job each, in parallel;
+:func:`gather_repair` joins the parts into the run's table.
+
 The ``repair`` table (:data:`REPAIR`) has one row per retraining; a JSON file beside it says what
 was chosen among which candidates and why, and each retraining's test accuracy per epoch.
 """

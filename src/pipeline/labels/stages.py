@@ -192,8 +192,13 @@ def repair_gather(parts: list[str | Path], /, details: list[str | Path], out: st
         raise ConfigError(f"repair-gather: {len(parts)} tables but {len(details)} details files; give one of "
                           "each per retraining, in the same order")
     redo = f"rerun its retraining: snakemake --forcerun <the part's .parquet> (your usual options); {UNLOCK_ADVICE}"
-    loaded = [(read_table(p, REPAIR), read_json(d, "repair details", redo))
-              for p, d in zip(parts, details, strict=True)]
+    loaded = []
+    for table_path, details_path in zip(parts, details, strict=True):
+        part = read_json(details_path, "repair details", redo)
+        if not isinstance(part, dict):
+            raise ConfigError(f"repair details {details_path} hold a JSON {type(part).__name__}, not the "
+                              f"object `python -m pipeline repair --only` writes; {redo}")
+        loaded.append((read_table(table_path, REPAIR), part))
     table, joined = gather_repair(loaded)
     meta = read_parquet_metadata(parts[0])
     write_json(details_out, joined)
