@@ -37,6 +37,19 @@ TINY = {
 }
 
 
+def pytest_report_header(config) -> list[str]:
+    """What a failure far from here needs to be read: the free space where the tests write (the
+    end-to-end tests write checkpoints) and the CPU kernels torch picked on this machine."""
+    import shutil
+    import tempfile
+
+    import torch
+
+    free = shutil.disk_usage(tempfile.gettempdir()).free / 2**30
+    return [f"free disk under {tempfile.gettempdir()}: {free:.1f} GiB; torch {torch.__version__}, "
+            f"CPU capability {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} CPUs"]
+
+
 @pytest.fixture
 def tiny_config() -> dict:
     """A fresh copy of :data:`TINY` (tests may change it in place)."""

@@ -231,6 +231,24 @@ def test_fused_optimizer_is_the_same_update_up_to_rounding(name):
     torch.testing.assert_close(weights[True], weights[False], rtol=1e-5, atol=1e-6)
 
 
+def test_a_strided_parameter_gets_the_per_tensor_loop():
+    """The fused CPU kernel reads each parameter as one flat run of memory; a model holding a
+    transposed view (as a user's model may) is updated by torch's per-tensor loop instead."""
+    from pipeline.core.training import make_optimizer
+
+    model = torch.nn.Linear(4, 3)
+    assert make_optimizer(model, {"optimizer": "adam", "lr": 0.1, "weight_decay": 0.0, "fused": True}).defaults["fused"]
+    model.weight = torch.nn.Parameter(torch.randn(4, 3).t())
+    assert not model.weight.is_contiguous()
+    opt = make_optimizer(model, {"optimizer": "adam", "lr": 0.1, "weight_decay": 0.0, "fused": True})
+    assert not opt.defaults.get("fused")
+    before = model.weight.detach().clone()
+    torch.nn.functional.cross_entropy(model(torch.randn(8, 4)), torch.randint(0, 3, (8,))).backward()
+    opt.step()
+    # Adam's first step moves every weight by lr in the direction against its gradient's sign
+    torch.testing.assert_close(before - model.weight.detach(), 0.1 * model.weight.grad.sign())
+
+
 def test_recipes_of_the_feature_dynamics_paper():
     config = validate_config({})
     assert hyperparameters(config, "resnet20", "cifar10") == {

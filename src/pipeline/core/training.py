@@ -130,8 +130,10 @@ def make_optimizer(model: nn.Module, hp: Mapping | object) -> torch.optim.Optimi
         hp = asdict(hp)
     name = hp["optimizer"]
     betas = {"betas": tuple(hp["betas"])} if hp.get("betas") is not None else {}
-    fused = {"fused": True} if hp.get("fused") else {}
     params = list(model.parameters())
+    # torch's CPU kernel walks each parameter (and its gradient) as one flat run of memory: a
+    # strided parameter (a user's model holding a transposed or sliced view) gets the per-tensor loop
+    fused = {"fused": True} if hp.get("fused") and all(p.is_contiguous() for p in params) else {}
     if name == "sgd":
         return torch.optim.SGD(params, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"],
                                **fused)
