@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pipeline.core.datasets import dataset_sizes
 from pipeline.core.schedule import probe_blocks, probed_epochs, schedule_for  # noqa: F401
@@ -95,7 +95,11 @@ def forward_macs(model: str, channels: int, image_size: int, num_classes: int) -
 
 @dataclass
 class PairPlan:
-    """Per (dataset, model) pair: what one run of it costs (upper bounds)."""
+    """Per (dataset, model) pair and kind of run: what one run of it costs (upper bounds). A pair has
+    one entry for its standard runs (trained by ``train``), one for its intervened runs when
+    ``transfer.intervention`` is on (``variant`` ``intervene-e{E}``, trained by ``intervene`` from the
+    edit epoch on, extracted and probed like the others) and one for the runs only another family
+    trains (``probed`` 0: the feature-dynamics pairs outside the probe grid)."""
 
     dataset: str
     model: str
@@ -118,6 +122,21 @@ class PairPlan:
     fused_probe_layers: dict[str, int] = field(default_factory=dict)
     num_classes: int = 10
     macs: int = 0                # forward multiply-accumulates per image
+    variant: str = "standard"    # run variant: standard, or the intervention's (intervene-e{E})
+    epochs: int = 0              # epochs one run trains (upper bound): max_epochs, or the extra epochs
+    trained_only: bool = False   # runs another family trains and the probe grid does not probe
+
+    @property
+    def trained_by(self) -> str:
+        """The rule that trains these runs."""
+        return "train" if self.variant == "standard" else "intervene"
+
+    @property
+    def label(self) -> str:
+        name = f"{self.dataset}/{self.model}"
+        if self.variant != "standard":
+            return f"{name} ({self.variant})"
+        return f"{name} (trained only)" if self.trained_only else name
 
     @property
     def reduced_total(self) -> int:
@@ -186,7 +205,8 @@ class Plan:
     def as_dict(self) -> dict:
         return {
             "runs": self.runs,
-            "pairs": [{"dataset": p.dataset, "model": p.model, "runs": p.runs,
+            "pairs": [{"dataset": p.dataset, "model": p.model, "variant": p.variant,
+                       "trained_by": p.trained_by, "probed_by_the_grid": not p.trained_only, "runs": p.runs,
                        "checkpoints_per_run": p.checkpoints, "probed_per_run": p.probed,
                        "blocks_per_run": p.blocks, "layers": p.layers,
                        "n_train": p.n_train, "n_test": p.n_test,
@@ -259,15 +279,24 @@ def make_plan(config: dict, benchmarks: str | None = None, calibration: str | No
     from pipeline.core.config import iter_runs, pairs
     from pipeline.core.datasets import DATASETS
     from pipeline.images.plots import FIGURES, figures_for
+    from pipeline.images.variants import intervention_schedule, intervention_variant
     from pipeline.probes import moment_bytes, moment_layer_choice
-    from pipeline.workflow import check_fused, probe_layer_split
+    from pipeline.workflow import check_fused, dynamics_runs, probe_layer_split
 
     check_fused(config)
     runs = list(iter_runs(config))
     per_pair_runs = len(config["corruptions"]) * len(config["seeds"])
     itemsize = _ITEMSIZE[config["activations"]["dtype"]]
+    grid_pairs = list(pairs(config))
+    # runs another family trains that the probe grid has not (feature dynamics on its own pairs or
+    # corruption degrees; the labels family judges runs of the grid, the config checks that)
+    trained_only: dict[tuple[str, str], int] = {}
+    for run in dict.fromkeys(dynamics_runs(config)):
+        if run not in set(runs):
+            trained_only[(run.dataset, run.model)] = trained_only.get((run.dataset, run.model), 0) + 1
+    icfg = config["transfer"]["intervention"]
     pair_plans = []
-    for dataset, model in pairs(config):
+    for dataset, model in dict.fromkeys([*grid_pairs, *trained_only]):
         spec = DATASETS[dataset]
         dims_items, state_bytes, param_bytes = _model_facts(model, spec.channels, spec.image_size,
                                                             spec.num_classes)
@@ -293,7 +322,7 @@ def make_plan(config: dict, benchmarks: str | None = None, calibration: str | No
         from pipeline.core.training import hyperparameters
         hp = hyperparameters(config, model, dataset)
         opt_buffers = 2 if hp["optimizer"] == "adam" else (1 if hp.get("momentum") else 0)
-        pair_plans.append(PairPlan(
+        standard = PairPlan(
             dataset=dataset, model=model, runs=per_pair_runs, checkpoints=len(saved),
             probed=len(probed), blocks=len(blocks), layers=layers, n_train=n_train, n_test=n_test,
             checkpoint_bytes=state_bytes, resume_bytes=state_bytes + opt_buffers * param_bytes,
@@ -303,10 +332,22 @@ def make_plan(config: dict, benchmarks: str | None = None, calibration: str | No
             fused_layers={k: dims[k] for k in dims if k in fused_probe},
             staged_probe_layers={k: dims[k] for k in staged_probe},
             fused_probe_layers={k: dims[k] for k in fused_probe}, num_classes=spec.num_classes,
-            macs=forward_macs(model, spec.channels, spec.image_size, spec.num_classes)))
+            macs=forward_macs(model, spec.channels, spec.image_size, spec.num_classes),
+            epochs=int(config["train"]["max_epochs"]))
+        if (dataset, model) in grid_pairs:
+            pair_plans.append(standard)
+            if icfg.get("enabled"):  # one intervened run per standard run, from the edit epoch on
+                saved_iv = intervention_schedule(config, model)
+                probed_iv = probed_epochs(saved_iv, config)
+                pair_plans.append(replace(standard, variant=intervention_variant(icfg), checkpoints=len(saved_iv),
+                                          probed=len(probed_iv), blocks=len(probe_blocks(probed_iv, config)),
+                                          epochs=int(icfg["extra_epochs"])))
+        if trained_only.get((dataset, model)):
+            pair_plans.append(replace(standard, runs=trained_only[(dataset, model)], probed=0, blocks=0,
+                                      trained_only=True))
 
     plan = Plan(config=config, runs=len(runs), pairs=pair_plans)
-    n_runs = len(runs)
+    intervened = sum(p.runs for p in pair_plans if p.trained_by == "intervene")
     staged_total = sum(p.runs * p.probed for p in pair_plans if p.staged_probe_layers)
     fused_total = sum(p.runs * p.probed for p in pair_plans if p.fused_probe_layers)
     blocks_total = sum(p.runs * p.blocks for p in pair_plans)
@@ -314,14 +355,15 @@ def make_plan(config: dict, benchmarks: str | None = None, calibration: str | No
     n_figures = len(figures_for(available)) if FIGURES else 0
     reduced_storage = config["storage"]["persist"] != "activations"
     plan.jobs = {
-        "corrupt_labels": n_runs,
-        "train": n_runs,
+        "corrupt_labels": sum(p.runs for p in pair_plans),
+        "train": sum(p.runs for p in pair_plans if p.trained_by == "train"),
+        **({"intervene": intervened} if intervened else {}),
         "extract_activations": staged_total,
         **({"reduce_activations": staged_total} if reduced_storage else {}),
         "probe_checkpoint": staged_total,
         **({"probe_fused": fused_total} if fused_total else {}),
         "probe_block": blocks_total,
-        "run_probe_table": n_runs,
+        "run_probe_table": sum(p.runs for p in pair_plans if not p.trained_only),
         "aggregate_probes": 1,
         "aggregate_train_logs": 1,
         "plots": len(pairs(config)) if n_figures else 0,
@@ -334,7 +376,8 @@ def make_plan(config: dict, benchmarks: str | None = None, calibration: str | No
 
     runs_with_probes = sum(p.runs for p in pair_plans if p.probed and p.staged_probe_layers)
     plan.allocations = {
-        "train": n_runs,
+        "train": plan.jobs["train"],
+        **({"intervene": intervened} if intervened else {}),
         "extract (group per run, GPU)": runs_with_probes,
         f"probe (group per block, {'GPU' if probe_on_gpu(config) else 'CPU'})": blocks_total,
     }
@@ -387,8 +430,12 @@ _PROBE_RULES = ("probe_checkpoint", "probe_fused", "probe_block")
 def pair_jobs(plan: Plan, rule: str, p: PairPlan) -> int:
     """How many of ``rule``'s planned jobs belong to the (dataset, model) pair ``p``; 0 for rules
     whose jobs belong to no pair (aggregation)."""
-    if rule in ("corrupt_labels", "train", "run_probe_table"):
+    if rule == "corrupt_labels":
         return p.runs
+    if rule in ("train", "intervene"):
+        return p.runs if p.trained_by == rule else 0
+    if rule == "run_probe_table":
+        return 0 if p.trained_only else p.runs
     if rule in ("extract_activations", "reduce_activations", "probe_checkpoint"):
         return p.runs * p.probed if p.staged_probe_layers else 0
     if rule == "probe_fused":
@@ -426,7 +473,6 @@ def estimate_hours(plan: Plan, calibration: str | None = None) -> dict[str, dict
     itemsize = _ITEMSIZE[cfg["activations"]["dtype"]]
     settings = cfg["probes"]["settings"]
     sources = len(cfg["probes"]["fit_labels"])
-    epochs = int(cfg["train"]["max_epochs"])
 
     def on_gpu(rule: str) -> bool:
         if rule in _GPU_JOB_RULES:
@@ -439,9 +485,11 @@ def estimate_hours(plan: Plan, calibration: str | None = None) -> dict[str, dict
         """Seconds of ALL of this pair's jobs of ``rule``."""
         rows = p.n_train + p.n_test
         ckpts = p.runs * p.probed
-        if rule == "train":
-            return p.runs * seconds(c, train_macs=epochs * p.n_train * p.macs,
-                                    forward_macs=epochs * rows * p.macs)
+        if rule in ("train", "intervene"):
+            if p.trained_by != rule:
+                return 0.0
+            return p.runs * seconds(c, train_macs=p.epochs * p.n_train * p.macs,
+                                    forward_macs=p.epochs * rows * p.macs)
         if rule == "extract_activations" and p.staged_probe_layers:
             return ckpts * seconds(c, forward_macs=rows * p.macs, io_bytes=p.activation_bytes)
         if rule == "reduce_activations" and p.staged_probe_layers:
@@ -459,7 +507,7 @@ def estimate_hours(plan: Plan, calibration: str | None = None) -> dict[str, dict
         if rule == "probe_block":
             return p.runs * p.blocks * seconds(c)
         if rule in ("corrupt_labels", "run_probe_table"):
-            return p.runs * seconds(c)
+            return pair_jobs(plan, rule, p) * seconds(c)
         return 0.0
 
     hours: dict[str, dict] = {}
@@ -521,8 +569,18 @@ def format_plan(plan: Plan) -> str:
     cfg = plan.config
     lines = []
     add = lines.append
-    add(f"runs: {plan.runs}  ({len(plan.pairs)} dataset-model pairs x {len(cfg['corruptions'])} "
+    grid = [p for p in plan.pairs if p.variant == "standard" and not p.trained_only]
+    add(f"runs: {plan.runs}  ({len(grid)} dataset-model pairs x {len(cfg['corruptions'])} "
         f"corruption degrees x {len(cfg['seeds'])} seeds)")
+    intervened = sum(p.runs for p in plan.pairs if p.trained_by == "intervene")
+    if intervened:
+        add(f"  + {intervened} intervened runs (transfer.intervention: each standard run edited at epoch "
+            f"{cfg['transfer']['intervention']['epoch']}, trained {cfg['transfer']['intervention']['extra_epochs']} "
+            "more epochs, extracted and probed)")
+    only = [p for p in plan.pairs if p.trained_only]
+    if only:
+        add(f"  + {sum(p.runs for p in only)} runs trained for feature dynamics only (not probed): "
+            + ", ".join(f"{p.dataset}/{p.model} x {p.runs}" for p in only))
     target = cfg["train"]["target_train_accuracy"]
     add(f"upper bounds: every run trains to max_epochs={cfg['train']['max_epochs']} ("
         + ("target_train_accuracy null: no early stop)" if target is None else
@@ -531,17 +589,17 @@ def format_plan(plan: Plan) -> str:
         f"{cfg['activations']['compression'] or 'none'}, keep_activations "
         f"{cfg['storage']['keep_activations']}, persist {cfg['storage']['persist']}")
     add("")
-    add(f"{'pair':<24} {'runs':>4} {'ckpts/run':>9} {'probed':>6} {'blocks':>6} "
+    add(f"{'pair':<38} {'runs':>4} {'ckpts/run':>9} {'probed':>6} {'blocks':>6} "
         f"{'ckpt size':>10} {'acts/ckpt':>10} {'ckpts total':>12} {'acts total':>12}  layers")
     for p in plan.pairs:
-        add(f"{p.dataset + '/' + p.model:<24} {p.runs:>4} {p.checkpoints:>9} {p.probed:>6} "
+        add(f"{p.label:<38} {p.runs:>4} {p.checkpoints:>9} {p.probed:>6} "
             f"{p.blocks:>6} {human_bytes(p.checkpoint_bytes):>10} "
-            f"{human_bytes(p.activation_bytes):>10} {human_bytes(p.checkpoint_total):>12} "
-            f"{human_bytes(p.activation_total):>12}  "
-            + ",".join(f"{k}:{v}" for k, v in p.layers.items()))
+            f"{'-' if p.trained_only else human_bytes(p.activation_bytes):>10} "
+            f"{human_bytes(p.checkpoint_total):>12} {human_bytes(p.activation_total):>12}  "
+            + ("" if p.trained_only else ",".join(f"{k}:{v}" for k, v in p.layers.items())))
     add("")
     add("per-class statistics (storage.persist) are smaller than the training activations for:")
-    for p in plan.pairs:
+    for p in grid:
         kept = (f"; kept as statistics: {','.join(p.moment_layers) or 'none'} (reduced file "
                 f"{human_bytes(p.reduced_bytes)}/ckpt)") if cfg["storage"]["persist"] != "activations" else ""
         add(f"  {p.dataset + '/' + p.model:<24} {','.join(p.smaller_as_moments) or 'no layer'}{kept}")
@@ -604,6 +662,12 @@ def format_plan(plan: Plan) -> str:
             "in flight)")
     lines += format_arithmetic_plan(arithmetic_plan(cfg))
     lines += format_dynamics_plan(dynamics_plan(cfg))
+    lines += format_transfer_plan(transfer_plan(cfg))
+    lines += format_labels_plan(labels_plan(plan))
+    every = workflow_jobs(plan)
+    lines += ["", f"every family (upper bounds): {sum(every.values())} jobs (pipeline.plan.workflow_jobs; "
+              "the same count as Snakemake's DAG once every run has trained to max_epochs); the hours "
+              "above cost the probe grid's rules, the families' sections give their own compute"]
     return "\n".join(lines)
 
 
@@ -662,6 +726,89 @@ def format_arithmetic_plan(ap: dict | None) -> list[str]:
         "  jobs: " + ", ".join(f"{k} {v}" for k, v in ap["jobs"].items()),
         f"  figures (results/plots/arithmetic/): {', '.join(ap['figures'])}",
     ]
+
+
+# ----------------------------------------------------------------------------- transfer and labels
+
+def transfer_plan(config: dict) -> dict | None:
+    """Jobs of the transfer experiments on the standard runs (None if none is on): the edited model
+    (one job per run) and relabel-and-retrain (one job and one trained network per run and protocol).
+    The intervention's runs are in the probe grid's table (``intervene``, their extraction and probes)."""
+    from pipeline.core.config import iter_runs
+
+    transfer = config.get("transfer", {})
+    standard = list(iter_runs(config))
+    edit = bool(transfer.get("edited_model", {}).get("enabled"))
+    relabel = transfer.get("relabel_retrain", {})
+    protocols = list(relabel["protocols"]) if relabel.get("enabled") else []
+    if not (edit or protocols):
+        return None
+    return {"runs": len(standard), "protocols": protocols, "networks_trained": len(standard) * len(protocols),
+            "jobs": {"edit_model": len(standard) * edit, "relabel_retrain": len(standard) * len(protocols)}}
+
+
+def format_transfer_plan(tp: dict | None) -> list[str]:
+    if tp is None:
+        return []
+    return ["", f"transfer: {tp['runs']} standard runs; relabel-and-retrain protocols "
+                f"{', '.join(tp['protocols']) or 'none'} ({tp['networks_trained']} networks trained, each "
+                "like its run)",
+            "  jobs: " + ", ".join(f"{k} {v}" for k, v in tp["jobs"].items() if v)]
+
+
+def labels_plan(plan: Plan) -> dict | None:
+    """Jobs of the labels family (None if off), upper bounds like the rest: one detection job per
+    judged run and probed epoch (the run's pair in the probe grid has that many), per run cleanlab on
+    the network's own out-of-fold probabilities (``labels.folds`` networks, each like the run's
+    training), the run's tables and suspects; per repaired run one job per retraining (``given``
+    reads the run's log, each other trains a network like the run's), gathered; per pair the figures."""
+    from pipeline.labels.paths import labels_pairs, labels_runs, repair_retrains, repair_runs
+
+    config = plan.config
+    runs = labels_runs(config)
+    if not runs:
+        return None
+    probed = {(p.dataset, p.model): p.probed for p in plan.pairs if p.variant == "standard" and not p.trained_only}
+    section = config["labels"]
+    network = bool(section["cleanlab"]["network"])
+    repaired = repair_runs(config)
+    retrains = repair_retrains(config) if repaired else []
+    trained = [r for r in retrains if r != "given"]
+    jobs = {"labels_detect": sum(probed.get((r.dataset, r.model), 0) for r in runs),
+            "labels_cleanlab_network": len(runs) * network,
+            "labels_run_detection": len(runs), "labels_suspects": len(runs),
+            "labels_detection_table": 1, "labels_figures": len(labels_pairs(config)),
+            "labels_repair_retrain": len(repaired) * len(retrains), "labels_repair": len(repaired),
+            "labels_repair_table": int(bool(repaired)),
+            "labels_repair_figure": len({(r.dataset, r.model) for r in repaired})}
+    return {"runs": len(runs), "repaired": len(repaired), "retrains": retrains,
+            "networks_trained": len(runs) * int(section["folds"]) * network + len(repaired) * len(trained),
+            "jobs": jobs}
+
+
+def format_labels_plan(lp: dict | None) -> list[str]:
+    if lp is None:
+        return []
+    return ["", f"labels: {lp['runs']} runs judged, {lp['repaired']} repaired (retrainings "
+                f"{', '.join(lp['retrains']) or 'none'}); {lp['networks_trained']} networks trained "
+                "(cleanlab's folds and the repair's retrainings, each like its run)",
+            "  jobs: " + ", ".join(f"{k} {v}" for k, v in lp["jobs"].items() if v)]
+
+
+def workflow_jobs(plan: Plan) -> dict[str, int]:
+    """Every rule's jobs under the plan's config, all families (upper bounds: every run trains to
+    ``max_epochs``): the probe grid's table, then modular arithmetic, feature dynamics, transfer and
+    labels. The rules the workflow makes per (dataset, model) pair (``dynamics_figures_<dataset>_<model>``,
+    ``dynamics_corruption_figures_...``) are counted under the family's name; ``report_tables`` is the
+    report's table views (one job)."""
+    jobs = dict(plan.jobs)
+    for section in (arithmetic_plan(plan.config), dynamics_plan(plan.config), transfer_plan(plan.config),
+                    labels_plan(plan)):
+        for rule, n in (section or {}).get("jobs", {}).items():
+            if n:
+                jobs[rule] = jobs.get(rule, 0) + n
+    jobs["report_tables"] = 1
+    return jobs
 
 
 def workflow_config(configfiles: Iterable[str] = (), overrides: dict | None = None) -> dict:

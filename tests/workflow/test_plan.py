@@ -137,7 +137,7 @@ def _fake_trained(workdir: Path, run_dir: str, epochs: list[int]) -> None:
     (run / "labels.npz").write_bytes(b"")
     time.sleep(0.01)
     (run / "train_log.parquet").write_bytes(b"")
-    (run / "checkpoints" / "index.json").write_text(json.dumps({"epochs": epochs}))
+    (run / "checkpoints" / "index.json").write_text(json.dumps({"epochs": epochs, "final_epoch": max(epochs)}))
 
 
 @pytest.mark.parametrize("persist", ["activations", "moments"])
@@ -168,6 +168,50 @@ def test_plan_matches_the_dag_after_training(tmp_path, persist):
     assert sum(g.startswith("extract_") for g in groups) == plan.allocations[
         "extract (group per run, GPU)"]
     assert groups.count("probe") == plan.allocations["probe (group per block, CPU)"]
+
+
+def _dag_jobs(workdir: Path) -> dict[str, int]:
+    """Rule -> jobs of a dry run of the embedded default in ``workdir``; the rules the workflow makes
+    per (dataset, model) pair counted under their family's name, as the plan counts them."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--directory", str(workdir)],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    table = out[out.index("Job stats:"):]
+    counts: dict[str, int] = {}
+    for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table[:table.index("\ntotal")], re.M):
+        rule = re.sub(r"^(dynamics_(?:corruption_)?figures)_\w+$", r"\1", rule)
+        counts[rule] = counts.get(rule, 0) + int(n)
+    return counts
+
+
+def test_every_familys_jobs_match_the_dag_of_the_default_run(tmp_path):
+    """`plan`'s jobs of every family (the probe grid with the intervened runs and the runs only the
+    feature dynamics train, arithmetic, dynamics, transfer, labels) against the DAG of the embedded
+    default: before training for the training rules, then with every run trained to max_epochs
+    (faked) for everything after it."""
+    from pipeline.core.config import iter_runs
+    from pipeline.core.schedule import schedule_for
+    from pipeline.images.variants import intervention_schedule
+    from pipeline.plan import workflow_config, workflow_jobs
+    from pipeline.workflow import dynamics_runs, intervention_runs
+
+    config = workflow_config([])
+    planned = workflow_jobs(make_plan(config))
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text((REPO / "config" / "config.yaml").read_text())
+    before = _dag_jobs(tmp_path)
+    training = ("corrupt_labels", "train", "intervene")
+    assert {rule: before.get(rule) for rule in training} == {rule: planned[rule] for rule in training}
+    for run in dict.fromkeys([*iter_runs(config), *dynamics_runs(config)]):
+        _fake_trained(tmp_path, f"results/{run.path}", schedule_for(config, run.model))
+    for run in intervention_runs(config):
+        _fake_trained(tmp_path, f"results/{run.path}", intervention_schedule(config, run.model))
+    after = _dag_jobs(tmp_path)
+    assert set(after) - set(planned) == set(), "rules the plan does not count"
+    assert {rule: after.get(rule, 0) for rule in planned if rule not in training} == {
+        rule: n for rule, n in planned.items() if rule not in training}
 
 
 def test_plan_command_on_the_paper_grid():
@@ -437,9 +481,12 @@ def test_a_measured_job_stands_in_only_at_the_same_dataset_model_and_scale(tmp_p
     from pipeline.plan import workflow_config
 
     monkeypatch.chdir(tmp_path)
-    default = workflow_config()  # config/config.yaml: digits/mlp, 3 corruptions x 1 seed, max_epochs 100
-    others = [workflow_config(overrides={"train": {"max_epochs": 60}}),
-              workflow_config(overrides={"data": {"train_subset": 500}})]
+    # config/config.yaml: digits/mlp, 3 corruptions x 1 seed, max_epochs 100 (its feature dynamics also
+    # train digits/bottleneck_mlp, which nothing here measured: off, so that every train job is digits/mlp's)
+    alone = {"dynamics": {"enabled": False}}
+    default = workflow_config(overrides=alone)
+    others = [workflow_config(overrides={**alone, "train": {"max_epochs": 60}}),
+              workflow_config(overrides={**alone, "data": {"train_subset": 500}})]
     model_only = make_plan(default).hours["train"]  # no results/ yet: the cost model
     assert model_only["source"] == "cost model cuda-h100"
     others_model_only = [make_plan(other).hours["train"]["gpu_h"] for other in others]

@@ -406,13 +406,17 @@ def repair_run(rt: RunRuntime, detection: pd.DataFrame, scores_paths: Sequence[s
     return REPAIR.frame(rows), details
 
 
+#: what every retraining of one run records alike (the choice it was made from), checked by the gather
+_SHARED_DETAILS = ("run", "select", "modes", "truth_known", "test_peak_epoch", "chosen")
+
+
 def gather_repair(parts: Sequence[tuple[pd.DataFrame, dict]]) -> tuple[pd.DataFrame, dict]:
     """One run's repair table and details from its retrainings (:func:`repair_run` with ``only``),
     in the order of :func:`~pipeline.labels.paths.retrain_ids`. The parts must be of one run and
     agree on what was chosen (they do when made from the same tables); each retraining once."""
     if not parts:
         raise ValueError("repair-gather: no retrainings given")
-    needed = ("run", "select", "modes", "truth_known", "test_peak_epoch", "chosen", "retrains")
+    needed = (*_SHARED_DETAILS, "retrains")
     for i, (_, details) in enumerate(parts):
         missing = [k for k in needed if k not in details]
         if missing:
@@ -431,14 +435,14 @@ def gather_repair(parts: Sequence[tuple[pd.DataFrame, dict]]) -> tuple[pd.DataFr
         if name in seen:
             raise ValueError(f"repair-gather: the retraining {name!r} is given twice (parts {seen[name]} and {i})")
         seen[name] = i
-        for key in ("run", "select", "modes", "truth_known", "test_peak_epoch", "chosen"):
+        for key in _SHARED_DETAILS:
             if details[key] != first[key]:
                 raise ValueError(f"repair-gather: part {name!r} differs from part {first['only']!r} in "
                                  f"{key!r}; the parts were made from different tables or settings: rerun them")
     ranked = sorted(parts, key=lambda part: order.index(part[1]["only"]))
     filled = [t for t, _ in ranked if len(t)]  # a skipped retraining's part has no row
     table = REPAIR.frame(pd.concat(filled, ignore_index=True) if filled else [])
-    details = {key: first[key] for key in ("run", "select", "modes", "truth_known", "test_peak_epoch", "chosen")}
+    details = {key: first[key] for key in _SHARED_DETAILS}
     details["retrains"] = [r for _, d in ranked for r in d["retrains"]]
     details["skipped"] = {k: v for _, d in ranked for k, v in d.get("skipped", {}).items()}
     return table, details
