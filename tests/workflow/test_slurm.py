@@ -153,6 +153,13 @@ def test_retries_scale_the_runtime():
     assert "attempt" in profile["set-resources"]["train"]["runtime"]
 
 
+def _cwd(pid: str) -> Path | None:
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")).resolve()
+    except OSError:  # ended meanwhile
+        return None
+
+
 @pytest.mark.slow
 def test_failed_training_job_resumes_on_retry(tmp_path, snakemake, tiny_config):
     """A training job killed mid-run (preempted, out of time) is retried (the profile's
@@ -174,8 +181,11 @@ def test_failed_training_job_resumes_on_retry(tmp_path, snakemake, tiny_config):
         while not (run / "checkpoints" / "epoch_4.pt").exists():
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
             time.sleep(0.05)
-        pids = subprocess.run(["pgrep", "-f", f"pipeline train .*--out-dir {run.relative_to(tmp_path)}"],
-                              capture_output=True, text=True).stdout.split()
+        # the out-dir is relative to the workdir, the same in every test of the tiny config: only the
+        # process working in this test's folder is ours (another test's training may run beside it)
+        pattern = f"pipeline train .*--out-dir {run.relative_to(tmp_path)}"
+        pids = [pid for pid in subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+                if _cwd(pid) == tmp_path.resolve()]
         assert pids, "the training process was not found"
         for pid in pids:
             os.kill(int(pid), signal.SIGKILL)
