@@ -281,7 +281,7 @@ def make_plan(config: dict, benchmarks: str | None = None, calibration: str | No
     from pipeline.images.plots import FIGURES, figures_for
     from pipeline.images.variants import intervention_schedule, intervention_variant
     from pipeline.probes import moment_bytes, moment_layer_choice
-    from pipeline.workflow import check_fused, dynamics_runs, probe_layer_split
+    from pipeline.workflow import check_fused, dynamics_runs, intervention_runs, probe_layer_split
 
     check_fused(config)
     runs = list(iter_runs(config))
@@ -295,6 +295,7 @@ def make_plan(config: dict, benchmarks: str | None = None, calibration: str | No
         if run not in set(runs):
             trained_only[(run.dataset, run.model)] = trained_only.get((run.dataset, run.model), 0) + 1
     icfg = config["transfer"]["intervention"]
+    intervened_runs = intervention_runs(config)
     pair_plans = []
     for dataset, model in dict.fromkeys([*grid_pairs, *trained_only]):
         spec = DATASETS[dataset]
@@ -336,11 +337,13 @@ def make_plan(config: dict, benchmarks: str | None = None, calibration: str | No
             epochs=int(config["train"]["max_epochs"]))
         if (dataset, model) in grid_pairs:
             pair_plans.append(standard)
-            if icfg.get("enabled"):  # one intervened run per standard run, from the edit epoch on
+            n_intervened = sum((r.dataset, r.model) == (dataset, model) for r in intervened_runs)
+            if n_intervened:  # one per standard run of transfer.intervention.corruptions, from the edit on
                 saved_iv = intervention_schedule(config, model)
                 probed_iv = probed_epochs(saved_iv, config)
-                pair_plans.append(replace(standard, variant=intervention_variant(icfg), checkpoints=len(saved_iv),
-                                          probed=len(probed_iv), blocks=len(probe_blocks(probed_iv, config)),
+                pair_plans.append(replace(standard, variant=intervention_variant(icfg), runs=n_intervened,
+                                          checkpoints=len(saved_iv), probed=len(probed_iv),
+                                          blocks=len(probe_blocks(probed_iv, config)),
                                           epochs=int(icfg["extra_epochs"])))
         if trained_only.get((dataset, model)):
             pair_plans.append(replace(standard, runs=trained_only[(dataset, model)], probed=0, blocks=0,
@@ -574,9 +577,10 @@ def format_plan(plan: Plan) -> str:
         f"corruption degrees x {len(cfg['seeds'])} seeds)")
     intervened = sum(p.runs for p in plan.pairs if p.trained_by == "intervene")
     if intervened:
-        add(f"  + {intervened} intervened runs (transfer.intervention: each standard run edited at epoch "
-            f"{cfg['transfer']['intervention']['epoch']}, trained {cfg['transfer']['intervention']['extra_epochs']} "
-            "more epochs, extracted and probed)")
+        icfg = cfg["transfer"]["intervention"]
+        add(f"  + {intervened} intervened runs (transfer.intervention: the standard runs of its corruption "
+            f"degrees edited at epoch {icfg['epoch']}, trained {icfg['extra_epochs']} more epochs, extracted "
+            "and probed)")
     only = [p for p in plan.pairs if p.trained_only]
     if only:
         add(f"  + {sum(p.runs for p in only)} runs trained for feature dynamics only (not probed): "

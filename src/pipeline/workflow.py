@@ -30,6 +30,7 @@ from pipeline.core.config import (  # noqa: F401 (re-exported for the rule files
     RUN_PATH,
     ConfigError,
     Run,
+    corruption_chosen,
     iter_runs,
     pairs,
 )
@@ -106,11 +107,13 @@ def all_runs(config: dict) -> list[Run]:
 
 
 def intervention_runs(config: dict) -> list[Run]:
-    """The intervened runs (one per standard run) when ``transfer.intervention.enabled``, else []."""
+    """The intervened runs when ``transfer.intervention.enabled`` (else []): one per standard run at
+    each degree of ``transfer.intervention.corruptions`` (null: every degree of the grid)."""
     icfg = config.get("transfer", {}).get("intervention", {})
     if not icfg.get("enabled"):
         return []
-    return list(iter_runs(config, variant=intervention_variant(icfg)))
+    return [run for run in iter_runs(config, variant=intervention_variant(icfg))
+            if corruption_chosen(run.corruption, icfg.get("corruptions"))]
 
 
 
@@ -245,7 +248,7 @@ def ablation_runs(config: dict) -> list[Run]:
     ``dynamics.ablations.corruptions`` (null: all)."""
     wanted = (config.get("dynamics", {}).get("ablations") or {}).get("corruptions")
     return [Run(r.dataset, r.model, r.corruption, r.seed, v) for r in dynamics_runs(config)
-            if wanted is None or any(abs(r.corruption - float(c)) < 1e-12 for c in wanted)
+            if corruption_chosen(r.corruption, wanted)
             for v in ablation_variants(config, r.model)]
 
 

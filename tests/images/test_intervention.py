@@ -188,6 +188,11 @@ def test_variants_runs_and_schedule():
     assert len(runs) == 4 and {r.variant for r in runs} == {"intervene-e2"}
     assert runs[0].path == "runs/digits/mlp/c0/s0/intervene-e2"
     assert intervention_runs(make_config(enabled=False)) == []
+    # transfer.intervention.corruptions: only those degrees' runs (the default's: the noisy ones)
+    chosen = make_config()
+    chosen["transfer"]["intervention"]["corruptions"] = [0.5]
+    assert [(r.corruption, r.seed) for r in intervention_runs(chosen)] == [
+        (r.corruption, r.seed) for r in runs if r.corruption == 0.5] and len(intervention_runs(chosen)) == 2
     assert is_intervention("intervene-e40") and is_intervention("intervene-e40-keepopt")
     assert not is_intervention("standard") and not is_intervention("intervene-40")
     # the papers' E=40, N=60 on the default schedule (every 5 after epoch 20)
@@ -196,3 +201,11 @@ def test_variants_runs_and_schedule():
     assert intervention_schedule(make_config(epoch=10, extra_epochs=10, checkpoint_every=5), "mlp") == [10, 15, 20]
     assert intervention_schedule(make_config(epoch=3, extra_epochs=4), "mlp") == [3, 4, 6, 7]
     assert MODELS["mlp"].late_checkpoint_interval == 5
+
+
+
+def test_intervention_corruptions_outside_the_grid_are_ignored():
+    """The default's [0.5, 0.8] under a grid narrowed to other degrees (a user's --configfile is
+    merged over config/config.yaml) intervenes on none of its runs and is no error."""
+    assert intervention_runs(make_config(corruptions=[0.8])) == []
+    assert [r.corruption for r in intervention_runs(make_config(corruptions=[0.5, 0.8]))] == [0.5, 0.5]

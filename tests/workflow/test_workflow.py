@@ -45,9 +45,12 @@ def test_dry_run_default_config(tmp_path, snakemake):
     assert runs == 3
     proc = snakemake("-n", "--cores", "2", workdir=tmp_path, config=default)
     dynamics, extra = _dynamics_jobs(default, runs)
+    # the intervention on the noisy runs only (transfer.intervention.corruptions)
+    intervened = pairs * len(default["transfer"]["intervention"]["corruptions"]) * len(default["seeds"])
+    assert intervened == 2
     assert proc.job_counts() == {
-        "corrupt_labels": 2 * runs + extra, "train": runs + extra, "edit_model": runs, "intervene": runs,
-        "relabel_retrain": runs, "run_probe_table": 2 * runs,
+        "corrupt_labels": runs + intervened + extra, "train": runs + extra, "edit_model": runs,
+        "intervene": intervened, "relabel_retrain": runs, "run_probe_table": runs + intervened,
         "aggregate_train_logs": 1, "aggregate_probes": 1, "aggregate_benchmarks": 1, "plots": pairs, "all": 1,
         "report_tables": 1,  # the tables' pages for the report (workflow/rules/report.smk)
         # 3 widths x 3 noise levels, and the all-random-labels control

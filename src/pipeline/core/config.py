@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -309,6 +309,12 @@ def custom_names(config: dict, key: str) -> list[str]:
 def known_names(config: dict, key: str) -> list[str]:
     """Every dataset or model name ``config`` may use: the built-in ones and its own."""
     return builtin_names(key) + [name for name in custom_names(config, key) if name not in builtin_names(key)]
+
+
+def corruption_chosen(corruption: float, chosen: Iterable | None) -> bool:
+    """Whether ``corruption`` is one of the degrees a section chose (``labels.corruptions``,
+    ``transfer.intervention.corruptions``, ...; None: every degree of the grid)."""
+    return chosen is None or any(abs(float(corruption) - float(c)) < 1e-12 for c in chosen)
 
 
 def iter_runs(config: dict, variant: str = BASE_VARIANT) -> Iterator[Run]:

@@ -10,7 +10,7 @@ figures under ``results/plots/labels/<dataset>/<model>/``.
 
 from __future__ import annotations
 
-from pipeline.core.config import BASE_VARIANT, Run, format_corruption
+from pipeline.core.config import BASE_VARIANT, Run, corruption_chosen, format_corruption
 
 #: per-run outputs of workflow/rules/labels.smk, under the run folder
 LABELS_RUN_FILES = {"detect": "labels/detect_epoch_{epoch}.parquet",
@@ -46,7 +46,7 @@ def labels_pairs(config: dict) -> list[tuple[str, str]]:
 
 def _corruptions(config: dict, chosen) -> list[float]:
     grid = [float(c) for c in config["corruptions"]]
-    return grid if chosen is None else [c for c in grid if any(abs(c - float(x)) < 1e-12 for x in chosen)]
+    return [c for c in grid if corruption_chosen(c, chosen)]
 
 
 def labels_runs(config: dict) -> list[Run]:
@@ -65,7 +65,7 @@ def repair_runs(config: dict) -> list[Run]:
         return []
     chosen = repair.get("corruptions")
     return [run for run in labels_runs(config)
-            if chosen is None or any(abs(run.corruption - float(x)) < 1e-12 for x in chosen)]
+            if corruption_chosen(run.corruption, chosen)]
 
 
 #: the repair's baselines: the given labels (read from the run's log) and the true labels
