@@ -291,8 +291,9 @@ def make_plan(config: dict, benchmarks: str | None = None, calibration: str | No
     # runs another family trains that the probe grid has not (feature dynamics on its own pairs or
     # corruption degrees; the labels family judges runs of the grid, the config checks that)
     trained_only: dict[tuple[str, str], int] = {}
+    grid_runs = set(runs)
     for run in dict.fromkeys(dynamics_runs(config)):
-        if run not in set(runs):
+        if run not in grid_runs:
             trained_only[(run.dataset, run.model)] = trained_only.get((run.dataset, run.model), 0) + 1
     icfg = config["transfer"]["intervention"]
     intervened_runs = intervention_runs(config)
@@ -751,13 +752,18 @@ def transfer_plan(config: dict) -> dict | None:
             "jobs": {"edit_model": len(standard) * edit, "relabel_retrain": len(standard) * len(protocols)}}
 
 
+def _jobs_line(jobs: dict[str, int]) -> str:
+    """A family section's jobs, the rules it has no job of left out."""
+    return "  jobs: " + ", ".join(f"{rule} {n}" for rule, n in jobs.items() if n)
+
+
 def format_transfer_plan(tp: dict | None) -> list[str]:
     if tp is None:
         return []
     return ["", f"transfer: {tp['runs']} standard runs; relabel-and-retrain protocols "
                 f"{', '.join(tp['protocols']) or 'none'} ({tp['networks_trained']} networks trained, each "
                 "like its run)",
-            "  jobs: " + ", ".join(f"{k} {v}" for k, v in tp["jobs"].items() if v)]
+            _jobs_line(tp["jobs"])]
 
 
 def labels_plan(plan: Plan) -> dict | None:
@@ -796,7 +802,7 @@ def format_labels_plan(lp: dict | None) -> list[str]:
     return ["", f"labels: {lp['runs']} runs judged, {lp['repaired']} repaired (retrainings "
                 f"{', '.join(lp['retrains']) or 'none'}); {lp['networks_trained']} networks trained "
                 "(cleanlab's folds and the repair's retrainings, each like its run)",
-            "  jobs: " + ", ".join(f"{k} {v}" for k, v in lp["jobs"].items() if v)]
+            _jobs_line(lp["jobs"])]
 
 
 def workflow_jobs(plan: Plan) -> dict[str, int]:
@@ -966,5 +972,5 @@ def format_dynamics_plan(dp: dict | None) -> list[str]:
     lines.append(f"  compute: {dp['forward_passes']:.3g} forward passes in all, about "
                  f"{dp['hours_at_assumed_rate']:.2f} h (assumption: one composite evaluation <= one full "
                  "forward pass; the throughputs above, pipeline.plan.DYNAMICS_IMAGES_PER_S)")
-    lines.append("  jobs: " + ", ".join(f"{k} {v}" for k, v in dp["jobs"].items() if v))
+    lines.append(_jobs_line(dp["jobs"]))
     return lines
